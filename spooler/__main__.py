@@ -1,0 +1,3 @@
+from spooler.cli.main import main
+
+main()

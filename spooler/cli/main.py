@@ -1,0 +1,299 @@
+"""``ts``: parse the command line, send one request, print the reply.
+
+Errors end here as one line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from spooler.cli import follow
+from spooler.cli.parse import Invocation, id_list, job_id, parse, positive
+from spooler.client import Client
+from spooler.errors import SpoolerError, UsageError
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+
+
+def _enqueue(inv: Invocation) -> int:
+    opts = inv.job
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        raise UsageError("the current directory no longer exists") from None
+    fields: dict[str, Any] = {
+        "cwd": cwd,
+        "env": dict(os.environ),
+        "label": opts.get("label"),
+        "no_output": bool(opts.get("no_output")),
+        "stderr_apart": bool(opts.get("stderr_apart")),
+        "gzip": bool(opts.get("gzip")),
+        "log_name": opts.get("log_name"),
+        "mail": bool(opts.get("mail")),
+        "after_last": bool(opts.get("after_last")),
+        "foreground": bool(opts.get("foreground")),
+    }
+    if "slots" in opts:
+        fields["slots"] = positive(opts["slots"], "-N")
+    if "after" in opts:
+        fields["after"] = id_list(opts["after"], "-D")
+    if "after_ok" in opts:
+        fields["after_ok"] = id_list(opts["after_ok"], "-W")
+    if os.environ.get("TS_ENV"):
+        fields["env_info"] = _ts_env(os.environ["TS_ENV"])
+    if "batch" in opts:
+        if inv.command:
+            raise UsageError("--batch takes its commands from the file, not the command line")
+        fields["batch"] = _read_batch(opts["batch"])
+    else:
+        if not inv.command or not inv.command[0].strip():
+            raise UsageError("empty command")
+        fields["command"] = inv.command
+    fds = [1, 2] if fields["foreground"] and fields["no_output"] else None
+    with Client() as client:
+        reply = client.request("submit", fds, **fields)
+        if "ids" in reply:
+            _print("\n".join(map(str, reply["ids"])))
+            return 0
+        _print(str(reply["id"]))
+        sys.stdout.flush()
+        if fields["foreground"]:
+            return int(client.request("wait", id=reply["id"])["exit_status"])
+    return 0
+
+
+def _ts_env(command: str) -> str:
+    import subprocess
+
+    try:
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return f"(TS_ENV command timed out: {command})"
+    return done.stdout
+
+
+def _read_batch(source: str) -> list[list[str]]:
+    import shlex
+
+    try:
+        if source == "-":
+            text = sys.stdin.read()
+        else:
+            with open(source, encoding="utf-8") as f:
+                text = f.read()
+    except OSError as exc:
+        raise UsageError(f"--batch: cannot read {source}: {exc.strerror}") from None
+    commands = []
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            words = shlex.split(stripped)
+        except ValueError as exc:
+            raise UsageError(f"--batch: line {number}: {exc}") from None
+        # A line is a shell command line, so it runs through sh when it needs a shell.
+        commands.append([stripped] if _needs_shell(stripped) else words)
+    if not commands:
+        raise UsageError(f"--batch: {source} holds no commands")
+    return commands
+
+
+def _needs_shell(line: str) -> bool:
+    return any(c in line for c in ";&|<>()$`*?[]{}~\\")
+
+
+def _list(inv: Invocation) -> int:
+    width, color = 0, False
+    if inv.list_format == "default" and sys.stdout.isatty():
+        width = os.get_terminal_size(sys.stdout.fileno()).columns
+        color = not os.environ.get("NO_COLOR")
+    with Client() as client:
+        reply = client.request("list", format=inv.list_format, width=width, color=color)
+    sys.stdout.write(reply["text"])
+    return 0
+
+
+def _field(field: str, default: str) -> Callable[[Invocation], int]:
+    def action(inv: Invocation) -> int:
+        with Client() as client:
+            reply = client.request(
+                "job_field", id=job_id(inv.value, inv.action_option), field=field, default=default
+            )
+        value = reply["value"]
+        if value is None:
+            raise SpoolerError(f"job {reply['id']} has no {field} yet")
+        _print(str(value))
+        return 0
+
+    return action
+
+
+def _simple(op: str, key: str = "", **fixed: Any) -> Callable[[Invocation], int]:
+    def action(inv: Invocation) -> int:
+        fields = dict(fixed)
+        if key:
+            fields[key] = job_id(inv.value, inv.action_option)
+        with Client() as client:
+            reply = client.request(op, **fields)
+        if "value" in reply:
+            _print(str(reply["value"]))
+        return 0
+
+    return action
+
+
+def _wait(inv: Invocation) -> int:
+    with Client() as client:
+        reply = client.request("wait", id=job_id(inv.value, inv.action_option))
+    return int(reply["exit_status"])
+
+
+def _slots(inv: Invocation) -> int:
+    fields = {} if inv.value is None else {"set": positive(inv.value, "-S")}
+    with Client() as client:
+        reply = client.request("slots", **fields)
+    if inv.value is None:
+        _print(str(reply["slots"]))
+    return 0
+
+
+def _swap(inv: Invocation) -> int:
+    a, sep, b = (inv.value or "").partition("-")
+    if not sep or not a.isdigit() or not b.isdigit():
+        raise UsageError(f"-U: {inv.value!r} is not two job ids like 3-5")
+    with Client() as client:
+        client.request("swap", a=int(a), b=int(b))
+    return 0
+
+
+def _env(inv: Invocation) -> int:
+    value = inv.value or ""
+    fields: dict[str, Any] = {"name": value}
+    if inv.action == "setenv":
+        name, eq, val = value.partition("=")
+        if not eq or not name:
+            raise UsageError(f"--setenv: {value!r} is not VAR=value")
+        fields = {"name": name, "set": val}
+    elif inv.action == "unsetenv":
+        fields["unset"] = True
+    with Client() as client:
+        reply = client.request("env", **fields)
+    if inv.action == "getenv":
+        if reply["value"] is None:
+            raise SpoolerError(f"{value} is not set in the daemon's environment")
+        _print(reply["value"])
+    return 0
+
+
+def _logdir(inv: Invocation) -> int:
+    fields = {"set": os.path.abspath(inv.value)} if inv.action == "set_logdir" and inv.value else {}
+    with Client() as client:
+        reply = client.request("logdir", **fields)
+    if inv.action == "get_logdir":
+        _print(reply["value"])
+    return 0
+
+
+def _shutdown(inv: Invocation) -> int:
+    from spooler.client import connect
+
+    try:
+        client_sock = connect(autostart=False)
+    except SpoolerError:
+        print("ts: no daemon is running", file=sys.stderr)
+        return 0
+    client = Client.__new__(Client)
+    client.sock = client_sock
+    with client:
+        client.request("shutdown")
+        follow.wait_for_daemon_exit()
+    return 0
+
+
+def _daemon(inv: Invocation) -> int:
+    from spooler import paths
+    from spooler.daemon.main import run
+
+    return run(paths.socket_path())
+
+
+def _help(inv: Invocation) -> int:
+    from spooler.cli.usage import usage
+
+    sys.stdout.write(usage())
+    return 0
+
+
+def _version(inv: Invocation) -> int:
+    from spooler import __version__
+
+    _print(f"ts (spooler) {__version__}")
+    return 0
+
+
+ACTIONS: dict[str, Callable[[Invocation], int]] = {
+    "enqueue": _enqueue,
+    "list": _list,
+    "tail": follow.tail,
+    "cat": follow.cat,
+    "pid": _field("pid", "run"),
+    "output": _field("output", "run"),
+    "state": _field("state", "added"),
+    "label": _field("label", "added"),
+    "full_cmd": _field("command", "added"),
+    "info": lambda inv: _print_text("info", inv),
+    "remove": _simple("remove", "id"),
+    "wait": _wait,
+    "kill": _simple("kill", "id"),
+    "kill_all": _simple("kill", all=True),
+    "urgent": _simple("urgent", "id"),
+    "swap": _swap,
+    "slots": _slots,
+    "clear": _simple("clear"),
+    "shutdown": _shutdown,
+    "count_running": _simple("count_running"),
+    "last_id": _simple("last_id"),
+    "getenv": _env,
+    "setenv": _env,
+    "unsetenv": _env,
+    "get_logdir": _logdir,
+    "set_logdir": _logdir,
+    "daemon": _daemon,
+    "help": _help,
+    "version": _version,
+}
+
+
+def _print_text(op: str, inv: Invocation) -> int:
+    with Client() as client:
+        reply = client.request(op, id=job_id(inv.value, inv.action_option))
+    sys.stdout.write(reply["text"])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        inv = parse(args)
+        status = ACTIONS[inv.action](inv)
+        sys.stdout.flush()
+    except SpoolerError as exc:
+        print(f"ts: {exc}", file=sys.stderr)
+        status = exc.exit_status
+    except BrokenPipeError:
+        # ``ts -l | head``: the reader went away; say nothing.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        status = 0
+    except KeyboardInterrupt:
+        status = 130
+    except OSError as exc:
+        print(f"ts: {exc.strerror or exc}", file=sys.stderr)
+        status = 1
+    sys.exit(status)

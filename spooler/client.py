@@ -1,0 +1,174 @@
+"""Talk to the daemon: connect (starting it when none answers), send a request, read the reply.
+
+This is the whole of the ``ts`` hot path besides argument parsing, so it imports only the
+standard modules every Python start-up already has, plus msgpack.
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import os
+import select
+import socket
+import sys
+import time
+from typing import Any
+
+from spooler import paths, protocol
+from spooler.errors import DaemonUnavailable, QueueFull, RemoteError, VersionMismatch
+
+START_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 30.0
+
+
+def _spawn_daemon(sock_path: str, lock_fd: int) -> None:
+    """Start a daemon in the background and wait until it reports that it serves.
+
+    fork, setsid, fork: the daemon is no child of ours and has no controlling terminal.  It
+    inherits the locked lock file, so no other client can start a second one meanwhile.
+    """
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
+    os.set_inheritable(lock_fd, True)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    argv = [sys.executable, "-m", "spooler.daemon", "--socket", sock_path]
+    argv += ["--ready-fd", str(write_end), "--lock-fd", str(lock_fd)]
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            os.chdir("/")
+            os.umask(0o077)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            os.execve(sys.executable, argv, env)
+        finally:
+            os._exit(127)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    try:
+        lines = _read_ready(read_end)
+    finally:
+        os.close(read_end)
+    for line in lines:
+        if line.startswith("warning: "):
+            print(f"ts: {line}", file=sys.stderr)
+        elif line.startswith("error: "):
+            raise DaemonUnavailable(f"the daemon could not start: {line[7:]}")
+    if "ready" not in lines:
+        raise DaemonUnavailable(f"the daemon for {sock_path} did not start (see its log in the state directory)")
+
+
+def _read_ready(fd: int) -> list[str]:
+    data = b""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").splitlines()
+
+
+def connect(sock_path: str | None = None, autostart: bool = True) -> socket.socket:
+    sock_path = sock_path or paths.socket_path()
+    paths.check_socket_path(sock_path)
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    delay = 0.002
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(sock_path)
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+        except OSError as exc:
+            sock.close()
+            raise DaemonUnavailable(f"cannot connect to {sock_path}: {exc.strerror}") from None
+        if not autostart:
+            raise DaemonUnavailable(f"no daemon is running on {sock_path}")
+        os.makedirs(os.path.dirname(sock_path), mode=0o700, exist_ok=True)
+        lock_fd = os.open(paths.lock_path(sock_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # a daemon runs, or another client is starting one: wait for its socket
+        else:
+            _spawn_daemon(sock_path, lock_fd)
+            continue
+        finally:
+            os.close(lock_fd)
+        if time.monotonic() > deadline:
+            raise DaemonUnavailable(f"the daemon on {sock_path} does not answer")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise DaemonUnavailable("the daemon closed the connection")
+        data += chunk
+    return bytes(data)
+
+
+def check(reply: dict[str, Any]) -> dict[str, Any]:
+    if reply.get("ok"):
+        return reply
+    message = str(reply.get("error", "request failed"))
+    code = str(reply.get("code", ""))
+    if code == protocol.E_VERSION:
+        raise VersionMismatch(message)
+    if code == protocol.E_QUEUE_FULL:
+        raise QueueFull(message, code)
+    raise RemoteError(message, code)
+
+
+class Client:
+    """One connection to the daemon; requests go one at a time."""
+
+    def __init__(self, sock_path: str | None = None, autostart: bool = True) -> None:
+        self.sock = connect(sock_path, autostart)
+
+    def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
+        frame = protocol.encode(message)
+        if fds:
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+            sent = self.sock.sendmsg([frame], ancillary)
+            frame = frame[sent:]
+        if frame:
+            self.sock.sendall(frame)
+
+    def receive(self) -> dict[str, Any]:
+        header = _recv_exact(self.sock, protocol.HEADER.size)
+        body = _recv_exact(self.sock, protocol.frame_length(header))
+        return protocol.decode_body(body)
+
+    def request(self, op: str, fds: list[int] | None = None, **fields: Any) -> dict[str, Any]:
+        """Send one request and return its reply; an error reply raises."""
+        self.send(protocol.request(op, **fields), fds)
+        return check(self.receive())
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

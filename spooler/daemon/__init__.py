@@ -1,0 +1,1 @@
+"""The spooler daemon: one per socket, holding the job list and running the jobs."""

@@ -1,0 +1,5 @@
+import sys
+
+from spooler.daemon.main import main
+
+sys.exit(main())

@@ -1,0 +1,94 @@
+"""Daemon settings: read from the environment at start, changed by requests, saved in the save-list."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from spooler import paths
+
+DEFAULT_MAX_FINISHED = 1000
+DEFAULT_MAX_CONNECTIONS = 512
+DEFAULT_KILL_GRACE = 10.0
+
+
+def _int_env(env: Mapping[str, str], name: str, default: int, minimum: int) -> tuple[int, str]:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default, ""
+    try:
+        value = int(raw)
+    except ValueError:
+        return default, f"{name}={raw!r} is not a number; using {default}"
+    if value < minimum:
+        return default, f"{name}={raw!r} must be at least {minimum}; using {default}"
+    return value, ""
+
+
+@dataclass
+class Settings:
+    """What ``ts -S``, ``--set_logdir`` and ``--setenv`` change; persisted across restarts."""
+
+    slots: int = 1
+    logdir: str = "/tmp"
+    env_overrides: dict[str, str | None] = field(default_factory=dict)  # None: unset for jobs
+    gpu_free_perc: int = 90
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "slots": self.slots,
+            "logdir": self.logdir,
+            "env_overrides": self.env_overrides,
+            "gpu_free_perc": self.gpu_free_perc,
+        }
+
+    def update_from_record(self, record: Mapping[str, Any]) -> None:
+        if isinstance(record.get("slots"), int) and record["slots"] >= 1:
+            self.slots = record["slots"]
+        if isinstance(record.get("logdir"), str):
+            self.logdir = record["logdir"]
+        if isinstance(record.get("env_overrides"), dict):
+            self.env_overrides = dict(record["env_overrides"])
+        if isinstance(record.get("gpu_free_perc"), int) and 1 <= record["gpu_free_perc"] <= 100:
+            self.gpu_free_perc = record["gpu_free_perc"]
+
+
+@dataclass
+class StartupConfig:
+    """Read once when the daemon starts (``TS_*`` variables of the environment it starts in)."""
+
+    socket: str
+    savelist: str
+    settings: Settings
+    max_finished: int
+    max_connections: int
+    queue_limit: int | None  # TS_MAXCONN also bounds the queue for -B, as in the original
+    fsync: bool
+    onfinish: str | None
+    kill_grace: float
+    warnings: list[str]
+
+    @classmethod
+    def from_env(cls, socket: str, env: Mapping[str, str] = os.environ) -> StartupConfig:
+        warnings: list[str] = []
+        slots, warn = _int_env(env, "TS_SLOTS", 1, 1)
+        warnings += [warn] if warn else []
+        max_finished, warn = _int_env(env, "TS_MAXFINISHED", DEFAULT_MAX_FINISHED, 0)
+        warnings += [warn] if warn else []
+        maxconn, warn = _int_env(env, "TS_MAXCONN", 0, 1)
+        warnings += [warn] if warn else []
+        settings = Settings(slots=slots, logdir=paths.tmpdir(env))
+        return cls(
+            socket=socket,
+            savelist=paths.savelist_path(socket, env),
+            settings=settings,
+            max_finished=max_finished,
+            max_connections=maxconn or DEFAULT_MAX_CONNECTIONS,
+            queue_limit=maxconn or None,
+            fsync=env.get("TS_FSYNC", "1") not in ("0", "no", "off", "false"),
+            onfinish=env.get("TS_ONFINISH") or None,
+            kill_grace=DEFAULT_KILL_GRACE,
+            warnings=warnings,
+        )

@@ -1,0 +1,135 @@
+"""Run the daemon: take the lock, load the save-list, bind the socket, serve until stopped.
+
+``run()`` is the same in the foreground (``ts --daemon``, systemd, tests) and in the background
+(``spooler.autostart`` forks, detaches and execs ``python -m spooler.daemon`` with a pipe to
+report readiness and the already-locked lock file).  The process is single-threaded: jobs are
+started by forking, which must not happen while other threads exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import sys
+
+from spooler import paths
+from spooler.daemon.config import StartupConfig
+from spooler.daemon.handlers import HANDLERS
+from spooler.daemon.server import Server
+from spooler.daemon.spooler import Spooler
+
+log = logging.getLogger("spooler")
+
+
+class StartupError(Exception):
+    pass
+
+
+def acquire_lock(sock: str, inherited_fd: int | None) -> int:
+    if inherited_fd is not None:
+        return inherited_fd
+    lock = paths.lock_path(sock)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StartupError(f"a daemon is already running on {sock} (lock {lock} is held)") from None
+    return fd
+
+
+def bind(sock_path: str) -> socket.socket:
+    """Bind the socket owner-only.  We hold the lock, so any socket file there is stale."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(sock_path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        listener.bind(sock_path)
+    finally:
+        os.umask(old_umask)
+    os.chmod(sock_path, 0o600)
+    listener.listen(512)
+    return listener
+
+
+def _setup_logging(path: str, foreground: bool) -> None:
+    handler: logging.Handler
+    try:
+        handler = logging.FileHandler(path)
+        os.chmod(path, 0o600)
+    except OSError:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    if foreground and handler.__class__ is not logging.StreamHandler:
+        log.addHandler(logging.StreamHandler(sys.stderr))
+    log.setLevel(logging.INFO)
+
+
+def run(sock: str, *, ready_fd: int | None = None, lock_fd: int | None = None, foreground: bool = True) -> int:
+    """Serve on ``sock`` until ``ts -K``, SIGTERM or SIGINT.  Returns the exit status."""
+
+    def tell(line: str) -> None:
+        if ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(ready_fd, (line + "\n").encode())
+        elif line.startswith(("warning:", "error:")):
+            print(f"ts: {line}", file=sys.stderr)
+
+    try:
+        paths.check_socket_path(sock)
+        os.makedirs(os.path.dirname(sock), mode=0o700, exist_ok=True)
+        lock = acquire_lock(sock, lock_fd)
+        config = StartupConfig.from_env(sock)
+        os.makedirs(os.path.dirname(config.savelist), mode=0o700, exist_ok=True)
+        _setup_logging(config.savelist + ".log", foreground)
+        loop = asyncio.new_event_loop()
+        spooler = Spooler(config, loop)
+        spooler.load()
+        listener = bind(sock)
+    except Exception as exc:
+        tell(f"error: {exc}")
+        return 1
+    server = Server(spooler, listener, HANDLERS, config.max_connections)
+    loop.add_signal_handler(signal.SIGCHLD, spooler.reap)
+    loop.add_signal_handler(signal.SIGTERM, loop.stop)
+    loop.add_signal_handler(signal.SIGINT, loop.stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP ignored"))
+    for warning in spooler.warnings:
+        log.warning("%s", warning)
+        tell(f"warning: {warning}")
+    log.info("daemon %d serving on %s", os.getpid(), sock)
+    tell("ready")
+    if ready_fd is not None:
+        os.close(ready_fd)
+    spooler.reap()  # children that ended before the handler was installed
+    spooler.kick()
+    try:
+        loop.run_forever()
+    finally:
+        # Remove the socket before the lock is released, so the next daemon never sees ours.
+        with contextlib.suppress(OSError):
+            os.unlink(sock)
+        server.close()
+        spooler.shutdown_jobs()
+        spooler.store.close()
+        log.info("daemon %d stopped; running jobs continue and are adopted by the next daemon", os.getpid())
+        os.close(lock)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spooler.daemon", description="the spooler daemon")
+    parser.add_argument("--socket", default=None, help="socket path (default: $TS_SOCKET or the ts default)")
+    parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--lock-fd", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    sock = os.path.abspath(args.socket) if args.socket else paths.socket_path()
+    return run(sock, ready_fd=args.ready_fd, lock_fd=args.lock_fd, foreground=args.ready_fd is None)

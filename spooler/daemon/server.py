@@ -1,0 +1,267 @@
+"""The daemon's socket: accept, check the peer, read frames, dispatch, reply.
+
+Connections are plain non-blocking sockets driven by the event loop's reader callbacks (not
+asyncio streams): we need ``recvmsg`` for the descriptors ``ts -nf`` passes, and callbacks keep
+a request's cost to a few microseconds of Python.
+
+Replies to requests that changed the job list wait for one fsync shared by every request handled
+in the same turn of the loop (group commit), so a printed job id is always on disk.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from spooler import protocol
+from spooler.daemon.spooler import RequestError, Spooler
+
+log = logging.getLogger("spooler")
+
+REQUEST_TIMEOUT = 10.0  # a request must arrive whole within this long of the previous one
+_RECV = 256 * 1024
+_FDS_SPACE = socket.CMSG_SPACE(2 * array.array("i").itemsize)
+_PEERCRED = struct.Struct("3i")
+
+Handler = Callable[[Spooler, dict[str, Any], "Connection"], "dict[str, Any] | None"]
+
+
+class Connection:
+    def __init__(self, server: Server, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.fds: list[int] = []  # descriptors received with the current request
+        self.closed = False
+        self.close_after_send = False
+        self.waiting = False  # a reply is deferred (``wait``): no read deadline meanwhile
+        self.on_close: list[Callable[[], None]] = []
+        self.deadline: asyncio.TimerHandle | None = None
+        self._arm_deadline()
+        server.loop.add_reader(sock.fileno(), self._readable)
+
+    def _arm_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.deadline = self.server.loop.call_later(REQUEST_TIMEOUT, self._timed_out)
+
+    def _timed_out(self) -> None:
+        if not self.waiting:
+            self.fail(protocol.E_BAD_REQUEST, f"no complete request within {REQUEST_TIMEOUT:g} s")
+
+    def _readable(self) -> None:
+        try:
+            data, ancdata, _flags, _addr = self.sock.recvmsg(_RECV, _FDS_SPACE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+                self.fds.extend(fds)
+        if not data:
+            self.close()
+            return
+        self.inbuf += data
+        self._arm_deadline()
+        self._parse()
+
+    def _parse(self) -> None:
+        header = protocol.HEADER.size
+        while not self.closed and not self.waiting and len(self.inbuf) >= header:
+            try:
+                length = protocol.frame_length(bytes(self.inbuf[:header]))
+            except protocol.FrameError as exc:
+                self.fail(protocol.E_BAD_REQUEST, str(exc))
+                return
+            if len(self.inbuf) < header + length:
+                return
+            body = bytes(self.inbuf[header : header + length])
+            del self.inbuf[: header + length]
+            self.server.dispatch(self, body)
+
+    def take_fds(self) -> list[int]:
+        fds, self.fds = self.fds, []
+        return fds
+
+    def reply(self, message: dict[str, Any]) -> None:
+        self.waiting = False
+        self.server.send_after_commit(self, message)
+
+    def fail(self, code: str, message: str) -> None:
+        self.close_after_send = True
+        self.send(protocol.error_reply(code, message))
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        self.outbuf += protocol.encode(message)
+        self._flush()
+        if not self.closed and not self.waiting and self.inbuf:
+            self._parse()
+
+    def _flush(self) -> None:
+        while self.outbuf:
+            try:
+                sent = self.sock.send(self.outbuf)
+            except (BlockingIOError, InterruptedError):
+                self.server.loop.add_writer(self.sock.fileno(), self._writable)
+                return
+            except OSError:
+                self.close()
+                return
+            del self.outbuf[:sent]
+        self.server.loop.remove_writer(self.sock.fileno())
+        if self.close_after_send:
+            self.close()
+
+    def _writable(self) -> None:
+        self._flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.deadline is not None:
+            self.deadline.cancel()
+        loop = self.server.loop
+        loop.remove_reader(self.sock.fileno())
+        loop.remove_writer(self.sock.fileno())
+        for fd in self.take_fds():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        for callback in self.on_close:
+            callback()
+        self.sock.close()
+        self.server.forget(self)
+
+
+class Server:
+    def __init__(
+        self,
+        spooler: Spooler,
+        listener: socket.socket,
+        handlers: dict[str, Handler],
+        max_connections: int,
+    ) -> None:
+        self.spooler = spooler
+        self.loop = spooler.loop
+        self.listener = listener
+        self.handlers = handlers
+        self.max_connections = max_connections
+        self.connections: set[Connection] = set()
+        self.uid = os.getuid()
+        self._pending: list[tuple[Connection, dict[str, Any]]] = []
+        self._accepting = False
+        self.stopping = False
+        listener.setblocking(False)
+        self._resume_accepting()
+
+    def _resume_accepting(self) -> None:
+        if not self._accepting and not self.stopping:
+            self._accepting = True
+            self.loop.add_reader(self.listener.fileno(), self._accept)
+
+    def _pause_accepting(self) -> None:
+        if self._accepting:
+            self._accepting = False
+            self.loop.remove_reader(self.listener.fileno())
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            if len(self.connections) >= self.max_connections:
+                # Excess clients wait in the listen backlog until a connection closes.
+                self._pause_accepting()
+                return
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+            _pid, uid, _gid = _PEERCRED.unpack(creds)
+            conn = Connection(self, sock)
+            self.connections.add(conn)
+            if uid != self.uid:
+                log.warning("refused a connection from uid %d", uid)
+                conn.fail(protocol.E_DENIED, f"permission denied: this spooler belongs to uid {self.uid}")
+
+    def forget(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        if len(self.connections) < self.max_connections:
+            self._resume_accepting()
+
+    def dispatch(self, conn: Connection, body: bytes) -> None:
+        try:
+            message = protocol.decode_body(body)
+        except protocol.FrameError as exc:
+            conn.fail(protocol.E_BAD_REQUEST, str(exc))
+            return
+        version = message.get("v")
+        if version != protocol.PROTOCOL_VERSION:
+            conn.fail(
+                protocol.E_VERSION,
+                f"the running daemon speaks protocol {protocol.PROTOCOL_VERSION} and this ts speaks "
+                f"{version}: stop the old daemon with its own ts -K (queued jobs are kept) and retry",
+            )
+            return
+        op = message.get("op")
+        handler = self.handlers.get(op) if isinstance(op, str) else None
+        if handler is None:
+            conn.fail(protocol.E_BAD_REQUEST, f"unknown request type {op!r}")
+            return
+        try:
+            reply = handler(self.spooler, message, conn)
+        except RequestError as exc:
+            reply = protocol.error_reply(exc.code, str(exc))
+        except Exception as exc:  # a bug must cost one request, never the daemon
+            log.exception("request %r failed", op)
+            reply = protocol.error_reply(protocol.E_INTERNAL, f"internal error: {exc}")
+        finally:
+            for fd in conn.take_fds():  # descriptors the handler did not keep
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        if reply is not None:
+            conn.reply(reply)
+        else:
+            conn.waiting = True
+
+    def send_after_commit(self, conn: Connection, message: dict[str, Any]) -> None:
+        if not self._pending:
+            self.loop.call_soon(self._commit_and_send)
+        self._pending.append((conn, message))
+
+    def _commit_and_send(self) -> None:
+        pending, self._pending = self._pending, []
+        try:
+            self.spooler.commit()
+        except OSError as exc:
+            log.error("could not write the save-list: %s", exc)
+            for conn, _ in pending:
+                conn.fail(protocol.E_INTERNAL, f"could not write the save-list: {exc}")
+            return
+        for conn, message in pending:
+            conn.send(message)
+
+    def close(self) -> None:
+        self.stopping = True
+        self._pause_accepting()
+        self.listener.close()
+        if self._pending:
+            self._commit_and_send()
+        for conn in list(self.connections):
+            conn.close()

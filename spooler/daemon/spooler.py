@@ -1,0 +1,505 @@
+"""The job list and everything that changes it: submit, start, finish, remove, reorder.
+
+One ``Spooler`` lives in the daemon.  Every change to a job goes through :meth:`Spooler.save` so
+the save-list journal sees it; every event that may let a job start calls :meth:`kick`, which
+runs one scheduling pass on the next turn of the event loop (many events, one pass).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import msgpack
+
+from spooler import runner, scheduler
+from spooler.daemon.config import StartupConfig
+from spooler.jobs import Job, JobState
+from spooler.store import Loaded, Store
+
+log = logging.getLogger("spooler")
+
+Waiter = Callable[[Job | None], None]
+
+
+class RequestError(Exception):
+    """A request that cannot be carried out; ``code`` is a protocol error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Submission:
+    """A validated submit request for one job (the handler builds it from the wire)."""
+
+    command: list[str]
+    cwd: str
+    env: dict[str, str]
+    label: str | None = None
+    slots: int = 1
+    store_output: bool = True
+    stderr_apart: bool = False
+    gzip: bool = False
+    log_name: str | None = None
+    mail: bool = False
+    after: list[int] = field(default_factory=list)
+    after_ok: list[int] = field(default_factory=list)
+    env_info: str | None = None
+    terminal_fds: tuple[int, int] | None = None  # -nf: the client's stdout and stderr
+
+
+class Spooler:
+    def __init__(self, config: StartupConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.settings = config.settings
+        self.loop = loop
+        self.store = Store(config.savelist, fsync=config.fsync)
+        self.runs_dir = config.savelist + ".runs"
+        self.jobs: dict[int, Job] = {}
+        self.queue: list[Job] = []  # waiting jobs (queued, allocating) in the order they may start
+        self.envs: dict[str, dict[str, str]] = {}
+        self.next_id = 0
+        self.next_seq = 0.0
+        self.last_added: int | None = None
+        self.last_run: int | None = None
+        self.busy_slots = 0
+        self.children: dict[int, Job] = {}  # shim pid -> running job
+        self.done_order: deque[int] = deque()  # ids in the order they ended, for TS_MAXFINISHED
+        self.waiters: dict[int, list[Waiter]] = {}
+        self.terminal_fds: dict[int, tuple[int, int]] = {}
+        self.warnings: list[str] = list(config.warnings)
+        self._kicked = False
+        self._adopted: dict[int, int] = {}  # pidfd -> job id, for jobs started by an earlier daemon
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def load(self) -> None:
+        os.makedirs(os.path.dirname(self.config.savelist), mode=0o700, exist_ok=True)
+        os.makedirs(self.runs_dir, mode=0o700, exist_ok=True)
+        loaded = self.store.load()
+        self.warnings += loaded.warnings
+        self.settings.update_from_record(loaded.settings)
+        self.envs = loaded.envs
+        self.next_id = loaded.next_id
+        for record in sorted(loaded.jobs.values(), key=lambda r: int(r["id"])):
+            try:
+                job = Job.from_record(record)
+            except (TypeError, ValueError, KeyError) as exc:
+                self.warnings.append(f"save-list: dropped an unreadable job record ({exc})")
+                continue
+            self.jobs[job.id] = job
+        self.queue = sorted((j for j in self.jobs.values() if j.state.is_waiting), key=lambda j: j.seq)
+        for job in self.queue:
+            if job.state is JobState.ALLOCATING:
+                job.state = JobState.QUEUED
+        self.next_seq = max([self.next_seq, *(j.seq + 1 for j in self.jobs.values())])
+        done = sorted((j for j in self.jobs.values() if j.state.is_done), key=lambda j: j.end_time or 0)
+        self.done_order.extend(j.id for j in done)
+        if self.jobs:
+            self.last_added = max(self.jobs)
+            started = [j for j in self.jobs.values() if j.start_time is not None]
+            if started:
+                self.last_run = max(started, key=lambda j: j.start_time or 0).id
+        self.store.open()
+        for job in [j for j in self.jobs.values() if j.state is JobState.RUNNING]:
+            self._recover(job)
+        self.compact()
+
+    def snapshot(self) -> Loaded:
+        used_envs = {j.env_key for j in self.jobs.values()}
+        return Loaded(
+            jobs={j.id: j.to_record() for j in self.jobs.values()},
+            envs={k: v for k, v in self.envs.items() if k in used_envs},
+            settings=self.settings.to_record(),
+            next_id=self.next_id,
+        )
+
+    def compact(self) -> None:
+        self.store.compact(self.snapshot())
+        self.envs = {k: v for k, v in self.envs.items() if k in {j.env_key for j in self.jobs.values()}}
+
+    def save(self, job: Job) -> None:
+        self.store.put_job(job.to_record())
+
+    def save_settings(self) -> None:
+        for key, value in self.settings.to_record().items():
+            self.store.put_setting(key, value)
+
+    def commit(self) -> None:
+        """Called before replies go out: make acknowledged changes durable, compact if due."""
+        self.store.commit()
+        if self.store.needs_compaction:
+            self.compact()
+
+    def _env_key(self, env: dict[str, str]) -> str:
+        """Identical environments (the usual case for a sweep) are stored once."""
+        packed = msgpack.packb(sorted(env.items()), use_bin_type=True)
+        key = hashlib.blake2b(packed, digest_size=12).hexdigest()
+        if key not in self.envs:
+            self.envs[key] = env
+            self.store.put_env(key, env)
+        return sys.intern(key)
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def get(self, job_id: int | None, default: str = "added") -> Job:
+        """The job with this id; without one, the last added (or the last run) job."""
+        if job_id is None:
+            job_id = self.last_run if default == "run" else self.last_added
+            if job_id is None or job_id not in self.jobs:
+                if default == "run" and self.last_added in self.jobs:
+                    job_id = self.last_added
+                else:
+                    raise RequestError("not_found", "no jobs in the queue")
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise RequestError("not_found", f"job {job_id} does not exist")
+        return job
+
+    def ordered(self) -> Iterator[Job]:
+        """Running jobs, then waiting ones in queue order, then ended ones (as ``ts -l``)."""
+        yield from (j for j in self.jobs.values() if j.state is JobState.RUNNING)
+        yield from self.queue
+        yield from (j for j in self.jobs.values() if j.state.is_done)
+
+    @property
+    def running_count(self) -> int:
+        return len(self.children) + len(self._adopted)
+
+    # -- submit --------------------------------------------------------------------------
+
+    def submit(self, sub: Submission, now: float) -> Job:
+        for dep in [*sub.after, *sub.after_ok]:
+            if dep not in self.jobs:
+                raise RequestError("not_found", f"cannot depend on job {dep}: it does not exist")
+        limit = self.config.queue_limit
+        if limit is not None and len(self.queue) >= limit:
+            raise RequestError("queue_full", f"the queue is full ({limit} jobs waiting, TS_MAXCONN)")
+        job = Job(
+            id=self.next_id,
+            command=sub.command,
+            cwd=sys.intern(sub.cwd),
+            env_key=self._env_key(sub.env),
+            shell=runner.needs_shell(sub.command),
+            label=sub.label,
+            slots=sub.slots,
+            seq=self.next_seq,
+            store_output=sub.store_output,
+            stderr_apart=sub.stderr_apart,
+            gzip=sub.gzip,
+            log_name=sub.log_name,
+            mail=sub.mail,
+            after=list(sub.after),
+            after_ok=list(sub.after_ok),
+            enqueue_time=now,
+            env_info=sub.env_info,
+        )
+        self.next_id += 1
+        self.next_seq += 1
+        self.jobs[job.id] = job
+        self.queue.append(job)
+        self.last_added = job.id
+        if sub.terminal_fds is not None:
+            self.terminal_fds[job.id] = sub.terminal_fds
+        self.save(job)
+        self.kick()
+        return job
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    def kick(self) -> None:
+        if not self._kicked:
+            self._kicked = True
+            self.loop.call_soon(self._schedule)
+
+    def _dep_outcome(self, job: Job, dep: int) -> bool | None:
+        other = self.jobs.get(dep)
+        if other is None:
+            return job.dep_outcomes.get(dep, False)
+        if not other.state.is_done:
+            return None
+        return other.succeeded
+
+    def _schedule(self) -> None:
+        self._kicked = False
+        now = time.time()
+        decisions = scheduler.plan(
+            self.queue,
+            free_slots=self.settings.slots - self.busy_slots,
+            total_slots=self.settings.slots,
+            outcome=self._dep_outcome,
+        )
+        for job, reason in decisions.skip:
+            self._skip(job, reason, now)
+        for job in decisions.start:
+            self._start(job, now)
+
+    def _skip(self, job: Job, reason: str, now: float) -> None:
+        self.queue.remove(job)
+        job.transition(JobState.SKIPPED, now)
+        job.reason = reason
+        self._ended(job)
+
+    def _open_output(self, job: Job) -> tuple[int, int]:
+        fds = self.terminal_fds.pop(job.id, None)
+        if not job.store_output:
+            if fds is not None:
+                return fds
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            return devnull, devnull
+        if fds is not None:
+            for fd in set(fds):
+                os.close(fd)
+        logdir = self.settings.logdir
+        if job.log_name:
+            path = os.path.join(logdir, job.log_name)
+            out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        else:
+            out, path = tempfile.mkstemp(prefix="ts-out.", dir=logdir)
+        job.log_path = path
+        err = out
+        if job.stderr_apart:
+            err = os.open(path + ".e", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        return out, err
+
+    def _start(self, job: Job, now: float) -> None:
+        self.queue.remove(job)
+        try:
+            out, err = self._open_output(job)
+        except OSError as exc:
+            job.transition(JobState.SKIPPED, now)
+            job.reason = f"could not create the log file in {self.settings.logdir}: {exc.strerror}"
+            self._ended(job)
+            return
+        env = dict(self.envs.get(job.env_key, {}))
+        for key, value in self.settings.env_overrides.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        env["PYTHONUNBUFFERED"] = "1"
+        path = runner.status_path(self.runs_dir, job.id)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        spec = runner.Launch(job.id, job.command, job.shell, job.cwd, env, out, err, path)
+        try:
+            started = runner.launch(spec)
+        finally:
+            os.close(out)
+            if err != out:
+                os.close(err)
+        job.transition(JobState.RUNNING, now)
+        job.pid = started.job_pid or None
+        job.shim_pid = started.shim_pid
+        self.children[started.shim_pid] = job
+        self.busy_slots += job.slots
+        self.last_run = job.id
+        self.save(job)
+
+    # -- job end -------------------------------------------------------------------------
+
+    def reap(self) -> None:
+        """SIGCHLD: collect every child that has exited."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            job = self.children.pop(pid, None)
+            if job is not None:
+                self._shim_exited(job, status)
+
+    def _shim_exited(self, job: Job, shim_status: int) -> None:
+        path = runner.status_path(self.runs_dir, job.id)
+        record = runner.read_status(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        if record is None:
+            code, sig = runner.decode_wait_status(shim_status)
+            self._finish(job, None, None, f"the supervising process ended unexpectedly ({code or sig})")
+            return
+        code, sig = runner.decode_wait_status(int(record.get("status", 255 << 8)))
+        self._finish(job, code, sig, str(record.get("error") or ""), record.get("end"))
+
+    def _finish(
+        self, job: Job, code: int | None, sig: int | None, reason: str, end: float | None = None
+    ) -> None:
+        job.transition(JobState.FINISHED, end or time.time())
+        job.exit_code, job.signal, job.reason = code, sig, reason
+        if job.exit_code is None and job.signal is None:
+            job.exit_code = 255
+        self.busy_slots -= job.slots
+        self._ended(job)
+        self.kick()
+
+    def _ended(self, job: Job) -> None:
+        """Bookkeeping shared by every way a job can end."""
+        fds = self.terminal_fds.pop(job.id, None)
+        if fds:
+            for fd in set(fds):
+                os.close(fd)
+        self.save(job)
+        self.done_order.append(job.id)
+        self._wake(job.id, job)
+        self._trim_finished()
+        self.kick()
+
+    def _wake(self, job_id: int, job: Job | None) -> None:
+        for waiter in self.waiters.pop(job_id, []):
+            waiter(job)
+
+    def _trim_finished(self) -> None:
+        while len(self.done_order) > self.config.max_finished:
+            old = self.done_order.popleft()
+            job = self.jobs.get(old)
+            if job is not None and job.state.is_done:
+                self.delete(job)
+
+    # -- recovery of jobs started by an earlier daemon ----------------------------------
+
+    def _recover(self, job: Job) -> None:
+        path = runner.status_path(self.runs_dir, job.id)
+        record = runner.read_status(path)
+        if record is not None:
+            os.unlink(path)
+            code, sig = runner.decode_wait_status(int(record.get("status", 255 << 8)))
+            self.busy_slots += job.slots
+            self._finish(job, code, sig, str(record.get("error") or ""), record.get("end"))
+            return
+        if job.shim_pid and _same_process(job.shim_pid, job.start_time):
+            try:
+                pidfd = os.pidfd_open(job.shim_pid)
+            except OSError:
+                pidfd = -1
+            if pidfd >= 0:
+                self._adopted[pidfd] = job.id
+                self.busy_slots += job.slots
+                self.loop.add_reader(pidfd, self._adopted_exited, pidfd)
+                return
+        job.transition(JobState.LOST, time.time())
+        job.reason = "was running when the daemon stopped, and its exit status was never recorded"
+        self.save(job)
+        self.done_order.append(job.id)
+
+    def _adopted_exited(self, pidfd: int) -> None:
+        self.loop.remove_reader(pidfd)
+        os.close(pidfd)
+        job = self.jobs.get(self._adopted.pop(pidfd, -1))
+        if job is None or job.state is not JobState.RUNNING:
+            return
+        path = runner.status_path(self.runs_dir, job.id)
+        record = runner.read_status(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        if record is None:
+            self.busy_slots -= job.slots
+            job.transition(JobState.LOST, time.time())
+            job.reason = "its supervising process ended without recording an exit status"
+            self._ended(job)
+            return
+        code, sig = runner.decode_wait_status(int(record.get("status", 255 << 8)))
+        self._finish(job, code, sig, str(record.get("error") or ""), record.get("end"))
+
+    # -- user actions --------------------------------------------------------------------
+
+    def delete(self, job: Job) -> None:
+        """Forget a job that is not running; dependents remember how it ended."""
+        del self.jobs[job.id]
+        if job.state.is_waiting:
+            self.queue.remove(job)
+        outcome = job.succeeded
+        for other in self.queue:
+            if job.id in other.after or job.id in other.after_ok:
+                other.dep_outcomes[job.id] = outcome
+                self.save(other)
+        self.store.delete_job(job.id)
+        fds = self.terminal_fds.pop(job.id, None)
+        if fds:
+            for fd in set(fds):
+                os.close(fd)
+        self._wake(job.id, None)
+        self.kick()
+
+    def remove(self, job: Job) -> None:
+        if job.state is JobState.RUNNING:
+            raise RequestError("invalid", f"job {job.id} is running; kill it first (ts -k {job.id})")
+        self.delete(job)
+
+    def kill(self, job: Job, sig: int = signal.SIGTERM) -> None:
+        if job.state is not JobState.RUNNING:
+            raise RequestError("invalid", f"job {job.id} is not running (it is {job.state.value})")
+        if not job.pid or not runner.kill_group(job.pid, sig):
+            raise RequestError("invalid", f"job {job.id} has no process left to signal")
+
+    def clear_finished(self) -> int:
+        done = [j for j in self.jobs.values() if j.state.is_done]
+        for job in done:
+            self.delete(job)
+        self.done_order.clear()
+        return len(done)
+
+    def make_urgent(self, job: Job) -> None:
+        if not job.state.is_waiting:
+            raise RequestError("invalid", f"job {job.id} is not queued (it is {job.state.value})")
+        self.queue.remove(job)
+        job.seq = (self.queue[0].seq - 1) if self.queue else job.seq
+        self.queue.insert(0, job)
+        self.save(job)
+        self.kick()
+
+    def swap(self, a: Job, b: Job) -> None:
+        for job in (a, b):
+            if not job.state.is_waiting:
+                raise RequestError("invalid", f"job {job.id} is not queued (it is {job.state.value})")
+        ia, ib = self.queue.index(a), self.queue.index(b)
+        self.queue[ia], self.queue[ib] = b, a
+        a.seq, b.seq = b.seq, a.seq
+        self.save(a)
+        self.save(b)
+        self.kick()
+
+    def set_slots(self, slots: int) -> None:
+        self.settings.slots = slots
+        self.save_settings()
+        self.kick()
+
+    def set_logdir(self, path: str) -> None:
+        if not os.path.isdir(path):
+            raise RequestError("invalid", f"{path} is not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise RequestError("invalid", f"{path} is not writable")
+        self.settings.logdir = path
+        self.save_settings()
+
+    def shutdown_jobs(self) -> None:
+        """Stop adopting: running jobs keep running in their own sessions."""
+        for pidfd in list(self._adopted):
+            self.loop.remove_reader(pidfd)
+            os.close(pidfd)
+        self._adopted.clear()
+
+
+def _same_process(pid: int, started: float | None) -> bool:
+    """Is ``pid`` still the shim we started (and not a new process that reused the pid)?"""
+    try:
+        import psutil
+
+        created = psutil.Process(pid).create_time()
+    except Exception:
+        return False
+    return started is None or abs(created - started) < 5.0
+

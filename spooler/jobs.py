@@ -1,0 +1,138 @@
+"""Jobs and their states.
+
+Every change of state goes through :meth:`Job.transition`, which checks that the move is allowed
+and records its time, so no code path can, say, finish a job that never ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "queued"  # waiting for its turn, its dependencies or a slot
+    ALLOCATING = "allocating"  # its turn has come; waiting for free GPUs
+    RUNNING = "running"
+    FINISHED = "finished"  # ran and ended; exit_code or signal says how
+    SKIPPED = "skipped"  # never ran: a -W dependency failed, or it was skipped on purpose
+    LOST = "lost"  # was running when the daemon died and its outcome cannot be known
+
+    @property
+    def is_waiting(self) -> bool:
+        return self in (JobState.QUEUED, JobState.ALLOCATING)
+
+    @property
+    def is_active(self) -> bool:
+        return self is JobState.RUNNING
+
+    @property
+    def is_done(self) -> bool:
+        return self in (JobState.FINISHED, JobState.SKIPPED, JobState.LOST)
+
+
+_ALLOWED: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.ALLOCATING, JobState.RUNNING, JobState.SKIPPED}),
+    JobState.ALLOCATING: frozenset({JobState.QUEUED, JobState.RUNNING, JobState.SKIPPED}),
+    JobState.RUNNING: frozenset({JobState.FINISHED, JobState.LOST}),
+    JobState.FINISHED: frozenset({JobState.QUEUED}),
+    JobState.SKIPPED: frozenset({JobState.QUEUED}),
+    JobState.LOST: frozenset({JobState.QUEUED}),
+}
+
+
+class TransitionError(Exception):
+    """An attempt to move a job between states that are not connected."""
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    id: int
+    command: list[str]
+    cwd: str
+    env_key: str = ""  # key into the daemon's table of distinct captured environments
+    shell: bool = False  # run through ``sh -c`` (a single word with spaces or operators)
+    state: JobState = JobState.QUEUED
+    label: str | None = None
+    slots: int = 1
+    seq: float = 0.0  # queue position: lower runs first (``-u`` and ``-U`` edit it)
+    # Output
+    store_output: bool = True  # False for -n
+    stderr_apart: bool = False  # -E
+    gzip: bool = False  # -z
+    log_name: str | None = None  # -O
+    log_path: str | None = None
+    mail: bool = False  # -m
+    # Dependencies: -D (after these end) and -W (after these end with exit 0)
+    after: list[int] = field(default_factory=list)
+    after_ok: list[int] = field(default_factory=list)
+    dep_outcomes: dict[int, bool] = field(default_factory=dict)  # of dependencies since removed
+    # GPUs
+    gpus: int = 0
+    gpu_indices: list[int] | None = None
+    gpu_mem_mib: int | None = None
+    assigned_gpus: list[int] = field(default_factory=list)
+    # Times (seconds since the epoch) and outcome
+    enqueue_time: float = 0.0
+    start_time: float | None = None
+    end_time: float | None = None
+    pid: int | None = None  # the job's process (and process group) id
+    shim_pid: int | None = None  # the supervising process that records its exit status
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str = ""  # why it is skipped, lost, or still waiting
+    env_info: str | None = None  # output of TS_ENV at enqueue time
+
+    def transition(self, new: JobState, now: float) -> None:
+        if new not in _ALLOWED[self.state]:
+            raise TransitionError(f"job {self.id}: {self.state.value} -> {new.value} is not allowed")
+        if new is JobState.RUNNING:
+            self.start_time = now
+            self.reason = ""
+        elif new.is_done:
+            self.end_time = now
+        elif new is JobState.QUEUED and self.state.is_done:
+            self.start_time = self.end_time = None
+            self.exit_code = self.signal = self.pid = self.shim_pid = None
+            self.assigned_gpus = []
+        self.state = new
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state is JobState.FINISHED and self.exit_code == 0
+
+    @property
+    def exit_status(self) -> int:
+        """What ``ts -w`` exits with: the job's exit code, 255 for a signal or a skip."""
+        if self.state is JobState.FINISHED and self.exit_code is not None:
+            return self.exit_code
+        return 255
+
+    @property
+    def command_text(self) -> str:
+        if self.shell or len(self.command) == 1:
+            return self.command[0]
+        from shlex import quote
+
+        return " ".join(quote(word) for word in self.command)
+
+    def to_record(self) -> dict[str, Any]:
+        record = {f.name: getattr(self, f.name) for f in _FIELDS}
+        record["state"] = self.state.value
+        # msgpack map keys must be str for strict decoding
+        record["dep_outcomes"] = {str(k): v for k, v in self.dep_outcomes.items()}
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Job:
+        """Rebuild a job; unknown keys (from a newer version) are ignored, missing ones default."""
+        known = {f.name for f in _FIELDS}
+        values = {k: v for k, v in record.items() if k in known}
+        values["state"] = JobState(values.get("state", "queued"))
+        values["dep_outcomes"] = {int(k): bool(v) for k, v in (values.get("dep_outcomes") or {}).items()}
+        return cls(**values)
+
+
+_FIELDS = dataclasses.fields(Job)

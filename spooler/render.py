@@ -1,0 +1,210 @@
+"""Text for the user: the job list in its three formats and the ``-i`` view.
+
+This runs in the daemon, so the client prints a string and imports nothing to format it.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from spooler.jobs import Job, JobState
+
+HEADERS = ("ID", "State", "Output", "E-Level", "Time", "Command")
+_COLORS = {
+    JobState.RUNNING: "\033[1;34m",
+    JobState.QUEUED: "\033[33m",
+    JobState.ALLOCATING: "\033[35m",
+    JobState.SKIPPED: "\033[2m",
+    JobState.LOST: "\033[1;31m",
+}
+_RESET = "\033[0m"
+
+
+def duration(seconds: float | None) -> str:
+    """Human time: ``0.52s``, ``42s``, ``3m12s``, ``2h05m``, ``3d04h``."""
+    if seconds is None:
+        return ""
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"SIG{number}"
+
+
+def exit_text(job: Job) -> str:
+    if job.state is not JobState.FINISHED:
+        return ""
+    if job.signal is not None:
+        return signal_name(job.signal)
+    return "" if job.exit_code is None else str(job.exit_code)
+
+
+def run_time(job: Job, now: float) -> float | None:
+    if job.start_time is None:
+        return None
+    return (job.end_time or now) - job.start_time
+
+
+def output_text(job: Job) -> str:
+    if job.log_path:
+        return job.log_path
+    if not job.store_output:
+        return "(none)"
+    return "(skipped)" if job.state is JobState.SKIPPED else "(file)"
+
+
+def command_cell(job: Job) -> str:
+    text = job.command_text
+    return f"[{job.label}]{text}" if job.label else text
+
+
+def render_list(
+    jobs: Iterable[Job], busy: int, slots: int, now: float, width: int = 0, color: bool = False
+) -> str:
+    """The ``ts -l`` table.  ``width`` 0 (piped output) never cuts the command."""
+    rows = [
+        (str(j.id), j.state.value, output_text(j), exit_text(j), duration(run_time(j, now)), command_cell(j), j)
+        for j in jobs
+    ]
+    widths = [len(h) for h in HEADERS[:5]]
+    for row in rows:
+        for i in range(5):
+            widths[i] = max(widths[i], len(row[i]))
+    if width:
+        # Too narrow a terminal: the Output column gives way first, then the command is cut.
+        fixed = sum(widths) + 2 * 5
+        spare = width - fixed - len(f"Command [run={busy}/{slots}]")
+        if spare < 0 and widths[2] > 12:
+            widths[2] = max(12, widths[2] + spare)
+    lines = []
+    header = "  ".join(h.ljust(widths[i]) for i, h in enumerate(HEADERS[:5]))
+    lines.append(f"{header}  Command [run={busy}/{slots}]")
+    for row in rows:
+        cells = [_fit(row[i], widths[i]) for i in range(5)]
+        line = "  ".join(c.ljust(widths[i]) for i, c in enumerate(cells)) + "  " + row[5]
+        if width and len(line) > width:
+            line = line[: max(width - 1, 0)] + "…"
+        if color and row[6].state in _COLORS:
+            start = len(cells[0]) + 2 + (widths[0] - len(cells[0]))
+            end = start + len(cells[1])
+            line = line[:start] + _COLORS[row[6].state] + line[start:end] + _RESET + line[end:]
+        lines.append(line.rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else "…" + text[len(text) - width + 1 :]
+
+
+def job_data(job: Job, now: float) -> dict[str, Any]:
+    """Every field of a job, with stable keys, for ``-M json`` and ``-M tab``."""
+    return {
+        "id": job.id,
+        "state": job.state.value,
+        "command": job.command_text,
+        "argv": job.command,
+        "label": job.label,
+        "output": job.log_path,
+        "stderr_output": (job.log_path + ".e") if job.log_path and job.stderr_apart else None,
+        "exit_code": job.exit_code,
+        "signal": signal_name(job.signal) if job.signal is not None else None,
+        "exit_status": job.exit_status if job.state.is_done else None,
+        "enqueue_time": job.enqueue_time,
+        "start_time": job.start_time,
+        "end_time": job.end_time,
+        "run_time": run_time(job, now),
+        "slots": job.slots,
+        "depends_on": job.after,
+        "depends_on_success": job.after_ok,
+        "gpus_requested": job.gpus,
+        "gpu_indices_requested": job.gpu_indices,
+        "gpus": job.assigned_gpus,
+        "pid": job.pid,
+        "cwd": job.cwd,
+        "reason": job.reason or None,
+    }
+
+
+def render_json(jobs: Iterable[Job], now: float) -> str:
+    return json.dumps([job_data(j, now) for j in jobs], indent=None) + "\n"
+
+
+TAB_FIELDS = ("id", "state", "output", "exit_code", "signal", "run_time", "label", "gpus", "command")
+
+
+def render_tab(jobs: Iterable[Job], now: float) -> str:
+    lines = ["\t".join(TAB_FIELDS)]
+    for job in jobs:
+        data = job_data(job, now)
+        cells = []
+        for key in TAB_FIELDS:
+            value = data[key]
+            if value is None:
+                cells.append("")
+            elif isinstance(value, list):
+                cells.append(",".join(map(str, value)))
+            elif isinstance(value, float):
+                cells.append(f"{value:.3f}")
+            else:
+                cells.append(str(value).replace("\t", " ").replace("\n", " "))
+        lines.append("\t".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def _when(stamp: float | None) -> str:
+    return time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(stamp)) if stamp else "-"
+
+
+def render_info(job: Job, now: float) -> str:
+    if job.state is JobState.FINISHED:
+        if job.signal is not None:
+            status = f"killed by signal {job.signal} ({signal_name(job.signal)})"
+        else:
+            status = f"died with exit code {job.exit_code}"
+    else:
+        status = job.state.value
+    lines = [
+        f"Job: {job.id}",
+        f"State: {job.state.value}",
+        f"Exit status: {status}",
+        f"Command: {job.command_text}",
+        f"Working directory: {job.cwd}",
+    ]
+    if job.label:
+        lines.append(f"Label: {job.label}")
+    lines.append(f"Slots required: {job.slots}")
+    if job.after:
+        lines.append(f"Depends on (any result): {', '.join(map(str, job.after))}")
+    if job.after_ok:
+        lines.append(f"Depends on (exit code 0): {', '.join(map(str, job.after_ok))}")
+    lines.append(f"Output: {output_text(job)}")
+    if job.pid:
+        lines.append(f"PID: {job.pid}")
+    if job.reason:
+        lines.append(f"Reason: {job.reason}")
+    lines += [
+        f"Enqueue time: {_when(job.enqueue_time)}",
+        f"Start time: {_when(job.start_time)}",
+        f"End time: {_when(job.end_time)}",
+        f"Time run: {duration(run_time(job, now)) or '-'}",
+    ]
+    if job.env_info:
+        lines += ["Environment (TS_ENV):", job.env_info.rstrip("\n")]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,251 @@
+"""The save-list: a snapshot file plus an append-only journal beside it.
+
+Every change to the job list is appended to ``<savelist>.journal`` as one framed record
+(length, CRC-32, msgpack).  Appending costs the same whatever the number of jobs; the journal is
+folded into the snapshot (``<savelist>``, written to a temporary file, fsynced and renamed)
+when it has grown as large as the snapshot, so compaction is amortised constant per change.
+
+Records are idempotent ("job N now looks like this", "job N is gone", "setting K is V"), so
+replaying a journal on top of a snapshot that already contains part of it is harmless.  A
+record torn by a crash is detected by its CRC and everything before it is kept.  A file that
+cannot be read is moved aside (never deleted) and the daemon starts from what it could recover.
+
+fsync policy: :meth:`Store.commit` fsyncs the journal; the daemon calls it before it answers a
+request that changed the list (so a printed job id is on disk), unless ``TS_FSYNC=0``.  State
+changes made by the daemon itself (a job started or ended) are written at once but fsynced with
+the next commit: a daemon crash loses none of them, a power cut may lose the last few.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+FORMAT = "spooler-savelist"
+FORMAT_VERSION = 1
+_RECORD = struct.Struct(">II")  # length, crc32 of the body
+_MAX_RECORD = 256 * 1024 * 1024
+MIN_COMPACT_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class Loaded:
+    """What a save-list held: plain records, turned into jobs by the daemon."""
+
+    jobs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    next_id: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def apply(self, record: dict[str, Any]) -> None:
+        op = record["o"]
+        if op == "job":
+            job = record["j"]
+            self.jobs[int(job["id"])] = job
+            self.next_id = max(self.next_id, int(job["id"]) + 1)
+        elif op == "del":
+            self.jobs.pop(int(record["i"]), None)
+        elif op == "env":
+            self.envs[str(record["k"])] = dict(record["e"])
+        elif op == "set":
+            self.settings[str(record["k"])] = record["v"]
+        elif op == "next":
+            self.next_id = max(self.next_id, int(record["i"]))
+        else:
+            raise ValueError(f"unknown record type {op!r}")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, whole."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path)
+
+
+class Store:
+    def __init__(self, path: str, *, fsync: bool = True) -> None:
+        self.path = path
+        self.journal_path = path + ".journal"
+        self.fsync = fsync
+        self._fd = -1
+        self._journal_bytes = 0
+        self._snapshot_bytes = 0
+        self._unsynced = False
+
+    # -- loading -------------------------------------------------------------------------
+
+    def load(self) -> Loaded:
+        loaded = Loaded()
+        self._load_snapshot(loaded)
+        self._load_journal(loaded)
+        return loaded
+
+    def _move_aside(self, path: str, why: str, loaded: Loaded) -> None:
+        aside = f"{path}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        os.replace(path, aside)
+        loaded.warnings.append(f"save-list file {path} {why}; moved it to {aside}")
+
+    def _load_snapshot(self, loaded: Loaded) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return
+        self._snapshot_bytes = len(data)
+        try:
+            snap = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            if not isinstance(snap, dict) or snap.get("format") != FORMAT:
+                raise ValueError("not a save-list")
+        except Exception as exc:
+            self._move_aside(self.path, f"could not be read ({exc})", loaded)
+            return
+        version = snap.get("version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            # Keep the newer file for the newer version, and take what this version understands.
+            aside = f"{self.path}.v{version}-{time.strftime('%Y%m%d-%H%M%S')}"
+            with open(aside, "wb") as f:
+                f.write(data)
+            loaded.warnings.append(
+                f"save-list {self.path} was written by a newer version (format {version}); "
+                f"a copy is kept as {aside}"
+            )
+        try:
+            for job in snap.get("jobs", []):
+                loaded.jobs[int(job["id"])] = job
+            loaded.envs.update(snap.get("envs", {}))
+            loaded.settings.update(snap.get("settings", {}))
+            loaded.next_id = max([int(snap.get("next_id", 0)), *(i + 1 for i in loaded.jobs)])
+        except Exception as exc:
+            loaded.warnings.append(f"save-list {self.path}: part of it could not be read ({exc})")
+
+    def _load_journal(self, loaded: Loaded) -> None:
+        try:
+            with open(self.journal_path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return
+        pos = 0
+        while pos < len(data):
+            problem = ""
+            if pos + _RECORD.size > len(data):
+                problem = "ends in a torn record"
+            else:
+                length, crc = _RECORD.unpack_from(data, pos)
+                body = data[pos + _RECORD.size : pos + _RECORD.size + length]
+                if length > _MAX_RECORD or len(body) != length:
+                    problem = "ends in a torn record"
+                elif zlib.crc32(body) != crc:
+                    problem = "has a damaged record"
+                else:
+                    try:
+                        loaded.apply(msgpack.unpackb(body, raw=False, strict_map_key=False))
+                    except Exception as exc:
+                        problem = f"has a record that could not be applied ({exc})"
+            if problem:
+                # A torn tail is the unacknowledged write a crash interrupted; anything else is
+                # kept aside for the user.  Either way the records before it stand.
+                if problem != "ends in a torn record":
+                    self._move_aside(self.journal_path, f"{problem} at byte {pos}", loaded)
+                else:
+                    loaded.warnings.append(f"journal {self.journal_path} {problem} at byte {pos}; ignored it")
+                break
+            pos += _RECORD.size + length
+
+    # -- writing -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        self._fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._journal_bytes = os.fstat(self._fd).st_size
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self.commit()
+            os.close(self._fd)
+            self._fd = -1
+
+    def append(self, record: dict[str, Any]) -> None:
+        body: bytes = msgpack.packb(record, use_bin_type=True)
+        frame = _RECORD.pack(len(body), zlib.crc32(body)) + body
+        view = memoryview(frame)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._journal_bytes += len(frame)
+        self._unsynced = True
+
+    def put_job(self, record: dict[str, Any]) -> None:
+        self.append({"o": "job", "j": record})
+
+    def delete_job(self, job_id: int) -> None:
+        self.append({"o": "del", "i": job_id})
+
+    def put_env(self, key: str, env: dict[str, str]) -> None:
+        self.append({"o": "env", "k": key, "e": env})
+
+    def put_setting(self, key: str, value: Any) -> None:
+        self.append({"o": "set", "k": key, "v": value})
+
+    def put_next_id(self, next_id: int) -> None:
+        self.append({"o": "next", "i": next_id})
+
+    def commit(self) -> None:
+        """Make everything appended so far durable (when fsync is on)."""
+        if self._unsynced and self._fd >= 0:
+            if self.fsync:
+                os.fsync(self._fd)
+            self._unsynced = False
+
+    @property
+    def needs_compaction(self) -> bool:
+        return self._journal_bytes > max(MIN_COMPACT_BYTES, self._snapshot_bytes)
+
+    def compact(self, snapshot: Loaded) -> None:
+        """Write the whole state as the new snapshot and start an empty journal."""
+        data: bytes = msgpack.packb(
+            {
+                "format": FORMAT,
+                "version": FORMAT_VERSION,
+                "written": time.time(),
+                "next_id": snapshot.next_id,
+                "settings": snapshot.settings,
+                "envs": snapshot.envs,
+                "jobs": list(snapshot.jobs.values()),
+            },
+            use_bin_type=True,
+        )
+        write_atomic(self.path, data)
+        self._snapshot_bytes = len(data)
+        # Records now in the snapshot may stay in the journal if we crash before this
+        # truncation: replaying them is harmless (see the module docstring).
+        if self._fd >= 0:
+            os.ftruncate(self._fd, 0)
+            if self.fsync:
+                os.fsync(self._fd)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.truncate(self.journal_path, 0)
+        self._journal_bytes = 0
+        self._unsynced = False
