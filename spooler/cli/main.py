@@ -60,10 +60,9 @@ def _enqueue(inv: Invocation) -> int:
         if "ids" in reply:
             _print("\n".join(map(str, reply["ids"])))
             return 0
-        _print(str(reply["id"]))
-        sys.stdout.flush()
-        if fields["foreground"]:
+        if fields["foreground"]:  # like running the command itself: no id, its exit status
             return int(client.request("wait", id=reply["id"])["exit_status"])
+        _print(str(reply["id"]))
     return 0
 
 

@@ -1,0 +1,150 @@
+"""A real daemon on a socket in a temporary directory, driven through the real ``ts`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BIN = Path(sys.executable).parent
+TS = [str(BIN / "ts")] if (BIN / "ts").exists() else [sys.executable, "-m", "spooler"]
+DEADLINE = 20.0
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
+    """Poll ``predicate`` every 20 ms until it returns something truthy; fail after ``timeout``."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Spool:
+    """One private spooler: its environment, its ``ts``, and helpers that read its state."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.logdir = root / "logs"
+        self.logdir.mkdir()
+        self.socket = root / "run" / "sock"
+        self.savelist = root / "state" / "savelist"
+        self.env = {
+            k: v for k, v in os.environ.items() if not k.startswith("TS_") and k not in ("NO_COLOR",)
+        }
+        self.env.update(
+            TS_SOCKET=str(self.socket),
+            TS_SAVELIST=str(self.savelist),
+            TMPDIR=str(self.logdir),
+            XDG_STATE_HOME=str(root / "xdg"),
+        )
+
+    def run(
+        self, *args: str, input: str | None = None, env: dict[str, str] | None = None, cwd: Path | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*TS, *args],
+            env={**self.env, **(env or {})},
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd or self.root,
+        )
+
+    def ts(self, *args: str, **kwargs: Any) -> str:
+        """Run ``ts`` and expect success; returns stdout."""
+        done = self.run(*args, **kwargs)
+        assert done.returncode == 0, f"ts {' '.join(args)} exited {done.returncode}: {done.stderr}"
+        assert "Traceback" not in done.stderr, done.stderr
+        return done.stdout
+
+    def submit(self, *command: str, opts: tuple[str, ...] = (), **kwargs: Any) -> int:
+        return int(self.ts(*opts, *command, **kwargs).strip())
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.ts("-M", "json")))
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        for job in self.jobs():
+            if job["id"] == job_id:
+                return job
+        raise KeyError(job_id)
+
+    def wait_state(self, job_id: int, *states: str, timeout: float = DEADLINE) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            job = self.job(job_id)
+            return job if job["state"] in states else None
+
+        return wait_for(reached, timeout, f"job {job_id} to be {'/'.join(states)}")
+
+    def daemon_pid(self) -> int | None:
+        try:
+            import psutil
+        except ImportError:  # pragma: no cover
+            return None
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            cmd = proc.info["cmdline"] or []
+            if "spooler.daemon" in cmd and str(self.socket) in cmd:
+                return int(proc.info["pid"])
+        return None
+
+    def stop(self) -> None:
+        """Kill running jobs, stop the daemon, and make sure no job process is left behind."""
+        if self.socket.exists():
+            self.run("-T")
+            self.run("-K")
+        for pid in _job_processes(self.root):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _job_processes(root: Path) -> list[int]:
+    """Processes whose environment names this spooler's socket (its jobs and shims)."""
+    found = []
+    marker = f"TS_SOCKET={root}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if marker in f.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return [p for p in found if p != os.getpid()]
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[Spool]:
+    s = Spool(tmp_path)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def running_spool(spool: Spool) -> Spool:
+    """A spool whose daemon was started in the foreground mode (as systemd would)."""
+    proc = subprocess.Popen([*TS, "--daemon"], env=spool.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(lambda: spool.socket.exists() and spool.run("-l").returncode == 0, what="the daemon to serve")
+    spool.foreground = proc  # type: ignore[attr-defined]
+    return spool
+
+
+def have(program: str) -> bool:
+    return shutil.which(program) is not None
