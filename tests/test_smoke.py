@@ -6,4 +6,5 @@ def test_enqueue_list_wait(spool: Spool) -> None:
     done = spool.run("-w", str(job))
     assert done.returncode == 3
     assert spool.job(job)["exit_code"] == 3
-    assert "hi" in spool.ts("-c", str(job))
+    shown = spool.run("-c", str(job))
+    assert shown.returncode == 3 and "hi" in shown.stdout
