@@ -63,7 +63,9 @@ def _spawn_daemon(sock_path: str, lock_fd: int) -> None:
         elif line.startswith("error: "):
             raise DaemonUnavailable(f"the daemon could not start: {line[7:]}")
     if "ready" not in lines:
-        raise DaemonUnavailable(f"the daemon for {sock_path} did not start (see its log in the state directory)")
+        raise DaemonUnavailable(
+            f"the daemon for {sock_path} did not start (see its log in the state directory)"
+        )
 
 
 def _read_ready(fd: int) -> list[str]:
@@ -156,7 +158,7 @@ class Client:
         body = _recv_exact(self.sock, protocol.frame_length(header))
         return protocol.decode_body(body)
 
-    def request(self, op: str, fds: list[int] | None = None, **fields: Any) -> dict[str, Any]:
+    def request(self, op: str, *, fds: list[int] | None = None, **fields: Any) -> dict[str, Any]:
         """Send one request and return its reply; an error reply raises."""
         self.send(protocol.request(op, **fields), fds)
         return check(self.receive())

@@ -68,8 +68,10 @@ def check_socket_path(sock: str) -> None:
     uid = os.getuid()
     if dst.st_mode & stat.S_IWOTH and not dst.st_mode & stat.S_ISVTX:
         raise UnsafePathError(f"refusing socket {sock}: its directory is writable by other users")
-    if dst.st_uid not in (uid, 0) and dst.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (
-        dst.st_mode & stat.S_ISVTX
+    if (
+        dst.st_uid not in (uid, 0)
+        and dst.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        and not (dst.st_mode & stat.S_ISVTX)
     ):
         raise UnsafePathError(f"refusing socket {sock}: its directory belongs to another user")
     try:

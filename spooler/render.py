@@ -79,8 +79,9 @@ def render_list(
     jobs: Iterable[Job], busy: int, slots: int, now: float, width: int = 0, color: bool = False
 ) -> str:
     """The ``ts -l`` table.  ``width`` 0 (piped output) never cuts the command."""
+    jobs = list(jobs)
     rows = [
-        (str(j.id), j.state.value, output_text(j), exit_text(j), duration(run_time(j, now)), command_cell(j), j)
+        (str(j.id), j.state.value, output_text(j), exit_text(j), duration(run_time(j, now)), command_cell(j))
         for j in jobs
     ]
     widths = [len(h) for h in HEADERS[:5]]
@@ -96,15 +97,15 @@ def render_list(
     lines = []
     header = "  ".join(h.ljust(widths[i]) for i, h in enumerate(HEADERS[:5]))
     lines.append(f"{header}  Command [run={busy}/{slots}]")
-    for row in rows:
+    for job, row in zip(jobs, rows, strict=True):
         cells = [_fit(row[i], widths[i]) for i in range(5)]
         line = "  ".join(c.ljust(widths[i]) for i, c in enumerate(cells)) + "  " + row[5]
         if width and len(line) > width:
             line = line[: max(width - 1, 0)] + "…"
-        if color and row[6].state in _COLORS:
+        if color and job.state in _COLORS:
             start = len(cells[0]) + 2 + (widths[0] - len(cells[0]))
             end = start + len(cells[1])
-            line = line[:start] + _COLORS[row[6].state] + line[start:end] + _RESET + line[end:]
+            line = line[:start] + _COLORS[job.state] + line[start:end] + _RESET + line[end:]
         lines.append(line.rstrip())
     return "\n".join(lines) + "\n"
 

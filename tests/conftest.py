@@ -41,9 +41,7 @@ class Spool:
         self.logdir.mkdir()
         self.socket = root / "run" / "sock"
         self.savelist = root / "state" / "savelist"
-        self.env = {
-            k: v for k, v in os.environ.items() if not k.startswith("TS_") and k not in ("NO_COLOR",)
-        }
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TS_") and k not in ("NO_COLOR",)}
         self.env.update(
             TS_SOCKET=str(self.socket),
             TS_SAVELIST=str(self.savelist),
@@ -52,7 +50,11 @@ class Spool:
         )
 
     def run(
-        self, *args: str, input: str | None = None, env: dict[str, str] | None = None, cwd: Path | None = None,
+        self,
+        *args: str,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
         timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -140,7 +142,9 @@ def spool(tmp_path: Path) -> Iterator[Spool]:
 @pytest.fixture
 def running_spool(spool: Spool) -> Spool:
     """A spool whose daemon was started in the foreground mode (as systemd would)."""
-    proc = subprocess.Popen([*TS, "--daemon"], env=spool.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*TS, "--daemon"], env=spool.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     wait_for(lambda: spool.socket.exists() and spool.run("-l").returncode == 0, what="the daemon to serve")
     spool.foreground = proc  # type: ignore[attr-defined]
     return spool

@@ -27,7 +27,7 @@ def _open(path: str, gzipped: bool) -> IO[bytes]:
     if gzipped:
         import gzip
 
-        return gzip.open(path, "rb")
+        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]
     return open(path, "rb")
 
 

@@ -56,7 +56,7 @@ def _enqueue(inv: Invocation) -> int:
         fields["command"] = inv.command
     fds = [1, 2] if fields["foreground"] and fields["no_output"] else None
     with Client() as client:
-        reply = client.request("submit", fds, **fields)
+        reply = client.request("submit", fds=fds, **fields)
         if "ids" in reply:
             _print("\n".join(map(str, reply["ids"])))
             return 0
@@ -154,7 +154,7 @@ def _wait(inv: Invocation) -> int:
 
 
 def _slots(inv: Invocation) -> int:
-    fields = {} if inv.value is None else {"set": positive(inv.value, "-S")}
+    fields: dict[str, Any] = {} if inv.value is None else {"set": positive(inv.value, "-S")}
     with Client() as client:
         reply = client.request("slots", **fields)
     if inv.value is None:
@@ -191,7 +191,9 @@ def _env(inv: Invocation) -> int:
 
 
 def _logdir(inv: Invocation) -> int:
-    fields = {"set": os.path.abspath(inv.value)} if inv.action == "set_logdir" and inv.value else {}
+    fields: dict[str, Any] = (
+        {"set": os.path.abspath(inv.value)} if inv.action == "set_logdir" and inv.value else {}
+    )
     with Client() as client:
         reply = client.request("logdir", **fields)
     if inv.action == "get_logdir":

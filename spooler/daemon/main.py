@@ -73,7 +73,9 @@ def _setup_logging(path: str, foreground: bool) -> None:
     log.setLevel(logging.INFO)
 
 
-def run(sock: str, *, ready_fd: int | None = None, lock_fd: int | None = None, foreground: bool = True) -> int:
+def run(
+    sock: str, *, ready_fd: int | None = None, lock_fd: int | None = None, foreground: bool = True
+) -> int:
     """Serve on ``sock`` until ``ts -K``, SIGTERM or SIGINT.  Returns the exit status."""
 
     def tell(line: str) -> None:

@@ -502,4 +502,3 @@ def _same_process(pid: int, started: float | None) -> bool:
     except Exception:
         return False
     return started is None or abs(created - started) < 5.0
-

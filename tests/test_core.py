@@ -1,0 +1,254 @@
+"""The options of the core issue, end to end through ``ts`` against a real daemon."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import TS, Spool, wait_for
+
+
+def gate(spool: Spool, name: str = "gate") -> tuple[list[str], Path]:
+    """A command that runs until the test creates a file: holds a slot for as long as needed."""
+    path = spool.root / name
+    return ["sh", "-c", f"until [ -e {path} ]; do sleep 0.02; done"], path
+
+
+def test_enqueue_prints_id_and_returns_before_the_job_ends(spool: Spool) -> None:
+    cmd, path = gate(spool)
+    first = spool.submit(*cmd)
+    second = spool.submit("true")
+    assert (first, second) == (0, 1)
+    assert spool.job(first)["state"] == "running"
+    assert spool.job(second)["state"] == "queued"
+    path.touch()
+    assert spool.run("-w", str(second)).returncode == 0
+
+
+def test_list_is_the_default_action_with_the_original_columns(spool: Spool) -> None:
+    long_cmd = ["echo", *[f"argument-number-{i}" for i in range(30)]]
+    job = spool.submit(*long_cmd)
+    spool.run("-w", str(job))
+    bare, listed = spool.ts(), spool.ts("-l")
+    assert bare == listed
+    header = listed.splitlines()[0].split()
+    assert header[:6] == ["ID", "State", "Output", "E-Level", "Time", "Command"]
+    assert "[run=0/1]" in listed.splitlines()[0]
+    assert " ".join(long_cmd) in listed  # piped output never cuts the command
+
+
+def test_slots_get_set_and_two_jobs_run_at_once(spool: Spool) -> None:
+    assert spool.ts("-S").strip() == "1"
+    spool.ts("-S", "2")
+    assert spool.ts("-S").strip() == "2"
+    cmd, path = gate(spool)
+    a, b, c = spool.submit(*cmd), spool.submit(*cmd), spool.submit("true")
+    spool.wait_state(a, "running")
+    spool.wait_state(b, "running")
+    assert spool.job(c)["state"] == "queued"
+    assert "[run=2/2]" in spool.ts("-l")
+    path.touch()
+    assert spool.run("-w", str(c)).returncode == 0
+
+
+def test_ts_slots_variable_is_read_at_daemon_start(spool: Spool) -> None:
+    spool.ts("-l", env={"TS_SLOTS": "3"})
+    assert spool.ts("-S").strip() == "3"
+
+
+@pytest.mark.parametrize("value", ["0", "abc", "-1"])
+def test_bad_slot_values_are_refused(spool: Spool, value: str) -> None:
+    done = spool.run("-S", value)
+    assert done.returncode != 0
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert spool.ts("-S").strip() == "1"
+
+
+def test_a_job_needing_more_slots_waits_for_them(spool: Spool) -> None:
+    spool.ts("-S", "2")
+    cmd, path = gate(spool)
+    a = spool.submit(*cmd)
+    wide = spool.submit("true", opts=("-N", "2"))
+    spool.wait_state(a, "running")
+    assert spool.job(wide)["state"] == "queued"
+    assert spool.job(wide)["slots"] == 2
+    path.touch()
+    assert spool.run("-w", str(wide)).returncode == 0
+
+
+def test_label(spool: Spool) -> None:
+    job = spool.submit("true", opts=("-L", "exp-1"))
+    spool.run("-w", str(job))
+    assert "[exp-1]true" in spool.ts("-l")
+    assert spool.ts("-a", str(job)).strip() == "exp-1"
+    assert spool.ts("-a").strip() == "exp-1"
+
+
+def test_no_output_and_foreground(spool: Spool) -> None:
+    quiet = spool.submit("echo", "hidden", opts=("-n",))
+    assert spool.run("-w", str(quiet)).returncode == 0
+    assert spool.job(quiet)["output"] is None
+    fg = spool.run("-f", "sh", "-c", "echo stored; exit 5")
+    assert fg.returncode == 5
+    assert fg.stdout == ""  # -f prints no id and the output is stored
+    job = spool.jobs()[-1]
+    assert Path(job["output"]).read_text() == "stored\n"
+    term = spool.run("-nf", "sh", "-c", "echo to-terminal; echo err >&2; exit 4")
+    assert term.returncode == 4
+    assert term.stdout == "to-terminal\n"
+    assert term.stderr == "err\n"
+
+
+def test_tail_and_cat_follow_until_the_job_ends(spool: Spool) -> None:
+    path = spool.root / "gate"
+    job = spool.submit("sh", "-c", f"seq 1 15; until [ -e {path} ]; do sleep 0.02; done; echo last; exit 6")
+    spool.wait_state(job, "running")
+    follower = subprocess.Popen([*TS, "-t", str(job)], env=spool.env, stdout=subprocess.PIPE, text=True)
+    assert follower.stdout is not None
+    first = follower.stdout.readline()
+    path.touch()
+    rest = follower.stdout.read()
+    assert follower.wait(timeout=30) == 6
+    lines = (first + rest).split()
+    assert lines == [str(i) for i in range(6, 16)] + ["last"]
+    whole = spool.run("-c", str(job))
+    assert whole.returncode == 6
+    assert whole.stdout.split() == [str(i) for i in range(1, 16)] + ["last"]
+
+
+def test_job_fields(spool: Spool) -> None:
+    job = spool.submit("sh", "-c", "echo $$; exit 0")
+    spool.run("-w", str(job))
+    output = spool.ts("-o", str(job)).strip()
+    assert Path(output).name.startswith("ts-out.")
+    assert Path(output).parent == spool.logdir
+    assert spool.ts("-p", str(job)).strip() == Path(output).read_text().strip()
+    assert spool.ts("-s", str(job)).strip() == "finished"
+    info = spool.ts("-i", str(job))
+    assert "Exit status: died with exit code 0" in info
+    assert "Command: sh -c 'echo $$; exit 0'" in info
+
+
+def test_wait_exit_codes(spool: Spool) -> None:
+    ok, bad = spool.submit("true"), spool.submit("sh", "-c", "exit 7")
+    assert spool.run("-w", str(ok)).returncode == 0
+    assert spool.run("-w", str(bad)).returncode == 7
+    assert spool.run("-w").returncode == 7  # the last added job
+    killed = spool.submit("sh", "-c", "kill -9 $$")
+    assert spool.run("-w", str(killed)).returncode == 255
+    assert spool.job(killed)["signal"] == "SIGKILL"
+
+
+def test_remove_queued_job_and_refuse_running_one(spool: Spool) -> None:
+    cmd, path = gate(spool)
+    running = spool.submit(*cmd)
+    queued = spool.submit("true")
+    spool.ts("-r", str(queued))
+    assert [j["id"] for j in spool.jobs()] == [running]
+    refused = spool.run("-r", str(running))
+    assert refused.returncode != 0 and "running" in refused.stderr
+    path.touch()
+
+
+def test_kill_terminates_the_whole_process_group(spool: Spool) -> None:
+    pidfile = spool.root / "child.pid"
+    job = spool.submit("sh", "-c", f"sleep 300 & echo $! > {pidfile}; wait")
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the child's pid")
+    child = int(pidfile.read_text())
+    spool.ts("-k", str(job))
+    assert spool.run("-w", str(job)).returncode == 255
+    assert spool.job(job)["signal"] == "SIGTERM"
+    wait_for(lambda: not _alive(child), what="the job's child to die")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_clear_finished(spool: Spool) -> None:
+    cmd, path = gate(spool)
+    done = spool.submit("true")
+    spool.run("-w", str(done))
+    running = spool.submit(*cmd)
+    spool.ts("-C")
+    assert [j["id"] for j in spool.jobs()] == [running]
+    path.touch()
+
+
+def test_stop_daemon_and_restart_keeps_jobs(spool: Spool) -> None:
+    job = spool.submit("sh", "-c", "echo kept")
+    spool.run("-w", str(job))
+    spool.ts("-K")
+    assert not spool.socket.exists()
+    assert spool.daemon_pid() is None
+    assert [j["id"] for j in spool.jobs()] == [job]  # a new daemon, the same list
+    assert spool.submit("true") == job + 1
+
+
+def test_help_and_version(spool: Spool) -> None:
+    assert "-S, --slots [num]" in spool.ts("-h")
+    assert spool.ts("-V").startswith("ts (spooler) ")
+
+
+def test_jobs_get_the_submitters_directory_and_environment(spool: Spool, tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    job = spool.submit(
+        "sh",
+        "-c",
+        "pwd; echo $MY_VAR; echo $PYTHONUNBUFFERED; cat; ls -l /proc/self/fd/0",
+        env={"MY_VAR": "from-the-submitter"},
+        cwd=workdir,
+    )
+    spool.run("-w", str(job))
+    lines = Path(spool.job(job)["output"]).read_text().splitlines()
+    assert lines[:3] == [str(workdir), "from-the-submitter", "1"]
+    assert lines[3].endswith("/dev/null")
+    mode = stat.S_IMODE(os.stat(spool.job(job)["output"]).st_mode)
+    assert mode == 0o600
+
+
+def test_a_single_word_with_shell_operators_runs_through_sh(spool: Spool) -> None:
+    job = spool.submit("echo one && echo two | tr a-z A-Z")
+    spool.run("-w", str(job))
+    assert Path(spool.job(job)["output"]).read_text() == "one\nTWO\n"
+
+
+def test_bad_input_is_one_line_and_loses_nothing(spool: Spool) -> None:
+    kept = spool.submit("true")
+    cases = [
+        ("-w", "99"),
+        ("-L",),
+        ("-D", "1,,x", "true"),
+        ("",),
+        ("-U", "3"),
+        ("--no-such-option",),
+        ("-S", "2", "extra"),
+    ]
+    for args in cases:
+        done = spool.run(*args)
+        assert done.returncode != 0, args
+        assert len(done.stderr.strip().splitlines()) == 1, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+    assert [j["id"] for j in spool.jobs()] == [kept]
+
+
+def test_a_command_that_does_not_exist_finishes_with_a_reason(spool: Spool) -> None:
+    job = spool.submit("no-such-command-here", "arg")
+    assert spool.run("-w", str(job)).returncode == 127
+    assert "no-such-command-here" in Path(spool.job(job)["output"]).read_text()
+    assert spool.run("-w", str(spool.submit("true"))).returncode == 0  # the daemon stays up
+
+
+def test_unwritable_log_directory_is_refused(spool: Spool, tmp_path: Path) -> None:
+    missing = tmp_path / "does-not-exist"
+    done = spool.run("--set_logdir", str(missing))
+    assert done.returncode != 0 and "not a directory" in done.stderr
+    assert spool.ts("--get_logdir").strip() == str(spool.logdir)
