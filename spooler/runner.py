@@ -22,6 +22,7 @@ import shutil
 import signal
 import struct
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ class Launch:
     stdout_fd: int  # where the job's stdout goes (a log file, /dev/null, a client's terminal)
     stderr_fd: int
     status_path: str
+    compress: bool = False  # -z: gzip what goes to stdout_fd (and stderr_fd when it is the same)
 
 
 @dataclass
@@ -133,6 +135,10 @@ def _shim(spec: Launch, pid_pipe: int) -> int:
     job_pid = 0
     error = ""
     wait_status = 127 << 8
+    out, err = spec.stdout_fd, spec.stderr_fd
+    if spec.compress:
+        pipe_read, out = os.pipe()
+        err = out if spec.stderr_fd == spec.stdout_fd else spec.stderr_fd
     try:
         os.chdir(spec.cwd)
         argv = job_argv(spec.argv, spec.shell)
@@ -149,8 +155,8 @@ def _shim(spec: Launch, pid_pipe: int) -> int:
             spec.env,
             file_actions=[
                 (os.POSIX_SPAWN_DUP2, devnull, 0),
-                (os.POSIX_SPAWN_DUP2, spec.stdout_fd, 1),
-                (os.POSIX_SPAWN_DUP2, spec.stderr_fd, 2),
+                (os.POSIX_SPAWN_DUP2, out, 1),
+                (os.POSIX_SPAWN_DUP2, err, 2),
             ],
             setsid=True,
             setsigdef=_JOB_SIGNALS,
@@ -161,10 +167,13 @@ def _shim(spec: Launch, pid_pipe: int) -> int:
         if exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR):
             wait_status = 126 << 8
         with contextlib.suppress(OSError):
-            os.write(spec.stderr_fd, (error + "\n").encode())
+            os.write(err, (error + "\n").encode())
     with contextlib.suppress(OSError):
         os.write(pid_pipe, _PID.pack(job_pid))
         os.close(pid_pipe)
+    if spec.compress:
+        os.close(out)
+        _compress(pipe_read, spec.stdout_fd)
     if job_pid:
         os.close(spec.stdout_fd)
         if spec.stderr_fd != spec.stdout_fd:
@@ -178,6 +187,39 @@ def _shim(spec: Launch, pid_pipe: int) -> int:
                 break
     write_status(spec.status_path, wait_status, error)
     return 0
+
+
+def _compress(source: int, target: int) -> None:
+    """Gzip everything read from ``source`` into ``target`` until every writer has closed it.
+
+    A sync flush at most once a second (or when the job falls quiet) keeps the file readable up
+    to that point while the job runs, so ``ts -t`` can follow a gzipped log.
+    """
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: gzip header and trailer
+    last_flush = time.monotonic()
+    pending = False
+    while True:
+        ready, _, _ = select.select([source], [], [], 1.0)
+        if ready:
+            data = os.read(source, 65536)
+            if not data:
+                break
+            _write_all(target, compressor.compress(data))
+            pending = True
+        if pending and (not ready or time.monotonic() - last_flush >= 1.0):
+            _write_all(target, compressor.flush(zlib.Z_SYNC_FLUSH))
+            last_flush, pending = time.monotonic(), False
+    _write_all(target, compressor.flush(zlib.Z_FINISH))
+    os.close(source)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except OSError:
+            return  # a full disk loses output, never the job's exit status
 
 
 def write_status(path: str, wait_status: int, error: str = "") -> None:

@@ -11,7 +11,7 @@ import os
 import select
 import sys
 import time
-from typing import IO, Any
+from typing import Any
 
 from spooler import paths, protocol
 from spooler.cli.parse import Invocation, job_id
@@ -23,21 +23,29 @@ _POLL = 0.2  # how often a growing log is read while the job runs
 _TAIL_WINDOW = 64 * 1024
 
 
-def _open(path: str, gzipped: bool) -> IO[bytes]:
-    if gzipped:
-        import gzip
+class LogReader:
+    """Reads what a log file gained since the last call; decompresses a ``-z`` log as it grows."""
 
-        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
+    def __init__(self, path: str, gzipped: bool) -> None:
+        self.file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self.inflater = None
+        if gzipped:
+            import zlib
+
+            self.inflater = zlib.decompressobj(31)
+
+    def read_new(self) -> bytes:
+        data = self.file.read()
+        if self.inflater is None or not data:
+            return data
+        return self.inflater.decompress(data)
+
+    def close(self) -> None:
+        self.file.close()
 
 
-def _last_lines(f: IO[bytes], count: int) -> bytes:
-    f.seek(0, os.SEEK_END)
-    size = f.tell()
-    f.seek(max(0, size - _TAIL_WINDOW))
-    data = f.read()
-    lines = data.splitlines(keepends=True)
-    return b"".join(lines[-count:])
+def _last_lines(data: bytes, count: int) -> bytes:
+    return b"".join(data.splitlines(keepends=True)[-count:])
 
 
 def _show(inv: Invocation, whole: bool) -> int:
@@ -53,29 +61,31 @@ def _show(inv: Invocation, whole: bool) -> int:
             raise SpoolerError(f"job {status['id']} has no output file")
         out = sys.stdout.buffer
         try:
-            f = _open(path, bool(status["gzip"]) and status["state"] != "running")
+            reader = LogReader(path, bool(status["gzip"]))
         except OSError as exc:
             raise SpoolerError(f"cannot read {path}: {exc.strerror}") from None
-        with f:
-            if whole or status["gzip"]:
-                out.write(f.read())
-            else:
-                out.write(_last_lines(f, TAIL_LINES))
+        try:
+            if not whole and not status["gzip"]:
+                reader.file.seek(max(0, os.fstat(reader.file.fileno()).st_size - _TAIL_WINDOW))
+            start = reader.read_new()
+            out.write(start if whole else _last_lines(start, TAIL_LINES))
             out.flush()
             if status["state"] != "running":
                 return int(status["exit_status"])
             client.send(protocol.request("wait", id=status["id"]))
             while True:
                 ready, _, _ = select.select([client.fileno()], [], [], _POLL)
-                chunk = f.read()
+                chunk = reader.read_new()
                 if chunk:
                     out.write(chunk)
                     out.flush()
                 if ready:
                     done = check(client.receive())
-                    out.write(f.read())
+                    out.write(reader.read_new())
                     out.flush()
                     return int(done["exit_status"])
+        finally:
+            reader.close()
 
 
 def tail(inv: Invocation) -> int:

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from spooler.cli import follow
 from spooler.cli.parse import Invocation, id_list, job_id, parse, positive
-from spooler.client import Client
+from spooler.client import Client, check
 from spooler.errors import SpoolerError, UsageError
 
 
@@ -37,6 +37,7 @@ def _enqueue(inv: Invocation) -> int:
         "mail": bool(opts.get("mail")),
         "after_last": bool(opts.get("after_last")),
         "foreground": bool(opts.get("foreground")),
+        "no_block": bool(opts.get("no_block")),
     }
     if "slots" in opts:
         fields["slots"] = positive(opts["slots"], "-N")
@@ -44,6 +45,9 @@ def _enqueue(inv: Invocation) -> int:
         fields["after"] = id_list(opts["after"], "-D")
     if "after_ok" in opts:
         fields["after_ok"] = id_list(opts["after_ok"], "-W")
+    onfinish = os.environ.get("TS_ONFINISH")
+    if onfinish:
+        _check_program(onfinish, "TS_ONFINISH")
     if os.environ.get("TS_ENV"):
         fields["env_info"] = _ts_env(os.environ["TS_ENV"])
     if "batch" in opts:
@@ -61,9 +65,16 @@ def _enqueue(inv: Invocation) -> int:
             _print("\n".join(map(str, reply["ids"])))
             return 0
         if fields["foreground"]:  # like running the command itself: no id, its exit status
-            return int(client.request("wait", id=reply["id"])["exit_status"])
+            return int(check(client.receive())["exit_status"])
         _print(str(reply["id"]))
     return 0
+
+
+def _check_program(program: str, variable: str) -> None:
+    import shutil
+
+    if shutil.which(program) is None:
+        raise UsageError(f"{variable} program {program!r} is not an executable file (or not on PATH)")
 
 
 def _ts_env(command: str) -> str:

@@ -58,11 +58,25 @@ def submit(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
     now = time.time()
     batch = msg.get("batch")
     if batch is None:
-        job = sp.submit(_submission(sp, msg, v.command(msg.get("command")), conn), now)
+        sub = _submission(sp, msg, v.command(msg.get("command")), conn)
+        try:
+            job = sp.submit(sub, now)
+        except RequestError as exc:
+            if exc.code != "queue_full" or v.flag(msg, "no_block"):
+                raise
+            return _submit_when_there_is_room(sp, sub, conn)
+        if v.flag(msg, "foreground"):
+            # -f: a second reply follows when the job ends; registered now, so it cannot be missed.
+            _add_waiter(sp, job.id, conn)
         return {"ok": True, "id": job.id}
     if not isinstance(batch, list) or not batch:
         raise v.bad("batch must be a non-empty list of commands")
     commands = [v.command(words, f"batch line {n}") for n, words in enumerate(batch, 1)]
+    limit = sp.config.queue_limit
+    if limit is not None and len(sp.queue) + len(commands) > limit:
+        raise RequestError(
+            "queue_full", f"a batch of {len(commands)} does not fit the queue limit of {limit} (TS_MAXCONN)"
+        )
     template = _submission(sp, msg, commands[0], conn)
     chain = v.flag(msg, "after_last")  # -d in a batch: each line runs after the one before
     ids = []
@@ -72,6 +86,27 @@ def submit(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
         if chain:
             template.after = [*template.after[:-1], ids[-1]]
     return {"ok": True, "ids": ids}
+
+
+def _submit_when_there_is_room(sp: Spooler, sub: Submission, conn: Connection) -> Reply:
+    """Without -B a full queue makes the submitter wait, as in the original, not fail."""
+
+    def admit() -> bool:
+        if conn.closed:
+            return True  # the submitter gave up: nothing to queue
+        try:
+            job = sp.submit(sub, time.time())
+        except RequestError as exc:
+            if exc.code == "queue_full":
+                return False
+            conn.reply_deferred(protocol.error_reply(exc.code, str(exc)))
+            return True
+        conn.reply_deferred({"ok": True, "id": job.id})
+        return True
+
+    conn.defer()
+    sp.space_waiters.append(admit)
+    return None
 
 
 def list_jobs(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
@@ -139,10 +174,15 @@ def wait(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
     job = sp.get(v.job_id(msg), v.optional_str(msg, "default", 8) or "added")
     if job.state.is_done:
         return _wait_reply(job, job.id)
-    job_id = job.id
+    _add_waiter(sp, job.id, conn)
+    return None
+
+
+def _add_waiter(sp: Spooler, job_id: int, conn: Connection) -> None:
+    conn.defer()
 
     def done(ended: Job | None) -> None:
-        conn.reply(_wait_reply(ended, job_id))
+        conn.reply_deferred(_wait_reply(ended, job_id))
 
     sp.waiters.setdefault(job_id, []).append(done)
 
@@ -152,7 +192,6 @@ def wait(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
             waiters.remove(done)
 
     conn.on_close.append(forget)
-    return None
 
 
 def remove(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:

@@ -42,7 +42,7 @@ class Connection:
         self.fds: list[int] = []  # descriptors received with the current request
         self.closed = False
         self.close_after_send = False
-        self.waiting = False  # a reply is deferred (``wait``): no read deadline meanwhile
+        self.deferred = 0  # replies still owed (``wait``, ``-f``): no deadline, no new request meanwhile
         self.on_close: list[Callable[[], None]] = []
         self.deadline: asyncio.TimerHandle | None = None
         self._arm_deadline()
@@ -54,7 +54,7 @@ class Connection:
         self.deadline = self.server.loop.call_later(REQUEST_TIMEOUT, self._timed_out)
 
     def _timed_out(self) -> None:
-        if not self.waiting:
+        if not self.deferred:
             self.fail(protocol.E_BAD_REQUEST, f"no complete request within {REQUEST_TIMEOUT:g} s")
 
     def _readable(self) -> None:
@@ -79,7 +79,7 @@ class Connection:
 
     def _parse(self) -> None:
         header = protocol.HEADER.size
-        while not self.closed and not self.waiting and len(self.inbuf) >= header:
+        while not self.closed and not self.deferred and len(self.inbuf) >= header:
             try:
                 length = protocol.frame_length(bytes(self.inbuf[:header]))
             except protocol.FrameError as exc:
@@ -95,8 +95,17 @@ class Connection:
         fds, self.fds = self.fds, []
         return fds
 
+    def defer(self) -> None:
+        """The handler will reply later, through :meth:`reply_deferred`."""
+        self.deferred += 1
+
+    def reply_deferred(self, message: dict[str, Any]) -> None:
+        self.deferred -= 1
+        self.reply(message)
+        if not self.deferred:
+            self._arm_deadline()
+
     def reply(self, message: dict[str, Any]) -> None:
-        self.waiting = False
         self.server.send_after_commit(self, message)
 
     def fail(self, code: str, message: str) -> None:
@@ -108,7 +117,7 @@ class Connection:
             return
         self.outbuf += protocol.encode(message)
         self._flush()
-        if not self.closed and not self.waiting and self.inbuf:
+        if not self.closed and not self.deferred and self.inbuf:
             self._parse()
 
     def _flush(self) -> None:
@@ -237,8 +246,6 @@ class Server:
                     os.close(fd)
         if reply is not None:
             conn.reply(reply)
-        else:
-            conn.waiting = True
 
     def send_after_commit(self, conn: Connection, message: dict[str, Any]) -> None:
         if not self._pending:

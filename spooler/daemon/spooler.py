@@ -24,6 +24,7 @@ import msgpack
 
 from spooler import runner, scheduler
 from spooler.daemon.config import StartupConfig
+from spooler.daemon.hooks import Helpers, find_sendmail
 from spooler.jobs import Job, JobState
 from spooler.store import Loaded, Store
 
@@ -80,6 +81,8 @@ class Spooler:
         self.waiters: dict[int, list[Waiter]] = {}
         self.terminal_fds: dict[int, tuple[int, int]] = {}
         self.warnings: list[str] = list(config.warnings)
+        self.helpers = Helpers(loop)
+        self.space_waiters: deque[Callable[[], bool]] = deque()  # submitters blocked on a full queue
         self._kicked = False
         self._adopted: dict[int, int] = {}  # pidfd -> job id, for jobs started by an earlier daemon
 
@@ -184,6 +187,8 @@ class Spooler:
         for dep in [*sub.after, *sub.after_ok]:
             if dep not in self.jobs:
                 raise RequestError("not_found", f"cannot depend on job {dep}: it does not exist")
+        if sub.mail and find_sendmail(sub.env) is None:
+            raise RequestError("invalid", "-m: no sendmail found to mail the output; install one or drop -m")
         limit = self.config.queue_limit
         if limit is not None and len(self.queue) >= limit:
             raise RequestError("queue_full", f"the queue is full ({limit} jobs waiting, TS_MAXCONN)")
@@ -245,6 +250,8 @@ class Spooler:
             self._skip(job, reason, now)
         for job in decisions.start:
             self._start(job, now)
+        while self.space_waiters and self.space_waiters[0]():
+            self.space_waiters.popleft()
 
     def _skip(self, job: Job, reason: str, now: float) -> None:
         self.queue.remove(job)
@@ -267,7 +274,7 @@ class Spooler:
             path = os.path.join(logdir, job.log_name)
             out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         else:
-            out, path = tempfile.mkstemp(prefix="ts-out.", dir=logdir)
+            out, path = tempfile.mkstemp(prefix="ts-out.", suffix=".gz" if job.gzip else "", dir=logdir)
         job.log_path = path
         err = out
         if job.stderr_apart:
@@ -283,17 +290,22 @@ class Spooler:
             job.reason = f"could not create the log file in {self.settings.logdir}: {exc.strerror}"
             self._ended(job)
             return
-        env = dict(self.envs.get(job.env_key, {}))
-        for key, value in self.settings.env_overrides.items():
-            if value is None:
-                env.pop(key, None)
-            else:
-                env[key] = value
+        env = self.job_env(job)
         env["PYTHONUNBUFFERED"] = "1"
         path = runner.status_path(self.runs_dir, job.id)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        spec = runner.Launch(job.id, job.command, job.shell, job.cwd, env, out, err, path)
+        spec = runner.Launch(
+            job.id,
+            job.command,
+            job.shell,
+            job.cwd,
+            env,
+            out,
+            err,
+            path,
+            compress=job.gzip and job.store_output,
+        )
         try:
             started = runner.launch(spec)
         finally:
@@ -307,6 +319,16 @@ class Spooler:
         self.busy_slots += job.slots
         self.last_run = job.id
         self.save(job)
+
+    def job_env(self, job: Job) -> dict[str, str]:
+        """The submitter's captured environment with the daemon's --setenv/--unsetenv applied."""
+        env = dict(self.envs.get(job.env_key, {}))
+        for key, value in self.settings.env_overrides.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        return env
 
     # -- job end -------------------------------------------------------------------------
 
@@ -322,6 +344,8 @@ class Spooler:
             job = self.children.pop(pid, None)
             if job is not None:
                 self._shim_exited(job, status)
+            else:
+                self.helpers.reaped(pid)
 
     def _shim_exited(self, job: Job, shim_status: int) -> None:
         path = runner.status_path(self.runs_dir, job.id)
@@ -343,8 +367,11 @@ class Spooler:
         if job.exit_code is None and job.signal is None:
             job.exit_code = 255
         self.busy_slots -= job.slots
+        env = self.job_env(job)
+        self.helpers.on_finish(job, env)
+        if job.mail:
+            self.helpers.mail(job, env)
         self._ended(job)
-        self.kick()
 
     def _ended(self, job: Job) -> None:
         """Bookkeeping shared by every way a job can end."""
