@@ -42,6 +42,8 @@ OPS = frozenset(
         "last_id",  # -q
         "logdir",  # --get_logdir / --set_logdir
         "env",  # --getenv / --setenv / --unsetenv
+        "gpu_free_perc",  # --get_gpu_free_perc / --set_gpu_free_perc
+        "gpu_status",  # --gpu_status
         "shutdown",  # -K
         "ping",
     }

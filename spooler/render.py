@@ -75,39 +75,81 @@ def command_cell(job: Job) -> str:
     return f"[{job.label}]{text}" if job.label else text
 
 
+def gpus_text(job: Job) -> str:
+    if job.assigned_gpus:
+        return ",".join(map(str, job.assigned_gpus))
+    if job.gpu_indices:
+        return "[" + ",".join(map(str, job.gpu_indices)) + "]"
+    return f"x{job.gpus}" if job.gpus else ""
+
+
 def render_list(
-    jobs: Iterable[Job], busy: int, slots: int, now: float, width: int = 0, color: bool = False
+    jobs: Iterable[Job],
+    busy: int,
+    slots: int,
+    now: float,
+    width: int = 0,
+    color: bool = False,
+    show_gpus: bool = False,
 ) -> str:
-    """The ``ts -l`` table.  ``width`` 0 (piped output) never cuts the command."""
+    """The ``ts -l`` table.  ``width`` 0 (piped output) never cuts the command.
+
+    The GPUs column (between Time and Command, as in GPU Task Spooler) shows the GPUs a job holds,
+    ``xN`` for N GPUs still to be allocated and ``[i,j]`` for ``-g`` GPUs not yet taken.
+    """
     jobs = list(jobs)
-    rows = [
-        (str(j.id), j.state.value, output_text(j), exit_text(j), duration(run_time(j, now)), command_cell(j))
-        for j in jobs
-    ]
-    widths = [len(h) for h in HEADERS[:5]]
+    headers = [*HEADERS[:5], "GPUs"] if show_gpus else list(HEADERS[:5])
+    rows = []
+    for j in jobs:
+        row = [str(j.id), j.state.value, output_text(j), exit_text(j), duration(run_time(j, now))]
+        if show_gpus:
+            row.append(gpus_text(j))
+        rows.append(row)
+    columns = len(headers)
+    widths = [len(h) for h in headers]
     for row in rows:
-        for i in range(5):
+        for i in range(columns):
             widths[i] = max(widths[i], len(row[i]))
     if width:
         # Too narrow a terminal: the Output column gives way first, then the command is cut.
-        fixed = sum(widths) + 2 * 5
+        fixed = sum(widths) + 2 * columns
         spare = width - fixed - len(f"Command [run={busy}/{slots}]")
         if spare < 0 and widths[2] > 12:
             widths[2] = max(12, widths[2] + spare)
     lines = []
-    header = "  ".join(h.ljust(widths[i]) for i, h in enumerate(HEADERS[:5]))
+    header = "  ".join(h.ljust(widths[i]) for i, h in enumerate(headers))
     lines.append(f"{header}  Command [run={busy}/{slots}]")
     for job, row in zip(jobs, rows, strict=True):
-        cells = [_fit(row[i], widths[i]) for i in range(5)]
-        line = "  ".join(c.ljust(widths[i]) for i, c in enumerate(cells)) + "  " + row[5]
+        cells = [_fit(row[i], widths[i]) for i in range(columns)]
+        line = "  ".join(c.ljust(widths[i]) for i, c in enumerate(cells)) + "  " + command_cell(job)
         if width and len(line) > width:
             line = line[: max(width - 1, 0)] + "…"
         if color and job.state in _COLORS:
-            start = len(cells[0]) + 2 + (widths[0] - len(cells[0]))
+            start = widths[0] + 2
             end = start + len(cells[1])
             line = line[:start] + _COLORS[job.state] + line[start:end] + _RESET + line[end:]
         lines.append(line.rstrip())
     return "\n".join(lines) + "\n"
+
+
+def render_gpu_status(status: dict[str, Any]) -> str:
+    """The GPU view: one line per GPU with its memory, whether it counts as free and its jobs."""
+    if not status["gpus"]:
+        return f"No GPUs ({status['kind']}): {status['reason']}\n"
+    from tabulate import tabulate
+
+    rows = [
+        [
+            g["index"],
+            g["name"],
+            f"{g['used_mib']}/{g['total_mib']} MiB",
+            "yes" if g["free"] else "no",
+            "yes" if g["visible"] else "no",
+            ",".join(map(str, g["held_by"])) or "-",
+        ]
+        for g in status["gpus"]
+    ]
+    return tabulate(rows, headers=["GPU", "Name", "Memory used", "Free", "Visible", "Jobs"]) + "\n"
 
 
 def _fit(text: str, width: int) -> str:
@@ -137,6 +179,7 @@ def job_data(job: Job, now: float) -> dict[str, Any]:
         "gpus_requested": job.gpus,
         "gpu_indices_requested": job.gpu_indices,
         "gpus": job.assigned_gpus,
+        "gpu_mem_mib": job.gpu_mem_mib,
         "pid": job.pid,
         "cwd": job.cwd,
         "reason": job.reason or None,
@@ -196,6 +239,15 @@ def render_info(job: Job, now: float) -> str:
     if job.after_ok:
         lines.append(f"Depends on (exit code 0): {', '.join(map(str, job.after_ok))}")
     lines.append(f"Output: {output_text(job)}")
+    if job.gpus or job.gpu_indices:
+        if job.gpu_indices:
+            wanted = f"GPUs {', '.join(map(str, job.gpu_indices))} (-g)"
+        else:
+            wanted = f"{job.gpus} GPU(s)"
+        if job.gpu_mem_mib:
+            wanted += f", sharing, {job.gpu_mem_mib} MiB each"
+        lines.append(f"GPUs required: {wanted}")
+        lines.append(f"GPUs assigned: {', '.join(map(str, job.assigned_gpus)) or '-'}")
     if job.pid:
         lines.append(f"PID: {job.pid}")
     if job.reason:

@@ -3,6 +3,8 @@
 Policy, in queue order:
 - a job whose dependencies have not all ended is passed over (jobs behind it may start);
 - a ``-W`` job whose dependency failed, was skipped or was removed is skipped;
+- a job that needs GPUs that are not free is passed over with the reason (it is *allocating*),
+  so GPU jobs never hold up CPU jobs;
 - a job that needs more slots than are free stops the pass, so a wide job is never starved by
   narrow ones queued after it; one wider than all the slots waits for ``-S`` without blocking.
 """
@@ -16,12 +18,19 @@ from spooler.jobs import Job
 
 # outcome(job, dependency id): None while the dependency has not ended, else whether it succeeded.
 Outcome = Callable[[Job, int], "bool | None"]
+# place(job): the GPU indices reserved for a job that needs GPUs, or why it must wait.
+Place = Callable[[Job], "list[int] | str"]
+
+
+def _no_gpus(job: Job) -> list[int] | str:
+    return "no GPUs are managed here"
 
 
 @dataclass
 class Plan:
-    start: list[Job] = field(default_factory=list)
+    start: list[tuple[Job, list[int]]] = field(default_factory=list)  # with the GPUs reserved
     skip: list[tuple[Job, str]] = field(default_factory=list)
+    allocating: list[tuple[Job, str]] = field(default_factory=list)
 
 
 def dependency_verdict(job: Job, outcome: Outcome) -> tuple[bool, str]:
@@ -38,7 +47,9 @@ def dependency_verdict(job: Job, outcome: Outcome) -> tuple[bool, str]:
     return True, ""
 
 
-def plan(queue: Iterable[Job], free_slots: int, total_slots: int, outcome: Outcome) -> Plan:
+def plan(
+    queue: Iterable[Job], free_slots: int, total_slots: int, outcome: Outcome, place: Place = _no_gpus
+) -> Plan:
     decisions = Plan()
     for job in queue:
         ready, skip_reason = dependency_verdict(job, outcome)
@@ -51,6 +62,10 @@ def plan(queue: Iterable[Job], free_slots: int, total_slots: int, outcome: Outco
             continue
         if job.slots > free_slots:
             break
-        decisions.start.append(job)
+        placed = place(job) if job.gpus or job.gpu_indices else []
+        if isinstance(placed, str):
+            decisions.allocating.append((job, placed))
+            continue
+        decisions.start.append((job, placed))
         free_slots -= job.slots
     return decisions

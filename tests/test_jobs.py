@@ -71,14 +71,14 @@ def outcomes(table: dict[int, bool | None]):  # type: ignore[no-untyped-def]
 def test_plan_fills_free_slots_in_order() -> None:
     jobs = [make(i) for i in range(4)]
     decided = plan(jobs, free_slots=2, total_slots=2, outcome=outcomes({}))
-    assert [j.id for j in decided.start] == [0, 1]
+    assert [j.id for j, _ in decided.start] == [0, 1]
 
 
 def test_plan_passes_over_jobs_waiting_on_dependencies() -> None:
     blocked = make(0, after=[9])
     free = make(1)
     decided = plan([blocked, free], free_slots=1, total_slots=1, outcome=outcomes({9: None}))
-    assert decided.start == [free]
+    assert decided.start == [(free, [])]
 
 
 def test_plan_skips_a_job_whose_success_dependency_failed() -> None:
@@ -90,7 +90,7 @@ def test_plan_skips_a_job_whose_success_dependency_failed() -> None:
 def test_plan_runs_an_any_result_dependent_after_a_failure() -> None:
     job = make(0, after=[9])
     decided = plan([job], free_slots=1, total_slots=1, outcome=outcomes({9: False}))
-    assert decided.start == [job]
+    assert decided.start == [(job, [])]
 
 
 def test_a_wide_job_blocks_narrow_ones_behind_it() -> None:
@@ -102,4 +102,19 @@ def test_a_wide_job_blocks_narrow_ones_behind_it() -> None:
 def test_a_job_wider_than_all_slots_does_not_block_the_queue() -> None:
     huge, narrow = make(0, slots=5), make(1)
     decided = plan([huge, narrow], free_slots=2, total_slots=2, outcome=outcomes({}))
-    assert decided.start == [narrow]
+    assert decided.start == [(narrow, [])]
+
+
+def test_a_job_waiting_for_gpus_does_not_hold_up_cpu_jobs() -> None:
+    gpu_job, cpu_job = make(0, gpus=1), make(1)
+    decided = plan(
+        [gpu_job, cpu_job], free_slots=2, total_slots=2, outcome=outcomes({}), place=lambda j: "busy"
+    )
+    assert decided.allocating == [(gpu_job, "busy")]
+    assert decided.start == [(cpu_job, [])]
+
+
+def test_placed_gpu_jobs_start_with_their_gpus() -> None:
+    job = make(0, gpus=2)
+    decided = plan([job], free_slots=1, total_slots=1, outcome=outcomes({}), place=lambda j: [1, 3])
+    assert decided.start == [(job, [1, 3])]

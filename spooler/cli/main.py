@@ -41,6 +41,17 @@ def _enqueue(inv: Invocation) -> int:
     }
     if "slots" in opts:
         fields["slots"] = positive(opts["slots"], "-N")
+    if "gpus" in opts:
+        fields["gpus"] = positive(opts["gpus"], "-G")
+    if "gpu_indices" in opts:
+        fields["gpu_indices"] = id_list(opts["gpu_indices"], "-g")
+    if "gpu_mem" in opts:
+        from spooler.gpu import parse_size
+
+        try:
+            fields["gpu_mem_mib"] = parse_size(opts["gpu_mem"])
+        except ValueError as exc:
+            raise UsageError(f"--gpu_mem: {exc}") from None
     if "after" in opts:
         fields["after"] = id_list(opts["after"], "-D")
     if "after_ok" in opts:
@@ -126,6 +137,27 @@ def _list(inv: Invocation) -> int:
     with Client() as client:
         reply = client.request("list", format=inv.list_format, width=width, color=color)
     sys.stdout.write(reply["text"])
+    return 0
+
+
+def _gpu_list(inv: Invocation) -> int:
+    with Client() as client:
+        reply = client.request("list", gpu_jobs=True)
+    sys.stdout.write(reply["text"])
+    return 0
+
+
+def _gpu_free_perc(inv: Invocation) -> int:
+    fields: dict[str, Any] = {}
+    if inv.action == "set_gpu_free_perc":
+        value = inv.value or ""
+        if not value.isdigit() or not 1 <= int(value) <= 100:
+            raise UsageError(f"--set_gpu_free_perc: {value!r} is not a percentage from 1 to 100")
+        fields["set"] = int(value)
+    with Client() as client:
+        reply = client.request("gpu_free_perc", **fields)
+    if inv.action == "get_gpu_free_perc":
+        _print(str(reply["value"]))
     return 0
 
 
@@ -276,6 +308,10 @@ ACTIONS: dict[str, Callable[[Invocation], int]] = {
     "unsetenv": _env,
     "get_logdir": _logdir,
     "set_logdir": _logdir,
+    "gpu_list": _gpu_list,
+    "get_gpu_free_perc": _gpu_free_perc,
+    "set_gpu_free_perc": _gpu_free_perc,
+    "gpu_status": lambda inv: _print_text("gpu_status", inv),
     "daemon": _daemon,
     "help": _help,
     "version": _version,

@@ -5,7 +5,9 @@ completion all read this table.
 ``arg`` says what follows the option:
   ``none``; ``id`` (an optional job id: the next word unless it starts with ``-``);
   ``int?`` (an optional number, same rule); ``count?`` (an optional number, taken only when
-  the next word is all digits, since a command may follow); ``str`` (a required value).
+  the next word is all digits, since a command may follow); ``ids?`` (a list like ``0,2``,
+  taken only when the next word is one: ``-g`` alone is the action that lists GPU jobs);
+  ``str`` (a required value).
 """
 
 from __future__ import annotations
@@ -38,83 +40,68 @@ class Option:
         return ", ".join(p for p in parts if p)
 
 
+def _action(short: str | None, long: str | None, dest: str, arg: str, help: str, metavar: str = "") -> Option:
+    return Option(short, long, "action", dest, arg, help, metavar)
+
+
+def _job(short: str | None, long: str | None, dest: str, arg: str, help: str, metavar: str = "") -> Option:
+    return Option(short, long, "job", dest, arg, help, metavar)
+
+
+# fmt: off
 OPTIONS: tuple[Option, ...] = (
     # Actions (one at a time)
-    Option("l", "list", "action", "list", "none", "show the job list (the default action)"),
-    Option("M", "serialize", "action", "list", "str", "list in this format: default, json or tab", "FORMAT"),
-    Option(
-        "t",
-        "tail",
-        "action",
-        "tail",
-        "id",
-        "follow the last 10 lines of the output until the job ends; last run if no id",
-    ),
-    Option(
-        "c",
-        "cat",
-        "action",
-        "cat",
-        "id",
-        "show the whole output, following it until the job ends; last run if no id",
-    ),
-    Option("p", "pid", "action", "pid", "id", "show the job's pid; last run if no id"),
-    Option("o", "output", "action", "output", "id", "show the output file; last run if no id"),
-    Option("i", "info", "action", "info", "id", "show job information; last run if no id"),
-    Option("s", "state", "action", "state", "id", "show the job state; last added if no id"),
-    Option("r", "remove", "action", "remove", "id", "remove a queued or ended job; last added if no id"),
-    Option(
-        "w",
-        "wait",
-        "action",
-        "wait",
-        "id",
-        "wait for a job and exit with its exit status; last added if no id",
-    ),
-    Option("k", "kill", "action", "kill", "id", "send SIGTERM to the job's process group; last run if no id"),
-    Option(
-        "T", "kill_all", "action", "kill_all", "none", "send SIGTERM to every running job's process group"
-    ),
-    Option("u", "urgent", "action", "urgent", "id", "put a queued job first; last added if no id"),
-    Option("U", "swap", "action", "swap", "str", "swap two queued jobs", "ID-ID"),
-    Option(
-        "S", "slots", "action", "slots", "int?", "get, or set to num, the number of jobs that run at once"
-    ),
-    Option("C", "clear", "action", "clear", "none", "clear the list of ended jobs"),
-    Option("K", "kill_server", "action", "shutdown", "none", "stop the daemon (queued jobs are kept)"),
-    Option("R", "count_running", "action", "count_running", "none", "show the number of running jobs"),
-    Option("q", "last_queue_id", "action", "last_id", "none", "show the id of the last added job"),
-    Option("a", "get_label", "action", "label", "id", "show the job label; last added if no id"),
-    Option("F", "full_cmd", "action", "full_cmd", "id", "show the full command; last added if no id"),
-    Option(None, "getenv", "action", "getenv", "str", "show a variable of the daemon's environment", "VAR"),
-    Option(None, "setenv", "action", "setenv", "str", "set a variable that new jobs get", "VAR=VALUE"),
-    Option(None, "unsetenv", "action", "unsetenv", "str", "remove a variable from what new jobs get", "VAR"),
-    Option(None, "get_logdir", "action", "get_logdir", "none", "show the directory of the log files"),
-    Option(None, "set_logdir", "action", "set_logdir", "str", "set the directory of the log files", "PATH"),
-    Option(None, "daemon", "action", "daemon", "none", "run the daemon in the foreground (for systemd)"),
-    Option("h", "help", "action", "help", "none", "show this help"),
-    Option("V", "version", "action", "version", "none", "show the program version"),
-    # Job options
-    Option(
-        "n", None, "job", "no_output", "none", "do not store the output (with -f it goes to this terminal)"
-    ),
-    Option("E", None, "job", "stderr_apart", "none", "keep stderr apart, in the output file name plus '.e'"),
-    Option("O", None, "job", "log_name", "str", "name of the log file (no directory)", "NAME"),
-    Option("z", None, "job", "gzip", "none", "gzip the stored output"),
-    Option("f", None, "job", "foreground", "none", "wait for the job and exit with its exit status"),
-    Option("m", None, "job", "mail", "none", "mail the output when the job ends (sendmail)"),
-    Option("d", None, "job", "after_last", "none", "run after the last added job ends"),
-    Option("D", None, "job", "after", "str", "run after these jobs end, whatever their result", "ID,..."),
-    Option(
-        "W", None, "job", "after_ok", "str", "run after these jobs end with exit code 0, else skip", "ID,..."
-    ),
-    Option("L", None, "job", "label", "str", "label the job", "LABEL"),
-    Option("N", None, "job", "slots", "str", "number of slots the job needs (1 by default)", "NUM"),
-    Option("B", None, "job", "no_block", "none", "if the queue is full, exit with 2 instead of waiting"),
-    Option(
-        None, "batch", "job", "batch", "str", "queue one job per line of FILE ('-': standard input)", "FILE"
-    ),
+    _action("l", "list", "list", "none", "show the job list (the default action)"),
+    _action("M", "serialize", "list", "str", "list in this format: default, json or tab", "FORMAT"),
+    _action("t", "tail", "tail", "id", "follow the last 10 lines of the output until the job ends; last run if no id"),
+    _action("c", "cat", "cat", "id", "show the whole output, following it until the job ends; last run if no id"),
+    _action("p", "pid", "pid", "id", "show the job's pid; last run if no id"),
+    _action("o", "output", "output", "id", "show the output file; last run if no id"),
+    _action("i", "info", "info", "id", "show job information; last run if no id"),
+    _action("s", "state", "state", "id", "show the job state; last added if no id"),
+    _action("r", "remove", "remove", "id", "remove a queued or ended job; last added if no id"),
+    _action("w", "wait", "wait", "id", "wait for a job and exit with its exit status; last added if no id"),
+    _action("k", "kill", "kill", "id", "send SIGTERM to the job's process group; last run if no id"),
+    _action("T", "kill_all", "kill_all", "none", "send SIGTERM to every running job's process group"),
+    _action("u", "urgent", "urgent", "id", "put a queued job first; last added if no id"),
+    _action("U", "swap", "swap", "str", "swap two queued jobs", "ID-ID"),
+    _action("S", "slots", "slots", "int?", "get, or set to num, the number of jobs that run at once"),
+    _action("C", "clear", "clear", "none", "clear the list of ended jobs"),
+    _action("K", "kill_server", "shutdown", "none", "stop the daemon (queued jobs are kept)"),
+    _action("R", "count_running", "count_running", "none", "show the number of running jobs"),
+    _action("q", "last_queue_id", "last_id", "none", "show the id of the last added job"),
+    _action("a", "get_label", "label", "id", "show the job label; last added if no id"),
+    _action("F", "full_cmd", "full_cmd", "id", "show the full command; last added if no id"),
+    _action(None, "getenv", "getenv", "str", "show a variable of the daemon's environment", "VAR"),
+    _action(None, "setenv", "setenv", "str", "set a variable that new jobs get", "VAR=VALUE"),
+    _action(None, "unsetenv", "unsetenv", "str", "remove a variable from what new jobs get", "VAR"),
+    _action(None, "get_logdir", "get_logdir", "none", "show the directory of the log files"),
+    _action(None, "set_logdir", "set_logdir", "str", "set the directory of the log files", "PATH"),
+    _action(None, "get_gpu_free_perc", "get_gpu_free_perc", "none", "show the free-memory percentage above which a GPU counts as free"),
+    _action(None, "set_gpu_free_perc", "set_gpu_free_perc", "str", "set that percentage (1-100, 90 by default)", "NUM"),
+    _action(None, "gpu_status", "gpu_status", "none", "show every GPU: memory, whether it counts as free, its jobs"),
+    _action(None, "daemon", "daemon", "none", "run the daemon in the foreground (for systemd)"),
+    _action("h", "help", "help", "none", "show this help"),
+    _action("V", "version", "version", "none", "show the program version"),
+    # Options of queued jobs
+    _job("n", None, "no_output", "none", "do not store the output (with -f it goes to this terminal)"),
+    _job("E", None, "stderr_apart", "none", "keep stderr apart, in the output file name plus '.e'"),
+    _job("O", None, "log_name", "str", "name of the log file (no directory)", "NAME"),
+    _job("z", None, "gzip", "none", "gzip the stored output"),
+    _job("f", None, "foreground", "none", "wait for the job and exit with its exit status"),
+    _job("m", None, "mail", "none", "mail the output when the job ends (sendmail)"),
+    _job("d", None, "after_last", "none", "run after the last added job ends"),
+    _job("D", None, "after", "str", "run after these jobs end, whatever their result", "ID,..."),
+    _job("W", None, "after_ok", "str", "run after these jobs end with exit code 0, else skip", "ID,..."),
+    _job("L", None, "label", "str", "label the job", "LABEL"),
+    _job("N", None, "slots", "str", "number of slots the job needs (1 by default)", "NUM"),
+    _job("B", None, "no_block", "none", "if the queue is full, exit with 2 instead of waiting"),
+    _job("G", "gpus", "gpus", "count?", "number of GPUs the job needs (1 if no number follows)"),
+    _job("g", "gpu_indices", "gpu_indices", "ids?", "run on exactly these GPUs, without the memory check; alone: list jobs on GPUs", "[ID,...]"),
+    _job(None, "gpu_mem", "gpu_mem", "str", "share a GPU: place the job where SIZE (e.g. 20G) is free and not yet promised", "SIZE"),
+    _job(None, "batch", "batch", "str", "queue one job per line of FILE ('-': standard input)", "FILE"),
 )
+# fmt: on
 
 SHORT = {o.short: o for o in OPTIONS if o.short}
 LONG = {o.long: o for o in OPTIONS if o.long}

@@ -14,6 +14,8 @@ from typing import Any
 from spooler.cli.options import LONG, SHORT, Option
 from spooler.errors import UsageError
 
+GPU_LIST = Option("g", None, "action", "gpu_list", "none", "list jobs running on GPUs")
+
 
 class Invocation:
     """What one ``ts`` call asks for: an action with its argument, job options, a command."""
@@ -42,11 +44,19 @@ def _takes_value(option: Option, following: str | None) -> bool:
         return True
     if option.arg in ("id", "int?"):
         return not following.startswith("-") or following[1:].isdigit()
+    if option.arg == "count?":
+        return following.isdigit()
+    if option.arg == "ids?":
+        return all(part.isdigit() for part in following.split(","))
     return False
 
 
 def _apply(inv: Invocation, option: Option, value: str | None) -> None:
-    if option.kind == "action":
+    if option.arg == "ids?" and value is None:
+        inv.set_action(GPU_LIST, None)
+    elif option.arg == "count?" and value is None:
+        inv.job[option.dest] = "1"
+    elif option.kind == "action":
         inv.set_action(option, value)
     elif option.arg == "none":
         inv.job[option.dest] = True

@@ -13,8 +13,9 @@ from typing import Any
 
 from spooler import protocol, render
 from spooler.daemon import validate as v
+from spooler.daemon.errors import RequestError
 from spooler.daemon.server import Connection, Handler
-from spooler.daemon.spooler import RequestError, Spooler, Submission
+from spooler.daemon.spooler import Spooler, Submission
 from spooler.jobs import Job
 
 Reply = dict[str, Any] | None
@@ -27,6 +28,13 @@ def _submission(sp: Spooler, msg: dict[str, Any], words: list[str], conn: Connec
         if sp.last_added is None:
             raise RequestError("not_found", "-d: there is no previous job to run after")
         after.append(sp.last_added)
+    gpus = v.integer(msg, "gpus", 0, 1024, 0)
+    gpu_indices = v.id_list(msg, "gpu_indices") or None
+    gpu_mem = v.optional_int(msg, "gpu_mem_mib", 1, 2**40)
+    if gpu_mem is not None and not gpus and not gpu_indices:
+        gpus = 1  # --gpu_mem alone: one shared GPU
+    if gpu_indices and gpus:
+        raise v.bad("-G and -g cannot be combined: -g names the GPUs itself")
     log_name = v.optional_str(msg, "log_name", 255)
     if log_name is not None and (not log_name or "/" in log_name or log_name in (".", "..")):
         raise v.bad("-O takes a file name without a directory")
@@ -44,6 +52,9 @@ def _submission(sp: Spooler, msg: dict[str, Any], words: list[str], conn: Connec
         after=after,
         after_ok=v.id_list(msg, "after_ok"),
         env_info=v.optional_str(msg, "env_info", 1024 * 1024),
+        gpus=gpus,
+        gpu_indices=gpu_indices,
+        gpu_mem_mib=gpu_mem,
     )
     fds = conn.take_fds()
     if v.flag(msg, "foreground") and not sub.store_output and len(fds) == 2:
@@ -113,6 +124,8 @@ def list_jobs(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
     fmt = v.optional_str(msg, "format", 16) or "default"
     now = time.time()
     jobs = list(sp.ordered())
+    if v.flag(msg, "gpu_jobs"):  # -g: the running jobs that hold GPUs
+        jobs = [j for j in jobs if j.state.is_active and j.assigned_gpus]
     if fmt == "json":
         text = render.render_json(jobs, now)
     elif fmt == "tab":
@@ -125,6 +138,7 @@ def list_jobs(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
             now=now,
             width=v.integer(msg, "width", 0, 100_000, 0),
             color=v.flag(msg, "color"),
+            show_gpus=sp.gpu.present or any(j.gpus or j.gpu_indices for j in jobs),
         )
     else:
         raise v.bad(f"unknown list format {fmt!r} (choose default, json or tab)")
@@ -202,7 +216,7 @@ def remove(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
 
 def kill(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
     if v.flag(msg, "all"):
-        killed = [j.id for j in list(sp.jobs.values()) if j.state.is_active and j.pid]
+        killed = [j.id for j in list(sp.running.values()) if j.pid]
         for job_id in killed:
             sp.kill(sp.jobs[job_id], signal.SIGTERM)
         return {"ok": True, "ids": killed}
@@ -266,6 +280,22 @@ def env(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
     return {"ok": True, "value": value}
 
 
+def gpu_free_perc(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
+    value = v.optional_int(msg, "set", 1, 100)
+    if value is not None:
+        sp.settings.gpu_free_perc = value
+        sp.save_settings()
+        sp.kick()
+    return {"ok": True, "value": sp.settings.gpu_free_perc}
+
+
+def gpu_status(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
+    status = sp.gpu.status(sp.running.values())
+    if v.flag(msg, "data"):
+        return {"ok": True, **status}
+    return {"ok": True, "text": render.render_gpu_status(status)}
+
+
 def shutdown(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
     sp.loop.call_soon(sp.loop.stop)
     return OK
@@ -291,6 +321,8 @@ HANDLERS: dict[str, Handler] = {
     "last_id": last_id,
     "logdir": logdir,
     "env": env,
+    "gpu_free_perc": gpu_free_perc,
+    "gpu_status": gpu_status,
     "shutdown": shutdown,
     "ping": ping,
 }

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from spooler import protocol
-from spooler.daemon.spooler import RequestError, Spooler
+from spooler.daemon.errors import RequestError
+from spooler.daemon.spooler import Spooler
 
 log = logging.getLogger("spooler")
 

@@ -24,6 +24,8 @@ import msgpack
 
 from spooler import runner, scheduler
 from spooler.daemon.config import StartupConfig
+from spooler.daemon.errors import RequestError
+from spooler.daemon.gpus import GpuManager
 from spooler.daemon.hooks import Helpers, find_sendmail
 from spooler.jobs import Job, JobState
 from spooler.store import Loaded, Store
@@ -31,14 +33,6 @@ from spooler.store import Loaded, Store
 log = logging.getLogger("spooler")
 
 Waiter = Callable[[Job | None], None]
-
-
-class RequestError(Exception):
-    """A request that cannot be carried out; ``code`` is a protocol error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass
@@ -58,6 +52,9 @@ class Submission:
     after: list[int] = field(default_factory=list)
     after_ok: list[int] = field(default_factory=list)
     env_info: str | None = None
+    gpus: int = 0  # -G
+    gpu_indices: list[int] | None = None  # -g
+    gpu_mem_mib: int | None = None  # --gpu_mem: share a GPU, needing this much
     terminal_fds: tuple[int, int] | None = None  # -nf: the client's stdout and stderr
 
 
@@ -76,12 +73,14 @@ class Spooler:
         self.last_added: int | None = None
         self.last_run: int | None = None
         self.busy_slots = 0
-        self.children: dict[int, Job] = {}  # shim pid -> running job
+        self.children: dict[int, Job] = {}  # shim pid -> running job started by this daemon
+        self.running: dict[int, Job] = {}  # job id -> every running job, adopted ones included
         self.done_order: deque[int] = deque()  # ids in the order they ended, for TS_MAXFINISHED
         self.waiters: dict[int, list[Waiter]] = {}
         self.terminal_fds: dict[int, tuple[int, int]] = {}
         self.warnings: list[str] = list(config.warnings)
         self.helpers = Helpers(loop)
+        self.gpu = GpuManager(os.environ, self.settings, loop)
         self.space_waiters: deque[Callable[[], bool]] = deque()  # submitters blocked on a full queue
         self._kicked = False
         self._adopted: dict[int, int] = {}  # pidfd -> job id, for jobs started by an earlier daemon
@@ -173,13 +172,13 @@ class Spooler:
 
     def ordered(self) -> Iterator[Job]:
         """Running jobs, then waiting ones in queue order, then ended ones (as ``ts -l``)."""
-        yield from (j for j in self.jobs.values() if j.state is JobState.RUNNING)
+        yield from sorted(self.running.values(), key=lambda j: j.id)
         yield from self.queue
         yield from (j for j in self.jobs.values() if j.state.is_done)
 
     @property
     def running_count(self) -> int:
-        return len(self.children) + len(self._adopted)
+        return len(self.running)
 
     # -- submit --------------------------------------------------------------------------
 
@@ -189,6 +188,7 @@ class Spooler:
                 raise RequestError("not_found", f"cannot depend on job {dep}: it does not exist")
         if sub.mail and find_sendmail(sub.env) is None:
             raise RequestError("invalid", "-m: no sendmail found to mail the output; install one or drop -m")
+        self.gpu.validate(sub.gpus, sub.gpu_indices)
         limit = self.config.queue_limit
         if limit is not None and len(self.queue) >= limit:
             raise RequestError("queue_full", f"the queue is full ({limit} jobs waiting, TS_MAXCONN)")
@@ -210,6 +210,9 @@ class Spooler:
             after_ok=list(sub.after_ok),
             enqueue_time=now,
             env_info=sub.env_info,
+            gpus=sub.gpus,
+            gpu_indices=list(sub.gpu_indices) if sub.gpu_indices else None,
+            gpu_mem_mib=sub.gpu_mem_mib,
         )
         self.next_id += 1
         self.next_seq += 1
@@ -245,11 +248,15 @@ class Spooler:
             free_slots=self.settings.slots - self.busy_slots,
             total_slots=self.settings.slots,
             outcome=self._dep_outcome,
+            place=self.gpu.placer(self.running.values()),
         )
         for job, reason in decisions.skip:
             self._skip(job, reason, now)
-        for job in decisions.start:
-            self._start(job, now)
+        for job, reason in decisions.allocating:
+            self._allocating(job, reason, now)
+        for job, gpus in decisions.start:
+            self._start(job, now, gpus)
+        self.gpu.poll(any(j.state is JobState.ALLOCATING for j in self.queue), self.kick)
         while self.space_waiters and self.space_waiters[0]():
             self.space_waiters.popleft()
 
@@ -258,6 +265,13 @@ class Spooler:
         job.transition(JobState.SKIPPED, now)
         job.reason = reason
         self._ended(job)
+
+    def _allocating(self, job: Job, reason: str, now: float) -> None:
+        if job.state is JobState.QUEUED:
+            job.transition(JobState.ALLOCATING, now)
+        if job.reason != reason:  # saved only when it changes, not at every GPU poll
+            job.reason = reason
+            self.save(job)
 
     def _open_output(self, job: Job) -> tuple[int, int]:
         fds = self.terminal_fds.pop(job.id, None)
@@ -281,7 +295,7 @@ class Spooler:
             err = os.open(path + ".e", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         return out, err
 
-    def _start(self, job: Job, now: float) -> None:
+    def _start(self, job: Job, now: float, gpus: list[int]) -> None:
         self.queue.remove(job)
         try:
             out, err = self._open_output(job)
@@ -292,6 +306,12 @@ class Spooler:
             return
         env = self.job_env(job)
         env["PYTHONUNBUFFERED"] = "1"
+        job.assigned_gpus = gpus
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as NVML and nvidia-smi do
+        elif env.get("TS_KEEP_CUDA_VISIBLE_DEVICES", "") in ("", "0"):
+            env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU job sees no GPU, as in the original
         path = runner.status_path(self.runs_dir, job.id)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -316,6 +336,7 @@ class Spooler:
         job.pid = started.job_pid or None
         job.shim_pid = started.shim_pid
         self.children[started.shim_pid] = job
+        self.running[job.id] = job
         self.busy_slots += job.slots
         self.last_run = job.id
         self.save(job)
@@ -367,6 +388,7 @@ class Spooler:
         if job.exit_code is None and job.signal is None:
             job.exit_code = 255
         self.busy_slots -= job.slots
+        self.running.pop(job.id, None)
         env = self.job_env(job)
         self.helpers.on_finish(job, env)
         if job.mail:
@@ -414,6 +436,7 @@ class Spooler:
                 pidfd = -1
             if pidfd >= 0:
                 self._adopted[pidfd] = job.id
+                self.running[job.id] = job
                 self.busy_slots += job.slots
                 self.loop.add_reader(pidfd, self._adopted_exited, pidfd)
                 return
@@ -434,6 +457,7 @@ class Spooler:
             os.unlink(path)
         if record is None:
             self.busy_slots -= job.slots
+            self.running.pop(job.id, None)
             job.transition(JobState.LOST, time.time())
             job.reason = "its supervising process ended without recording an exit status"
             self._ended(job)
@@ -518,6 +542,7 @@ class Spooler:
             self.loop.remove_reader(pidfd)
             os.close(pidfd)
         self._adopted.clear()
+        self.gpu.close()
 
 
 def _same_process(pid: int, started: float | None) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spooler.daemon.spooler import RequestError
+from spooler.daemon.errors import RequestError
 
 MAX_ARGS = 100_000
 MAX_WORD = 1024 * 1024

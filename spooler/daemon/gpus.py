@@ -1,0 +1,170 @@
+"""GPUs in the daemon: which ones we may use, who holds them, and placing waiting jobs.
+
+The inventory (NVML, fake or none) is opened once at start.  A GPU is reserved at the moment a
+job is placed and stays held until the job ends, whatever NVML reports in between: that is what
+keeps a burst of jobs from landing on a GPU whose memory has not shown as used yet.  NVML is
+polled only while some job waits for GPUs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from spooler.daemon.config import Settings
+from spooler.daemon.errors import RequestError
+from spooler.gpu import GpuError, GpuInfo, Holder, choose_gpus, describe, open_inventory, parse_visible
+from spooler.jobs import Job
+
+log = logging.getLogger("spooler")
+
+DEFAULT_POLL = 1.0
+Placer = Callable[[Job], "list[int] | str"]
+
+
+def wants_gpus(job: Job) -> bool:
+    return job.gpus > 0 or bool(job.gpu_indices)
+
+
+class GpuManager:
+    def __init__(self, env: Mapping[str, str], settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+        self.inventory = open_inventory(env)
+        self.settings = settings
+        self.loop = loop
+        self.daemon_visible = env.get("TS_VISIBLE_DEVICES")
+        try:
+            self.poll_interval = max(0.05, float(env.get("TS_GPU_POLL", DEFAULT_POLL)))
+        except ValueError:
+            self.poll_interval = DEFAULT_POLL
+        self._timer: asyncio.TimerHandle | None = None
+        if self.inventory.kind == "none":
+            log.info("GPUs: none usable (%s)", getattr(self.inventory, "reason", ""))
+        else:
+            log.info("GPUs: %s inventory", self.inventory.kind)
+
+    @property
+    def present(self) -> bool:
+        return self.inventory.kind != "none"
+
+    def visible(self) -> list[int] | None:
+        """TS_VISIBLE_DEVICES of the daemon, or as changed by ``ts --setenv``."""
+        overrides = self.settings.env_overrides
+        value = overrides.get("TS_VISIBLE_DEVICES", self.daemon_visible)  # None there: --unsetenv
+        try:
+            return parse_visible(value)
+        except ValueError as exc:
+            log.warning("ignoring TS_VISIBLE_DEVICES: %s", exc)
+            return None
+
+    def read(self) -> list[GpuInfo]:
+        return self.inventory.read()
+
+    def validate(self, count: int, indices: list[int] | None) -> None:
+        """Refuse at enqueue what could never run; accept when NVML cannot tell right now."""
+        if not count and not indices:
+            return
+        if not self.present:
+            raise RequestError("invalid", f"no GPU can be used here: {getattr(self.inventory, 'reason', '')}")
+        try:
+            gpus = self.read()
+        except GpuError:
+            return  # the job waits, showing why, until NVML answers again
+        existing = {g.index for g in gpus}
+        if indices:
+            unknown = [i for i in indices if i not in existing]
+            if unknown:
+                raise RequestError(
+                    "invalid", f"-g: no GPU {', '.join(map(str, unknown))} (GPUs here: {_span(existing)})"
+                )
+            return
+        visible = self.visible()
+        usable = [i for i in existing if visible is None or i in visible]
+        if count > len(usable):
+            where = "visible " if visible is not None else ""
+            raise RequestError(
+                "invalid", f"-G {count}: only {len(usable)} {where}GPUs here, so it could never run"
+            )
+
+    @staticmethod
+    def holders(running: Iterable[Job]) -> dict[int, list[Holder]]:
+        held: dict[int, list[Holder]] = {}
+        for job in running:
+            for index in job.assigned_gpus:
+                held.setdefault(index, []).append(Holder(job.id, job.gpu_mem_mib))
+        return held
+
+    def placer(self, running: Iterable[Job]) -> Placer:
+        """A function that places jobs for one scheduling pass, reading NVML at most once."""
+        held = self.holders(running)
+        snapshot: list[GpuInfo] | None = None
+        failure = ""
+        visible = self.visible()
+
+        def place(job: Job) -> list[int] | str:
+            nonlocal snapshot, failure
+            if job.gpu_indices:
+                # -g: exactly these GPUs, without the memory check, but never one a job of ours holds.
+                busy = [i for i in job.gpu_indices if held.get(i)]
+                if busy:
+                    who = ", ".join(f"GPU {i} held by job {held[i][0].job_id}" for i in busy)
+                    return f"waiting for {who}"
+                chosen = list(job.gpu_indices)
+            else:
+                if snapshot is None and not failure:
+                    try:
+                        snapshot = self.read()
+                    except GpuError as exc:
+                        failure = f"GPUs cannot be read: {exc}"
+                if snapshot is None:
+                    return failure
+                result = choose_gpus(
+                    snapshot,
+                    count=job.gpus,
+                    free_perc=self.settings.gpu_free_perc,
+                    holders=held,
+                    visible=visible,
+                    mem_mib=job.gpu_mem_mib,
+                )
+                if isinstance(result, str):
+                    return result
+                chosen = result
+            for index in chosen:
+                held.setdefault(index, []).append(
+                    Holder(job.id, job.gpu_mem_mib if not job.gpu_indices else None)
+                )
+            return chosen
+
+        return place
+
+    def poll(self, waiting: bool, kick: Callable[[], None]) -> None:
+        """Re-examine waiting GPU jobs every poll interval, and only while there are some."""
+        if waiting and self._timer is None:
+            self._timer = self.loop.call_later(self.poll_interval, self._tick, kick)
+        elif not waiting and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self, kick: Callable[[], None]) -> None:
+        self._timer = None
+        kick()
+
+    def status(self, running: Iterable[Job]) -> dict[str, Any]:
+        if not self.present:
+            return {"kind": "none", "reason": getattr(self.inventory, "reason", ""), "gpus": []}
+        try:
+            gpus = self.read()
+        except GpuError as exc:
+            return {"kind": self.inventory.kind, "reason": str(exc), "gpus": []}
+        rows = describe(gpus, self.settings.gpu_free_perc, self.holders(running), self.visible())
+        return {"kind": self.inventory.kind, "reason": "", "gpus": rows}
+
+    def close(self) -> None:
+        self.poll(False, lambda: None)
+        self.inventory.close()
+
+
+def _span(indices: Iterable[int]) -> str:
+    ordered = sorted(indices)
+    return ", ".join(map(str, ordered)) if ordered else "none"
