@@ -188,11 +188,18 @@ class Store:
             self._fd = -1
 
     def append(self, record: dict[str, Any]) -> None:
+        """Append one record; on failure (a full disk) the journal is cut back to its last whole
+        record, so a later append never lands behind a torn one, and the error is raised."""
         body: bytes = msgpack.packb(record, use_bin_type=True)
         frame = _RECORD.pack(len(body), zlib.crc32(body)) + body
         view = memoryview(frame)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._journal_bytes)
+            raise
         self._journal_bytes += len(frame)
         self._unsynced = True
 

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import TS, Spool, have, wait_for
 
+from spooler import protocol
+from spooler.client import Client
+
 
 def hold(spool: Spool, name: str = "gate") -> tuple[int, Path]:
     """Queue a job that holds the only slot until the returned file is created."""
@@ -111,9 +114,12 @@ def test_dependency_on_a_missing_job_is_an_error_at_enqueue(spool: Spool) -> Non
 def test_remove_wakes_a_waiter_on_the_head_of_the_queue(spool: Spool) -> None:
     _, gate = hold(spool)
     head = spool.submit("true")
-    waiter = subprocess.Popen([*TS, "-w", str(head)], env=spool.env, stderr=subprocess.PIPE, text=True)
-    spool.ts("-r", str(head))
-    assert waiter.wait(timeout=30) == 255
+    with Client(str(spool.socket), autostart=False) as waiter:
+        waiter.send(protocol.request("wait", id=head))
+        spool.ts("-l")  # a later connection served: the wait above has been registered
+        spool.ts("-r", str(head))
+        reply = waiter.receive()
+    assert reply["removed"] and reply["exit_status"] == 255
     gate.touch()
 
 

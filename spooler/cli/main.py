@@ -193,6 +193,8 @@ def _simple(op: str, key: str = "", **fixed: Any) -> Callable[[Invocation], int]
 def _wait(inv: Invocation) -> int:
     with Client() as client:
         reply = client.request("wait", id=job_id(inv.value, inv.action_option))
+    if reply.get("removed"):
+        print(f"ts: job {reply['id']} was removed before it ended", file=sys.stderr)
     return int(reply["exit_status"])
 
 

@@ -27,6 +27,20 @@ def _int_env(env: Mapping[str, str], name: str, default: int, minimum: int) -> t
     return value, ""
 
 
+def _float_env(env: Mapping[str, str], name: str, default: float, warnings: list[str]) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        warnings.append(f"{name}={raw!r} is not a number of seconds; using {default:g}")
+        return default
+    return value
+
+
 @dataclass
 class Settings:
     """What ``ts -S``, ``--set_logdir`` and ``--setenv`` change; persisted across restarts."""
@@ -89,6 +103,6 @@ class StartupConfig:
             queue_limit=maxconn or None,
             fsync=env.get("TS_FSYNC", "1") not in ("0", "no", "off", "false"),
             onfinish=env.get("TS_ONFINISH") or None,
-            kill_grace=DEFAULT_KILL_GRACE,
+            kill_grace=_float_env(env, "TS_KILL_GRACE", DEFAULT_KILL_GRACE, warnings),
             warnings=warnings,
         )

@@ -135,6 +135,14 @@ class Spooler:
     def save(self, job: Job) -> None:
         self.store.put_job(job.to_record())
 
+    def record(self, job: Job) -> None:
+        """Save a change the daemon made itself (a job started or ended): a save-list that cannot
+        be written (a full disk) must not stop the queue; the next compaction writes it all."""
+        try:
+            self.save(job)
+        except OSError as exc:
+            log.error("could not record job %d in the save-list: %s", job.id, exc)
+
     def save_settings(self) -> None:
         for key, value in self.settings.to_record().items():
             self.store.put_setting(key, value)
@@ -214,6 +222,10 @@ class Spooler:
             gpu_indices=list(sub.gpu_indices) if sub.gpu_indices else None,
             gpu_mem_mib=sub.gpu_mem_mib,
         )
+        try:
+            self.save(job)  # first: a job that cannot be recorded is not queued either
+        except OSError as exc:
+            raise RequestError("internal", f"could not record the job: {exc.strerror}") from None
         self.next_id += 1
         self.next_seq += 1
         self.jobs[job.id] = job
@@ -221,7 +233,6 @@ class Spooler:
         self.last_added = job.id
         if sub.terminal_fds is not None:
             self.terminal_fds[job.id] = sub.terminal_fds
-        self.save(job)
         self.kick()
         return job
 
@@ -271,7 +282,7 @@ class Spooler:
             job.transition(JobState.ALLOCATING, now)
         if job.reason != reason:  # saved only when it changes, not at every GPU poll
             job.reason = reason
-            self.save(job)
+            self.record(job)
 
     def _open_output(self, job: Job) -> tuple[int, int]:
         fds = self.terminal_fds.pop(job.id, None)
@@ -339,7 +350,7 @@ class Spooler:
         self.running[job.id] = job
         self.busy_slots += job.slots
         self.last_run = job.id
-        self.save(job)
+        self.record(job)
 
     def job_env(self, job: Job) -> dict[str, str]:
         """The submitter's captured environment with the daemon's --setenv/--unsetenv applied."""
@@ -387,6 +398,10 @@ class Spooler:
         job.exit_code, job.signal, job.reason = code, sig, reason
         if job.exit_code is None and job.signal is None:
             job.exit_code = 255
+        if job.log_path and _disk_full(job.log_path):
+            job.reason = "; ".join(
+                filter(None, [job.reason, "the disk holding its output is full: output may be cut"])
+            )
         self.busy_slots -= job.slots
         self.running.pop(job.id, None)
         env = self.job_env(job)
@@ -401,7 +416,7 @@ class Spooler:
         if fds:
             for fd in set(fds):
                 os.close(fd)
-        self.save(job)
+        self.record(job)
         self.done_order.append(job.id)
         self._wake(job.id, job)
         self._trim_finished()
@@ -442,7 +457,7 @@ class Spooler:
                 return
         job.transition(JobState.LOST, time.time())
         job.reason = "was running when the daemon stopped, and its exit status was never recorded"
-        self.save(job)
+        self.record(job)
         self.done_order.append(job.id)
 
     def _adopted_exited(self, pidfd: int) -> None:
@@ -476,7 +491,7 @@ class Spooler:
         for other in self.queue:
             if job.id in other.after or job.id in other.after_ok:
                 other.dep_outcomes[job.id] = outcome
-                self.save(other)
+                self.record(other)
         self.store.delete_job(job.id)
         fds = self.terminal_fds.pop(job.id, None)
         if fds:
@@ -495,6 +510,10 @@ class Spooler:
             raise RequestError("invalid", f"job {job.id} is not running (it is {job.state.value})")
         if not job.pid or not runner.kill_group(job.pid, sig):
             raise RequestError("invalid", f"job {job.id} has no process left to signal")
+        if sig != signal.SIGKILL:
+            # Whatever ignores the signal, or outlives the job in its process group, is killed
+            # after the grace period: nothing of a killed job survives.
+            self.loop.call_later(self.config.kill_grace, runner.kill_group, job.pid, signal.SIGKILL)
 
     def clear_finished(self) -> int:
         done = [j for j in self.jobs.values() if j.state.is_done]
@@ -543,6 +562,14 @@ class Spooler:
             os.close(pidfd)
         self._adopted.clear()
         self.gpu.close()
+
+
+def _disk_full(path: str) -> bool:
+    try:
+        fs = os.statvfs(os.path.dirname(path))
+    except OSError:
+        return False
+    return fs.f_bavail == 0
 
 
 def _same_process(pid: int, started: float | None) -> bool:
