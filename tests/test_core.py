@@ -187,7 +187,7 @@ def test_stop_daemon_and_restart_keeps_jobs(spool: Spool) -> None:
     spool.run("-w", str(job))
     spool.ts("-K")
     assert not spool.socket.exists()
-    assert spool.daemon_pid() is None
+    wait_for(lambda: spool.daemon_pid() is None, what="the daemon process to exit")
     assert [j["id"] for j in spool.jobs()] == [job]  # a new daemon, the same list
     assert spool.submit("true") == job + 1
 

@@ -48,7 +48,7 @@ def _last_lines(data: bytes, count: int) -> bytes:
     return b"".join(data.splitlines(keepends=True)[-count:])
 
 
-def _show(inv: Invocation, whole: bool) -> int:
+def show(inv: Invocation, whole: bool) -> int:
     with Client() as client:
         reply = client.request(
             "job_field", id=job_id(inv.value, inv.action_option), field="status", default="run"
@@ -86,14 +86,6 @@ def _show(inv: Invocation, whole: bool) -> int:
                     return int(done["exit_status"])
         finally:
             reader.close()
-
-
-def tail(inv: Invocation) -> int:
-    return _show(inv, whole=False)
-
-
-def cat(inv: Invocation) -> int:
-    return _show(inv, whole=True)
 
 
 def wait_for_daemon_exit(timeout: float = 15.0) -> None:

@@ -10,7 +10,6 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from spooler.cli import follow
 from spooler.cli.parse import Invocation, id_list, job_id, parse, positive
 from spooler.client import Client, check
 from spooler.errors import SpoolerError, UsageError
@@ -258,7 +257,9 @@ def _shutdown(inv: Invocation) -> int:
     client.sock = client_sock
     with client:
         client.request("shutdown")
-        follow.wait_for_daemon_exit()
+        from spooler.cli.follow import wait_for_daemon_exit
+
+        wait_for_daemon_exit()
     return 0
 
 
@@ -283,11 +284,30 @@ def _version(inv: Invocation) -> int:
     return 0
 
 
+def _follow(inv: Invocation, whole: bool) -> int:
+    from spooler.cli.follow import show
+
+    return show(inv, whole)
+
+
+def _watch(inv: Invocation) -> int:
+    from spooler.cli.watch import watch
+
+    return watch(inv)
+
+
+def _print_text(op: str, inv: Invocation) -> int:
+    with Client() as client:
+        reply = client.request(op, id=job_id(inv.value, inv.action_option))
+    sys.stdout.write(reply["text"])
+    return 0
+
+
 ACTIONS: dict[str, Callable[[Invocation], int]] = {
     "enqueue": _enqueue,
     "list": _list,
-    "tail": follow.tail,
-    "cat": follow.cat,
+    "tail": lambda inv: _follow(inv, whole=False),
+    "cat": lambda inv: _follow(inv, whole=True),
     "pid": _field("pid", "run"),
     "output": _field("output", "run"),
     "state": _field("state", "added"),
@@ -314,21 +334,19 @@ ACTIONS: dict[str, Callable[[Invocation], int]] = {
     "get_gpu_free_perc": _gpu_free_perc,
     "set_gpu_free_perc": _gpu_free_perc,
     "gpu_status": lambda inv: _print_text("gpu_status", inv),
+    "watch": _watch,
     "daemon": _daemon,
     "help": _help,
     "version": _version,
 }
 
 
-def _print_text(op: str, inv: Invocation) -> int:
-    with Client() as client:
-        reply = client.request(op, id=job_id(inv.value, inv.action_option))
-    sys.stdout.write(reply["text"])
-    return 0
-
-
 def main(argv: list[str] | None = None) -> NoReturn:
     args = sys.argv[1:] if argv is None else argv
+    if "_TS_COMPLETE" in os.environ or "_TSP_COMPLETE" in os.environ:
+        from spooler.cli.completion import complete  # shell completion, through click
+
+        complete()
     try:
         inv = parse(args)
         status = ACTIONS[inv.action](inv)

@@ -80,6 +80,7 @@ OPTIONS: tuple[Option, ...] = (
     _action(None, "get_gpu_free_perc", "get_gpu_free_perc", "none", "show the free-memory percentage above which a GPU counts as free"),
     _action(None, "set_gpu_free_perc", "set_gpu_free_perc", "str", "set that percentage (1-100, 90 by default)", "NUM"),
     _action(None, "gpu_status", "gpu_status", "none", "show every GPU: memory, whether it counts as free, its jobs"),
+    _action(None, "watch", "watch", "none", "redraw the list and the GPUs every 2 s until Ctrl-C"),
     _action(None, "daemon", "daemon", "none", "run the daemon in the foreground (for systemd)"),
     _action("h", "help", "help", "none", "show this help"),
     _action("V", "version", "version", "none", "show the program version"),
