@@ -84,6 +84,18 @@ class Job:
     signal: int | None = None
     reason: str = ""  # why it is skipped, lost, or still waiting
     env_info: str | None = None  # output of TS_ENV at enqueue time
+    # Experiment workflows
+    priority: int = 0  # higher runs first; first in, first out within a level
+    max_retries: int = 0  # --retry: extra attempts after a non-zero exit
+    attempt: int = 1  # the current (or last) attempt, 1-based; the job sees it as TS_ATTEMPT
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # earlier attempts' outcomes
+    killed: bool = False  # ended by ts -k/-T: no retry
+    args: dict[str, Any] | None = None  # --arg/--args/sweep arguments, exported as TS_ARGS
+    sweep: str | None = None  # name of the sweep it belongs to
+    skip_if_exists: str | None = None  # a marker path: skip the job if it exists when due to start
+    snapshot: str | None = None  # directory holding the code snapshot the job runs in
+    snapshot_info: str | None = None  # what the snapshot is of (git commit, dirty or not)
+    result: Any = None  # JSON the job wrote to $TS_RESULT_FILE
 
     def transition(self, new: JobState, now: float) -> None:
         if new not in _ALLOWED[self.state]:
@@ -97,6 +109,8 @@ class Job:
             self.start_time = self.end_time = None
             self.exit_code = self.signal = self.pid = self.shim_pid = None
             self.assigned_gpus = []
+            self.killed = False
+            self.result = None
         self.state = new
 
     @property

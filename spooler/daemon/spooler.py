@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import signal
 import sys
 import tempfile
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
@@ -27,12 +29,14 @@ from spooler.daemon.config import StartupConfig
 from spooler.daemon.errors import RequestError
 from spooler.daemon.gpus import GpuManager
 from spooler.daemon.hooks import Helpers, find_sendmail
+from spooler.daemon.jobqueue import JobQueue
 from spooler.jobs import Job, JobState
 from spooler.store import Loaded, Store
 
 log = logging.getLogger("spooler")
 
 Waiter = Callable[[Job | None], None]
+MAX_RESULT = 1024 * 1024  # bytes of $TS_RESULT_FILE kept with a job
 
 
 @dataclass
@@ -55,6 +59,13 @@ class Submission:
     gpus: int = 0  # -G
     gpu_indices: list[int] | None = None  # -g
     gpu_mem_mib: int | None = None  # --gpu_mem: share a GPU, needing this much
+    priority: int = 0
+    max_retries: int = 0
+    args: dict[str, Any] | None = None
+    sweep: str | None = None
+    skip_if_exists: str | None = None
+    snapshot: str | None = None
+    snapshot_info: str | None = None
     terminal_fds: tuple[int, int] | None = None  # -nf: the client's stdout and stderr
 
 
@@ -65,17 +76,17 @@ class Spooler:
         self.loop = loop
         self.store = Store(config.savelist, fsync=config.fsync)
         self.runs_dir = config.savelist + ".runs"
+        self.snapshots_dir = snapshots_dir(config.savelist)
         self.jobs: dict[int, Job] = {}
-        self.queue: list[Job] = []  # waiting jobs (queued, allocating) in the order they may start
+        self.queue = JobQueue()  # waiting jobs (queued, allocating) in the order they may start
         self.envs: dict[str, dict[str, str]] = {}
         self.next_id = 0
-        self.next_seq = 0.0
         self.last_added: int | None = None
         self.last_run: int | None = None
         self.busy_slots = 0
         self.children: dict[int, Job] = {}  # shim pid -> running job started by this daemon
         self.running: dict[int, Job] = {}  # job id -> every running job, adopted ones included
-        self.done_order: deque[int] = deque()  # ids in the order they ended, for TS_MAXFINISHED
+        self.done_order: OrderedDict[int, None] = OrderedDict()  # ended ids, oldest first (TS_MAXFINISHED)
         self.waiters: dict[int, list[Waiter]] = {}
         self.terminal_fds: dict[int, tuple[int, int]] = {}
         self.warnings: list[str] = list(config.warnings)
@@ -102,13 +113,14 @@ class Spooler:
                 self.warnings.append(f"save-list: dropped an unreadable job record ({exc})")
                 continue
             self.jobs[job.id] = job
-        self.queue = sorted((j for j in self.jobs.values() if j.state.is_waiting), key=lambda j: j.seq)
+        self.queue.restore([j for j in self.jobs.values() if j.state.is_waiting])
         for job in self.queue:
             if job.state is JobState.ALLOCATING:
                 job.state = JobState.QUEUED
-        self.next_seq = max([self.next_seq, *(j.seq + 1 for j in self.jobs.values())])
+        for job in self.jobs.values():
+            self.queue.note_seq(job.seq)
         done = sorted((j for j in self.jobs.values() if j.state.is_done), key=lambda j: j.end_time or 0)
-        self.done_order.extend(j.id for j in done)
+        self.done_order.update((j.id, None) for j in done)
         if self.jobs:
             self.last_added = max(self.jobs)
             started = [j for j in self.jobs.values() if j.start_time is not None]
@@ -208,7 +220,6 @@ class Spooler:
             shell=runner.needs_shell(sub.command),
             label=sub.label,
             slots=sub.slots,
-            seq=self.next_seq,
             store_output=sub.store_output,
             stderr_apart=sub.stderr_apart,
             gzip=sub.gzip,
@@ -221,15 +232,22 @@ class Spooler:
             gpus=sub.gpus,
             gpu_indices=list(sub.gpu_indices) if sub.gpu_indices else None,
             gpu_mem_mib=sub.gpu_mem_mib,
+            priority=sub.priority,
+            max_retries=sub.max_retries,
+            args=sub.args,
+            sweep=sub.sweep,
+            skip_if_exists=sub.skip_if_exists,
+            snapshot=sub.snapshot,
+            snapshot_info=sub.snapshot_info,
         )
+        self.queue.add(job)
         try:
             self.save(job)  # first: a job that cannot be recorded is not queued either
         except OSError as exc:
+            self.queue.remove(job)
             raise RequestError("internal", f"could not record the job: {exc.strerror}") from None
         self.next_id += 1
-        self.next_seq += 1
         self.jobs[job.id] = job
-        self.queue.append(job)
         self.last_added = job.id
         if sub.terminal_fds is not None:
             self.terminal_fds[job.id] = sub.terminal_fds
@@ -308,6 +326,11 @@ class Spooler:
 
     def _start(self, job: Job, now: float, gpus: list[int]) -> None:
         self.queue.remove(job)
+        if job.skip_if_exists and os.path.exists(os.path.join(job.cwd, job.skip_if_exists)):
+            job.transition(JobState.SKIPPED, now)
+            job.reason = f"{job.skip_if_exists} exists (--skip-if-exists)"
+            self._ended(job)
+            return
         try:
             out, err = self._open_output(job)
         except OSError as exc:
@@ -323,6 +346,12 @@ class Spooler:
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as NVML and nvidia-smi do
         elif env.get("TS_KEEP_CUDA_VISIBLE_DEVICES", "") in ("", "0"):
             env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU job sees no GPU, as in the original
+        env["TS_ATTEMPT"] = str(job.attempt)
+        if job.args is not None:
+            env["TS_ARGS"] = json.dumps(job.args)
+        env["TS_RESULT_FILE"] = self._result_path(job)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(env["TS_RESULT_FILE"])
         path = runner.status_path(self.runs_dir, job.id)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -398,17 +427,89 @@ class Spooler:
         job.exit_code, job.signal, job.reason = code, sig, reason
         if job.exit_code is None and job.signal is None:
             job.exit_code = 255
+        self._read_result(job)
         if job.log_path and _disk_full(job.log_path):
             job.reason = "; ".join(
                 filter(None, [job.reason, "the disk holding its output is full: output may be cut"])
             )
         self.busy_slots -= job.slots
         self.running.pop(job.id, None)
+        if job.exit_code != 0 and not job.killed and job.attempt <= job.max_retries:
+            self._retry(job)
+            return
         env = self.job_env(job)
         self.helpers.on_finish(job, env)
         if job.mail:
             self.helpers.mail(job, env)
         self._ended(job)
+
+    def _result_path(self, job: Job) -> str:
+        return os.path.join(self.runs_dir, f"{job.id}.result.json")
+
+    def _read_result(self, job: Job) -> None:
+        """Keep the JSON the job wrote to $TS_RESULT_FILE (usable in --where as result.*)."""
+        path = self._result_path(job)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_RESULT + 1)
+        except OSError:
+            return
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if len(data) > MAX_RESULT:
+            job.reason = "; ".join(
+                filter(None, [job.reason, f"result file larger than {MAX_RESULT} bytes: ignored"])
+            )
+            return
+        try:
+            job.result = json.loads(data)
+        except ValueError:
+            job.reason = "; ".join(filter(None, [job.reason, "result file is not valid JSON: ignored"]))
+
+    def _retry(self, job: Job) -> None:
+        """--retry: put a job that failed back at its place in the queue for another attempt."""
+        job.attempts.append(
+            {
+                "attempt": job.attempt,
+                "exit_code": job.exit_code,
+                "signal": job.signal,
+                "output": job.log_path,
+                "start_time": job.start_time,
+                "end_time": job.end_time,
+            }
+        )
+        job.transition(JobState.QUEUED, time.time())
+        job.attempt += 1
+        job.log_path = None
+        self.queue.add(job, new_seq=False)
+        self.record(job)
+        self.kick()
+
+    def requeue(self, job: Job) -> None:
+        """--requeue: an ended job goes back to the end of the queue with fresh attempts."""
+        if not job.state.is_done:
+            raise RequestError("invalid", f"job {job.id} has not ended (it is {job.state.value})")
+        if job.start_time is not None:
+            job.attempts.append(
+                {
+                    "attempt": job.attempt,
+                    "exit_code": job.exit_code,
+                    "signal": job.signal,
+                    "output": job.log_path,
+                    "start_time": job.start_time,
+                    "end_time": job.end_time,
+                }
+            )
+        job.transition(JobState.QUEUED, time.time())
+        job.attempt = 1
+        job.log_path = None
+        job.reason = ""
+        job.dep_outcomes.clear()
+        self.done_order.pop(job.id, None)
+        self.queue.add(job)
+        self.save(job)
+        self.kick()
 
     def _ended(self, job: Job) -> None:
         """Bookkeeping shared by every way a job can end."""
@@ -417,7 +518,8 @@ class Spooler:
             for fd in set(fds):
                 os.close(fd)
         self.record(job)
-        self.done_order.append(job.id)
+        self.done_order.pop(job.id, None)
+        self.done_order[job.id] = None
         self._wake(job.id, job)
         self._trim_finished()
         self.kick()
@@ -428,7 +530,7 @@ class Spooler:
 
     def _trim_finished(self) -> None:
         while len(self.done_order) > self.config.max_finished:
-            old = self.done_order.popleft()
+            old, _ = self.done_order.popitem(last=False)
             job = self.jobs.get(old)
             if job is not None and job.state.is_done:
                 self.delete(job)
@@ -458,7 +560,7 @@ class Spooler:
         job.transition(JobState.LOST, time.time())
         job.reason = "was running when the daemon stopped, and its exit status was never recorded"
         self.record(job)
-        self.done_order.append(job.id)
+        self.done_order[job.id] = None
 
     def _adopted_exited(self, pidfd: int) -> None:
         self.loop.remove_reader(pidfd)
@@ -485,8 +587,11 @@ class Spooler:
     def delete(self, job: Job) -> None:
         """Forget a job that is not running; dependents remember how it ended."""
         del self.jobs[job.id]
+        self.done_order.pop(job.id, None)
         if job.state.is_waiting:
             self.queue.remove(job)
+        if job.snapshot:
+            self._remove_snapshot(job.snapshot)
         outcome = job.succeeded
         for other in self.queue:
             if job.id in other.after or job.id in other.after_ok:
@@ -500,6 +605,14 @@ class Spooler:
         self._wake(job.id, None)
         self.kick()
 
+    def _remove_snapshot(self, path: str) -> None:
+        """Snapshots go with their job; removed by a helper process, never in the event loop."""
+        root = os.path.realpath(self.snapshots_dir)
+        if os.path.realpath(path).startswith(root + os.sep):
+            self.helpers.spawn(["/bin/rm", "-rf", "--", path], {}, "/")
+        else:
+            log.warning("not removing %s: it is outside %s", path, root)
+
     def remove(self, job: Job) -> None:
         if job.state is JobState.RUNNING:
             raise RequestError("invalid", f"job {job.id} is running; kill it first (ts -k {job.id})")
@@ -508,6 +621,7 @@ class Spooler:
     def kill(self, job: Job, sig: int = signal.SIGTERM) -> None:
         if job.state is not JobState.RUNNING:
             raise RequestError("invalid", f"job {job.id} is not running (it is {job.state.value})")
+        job.killed = True  # a job the user killed is not retried
         if not job.pid or not runner.kill_group(job.pid, sig):
             raise RequestError("invalid", f"job {job.id} has no process left to signal")
         if sig != signal.SIGKILL:
@@ -519,25 +633,24 @@ class Spooler:
         done = [j for j in self.jobs.values() if j.state.is_done]
         for job in done:
             self.delete(job)
-        self.done_order.clear()
         return len(done)
 
     def make_urgent(self, job: Job) -> None:
-        if not job.state.is_waiting:
-            raise RequestError("invalid", f"job {job.id} is not queued (it is {job.state.value})")
-        self.queue.remove(job)
-        job.seq = (self.queue[0].seq - 1) if self.queue else job.seq
-        self.queue.insert(0, job)
+        _check_waiting(job)
+        self.queue.move_first(job)
+        self.save(job)
+        self.kick()
+
+    def set_priority(self, job: Job, priority: int) -> None:
+        _check_waiting(job)
+        self.queue.set_priority(job, priority)
         self.save(job)
         self.kick()
 
     def swap(self, a: Job, b: Job) -> None:
-        for job in (a, b):
-            if not job.state.is_waiting:
-                raise RequestError("invalid", f"job {job.id} is not queued (it is {job.state.value})")
-        ia, ib = self.queue.index(a), self.queue.index(b)
-        self.queue[ia], self.queue[ib] = b, a
-        a.seq, b.seq = b.seq, a.seq
+        _check_waiting(a)
+        _check_waiting(b)
+        self.queue.swap(a, b)
         self.save(a)
         self.save(b)
         self.kick()
@@ -562,6 +675,16 @@ class Spooler:
             os.close(pidfd)
         self._adopted.clear()
         self.gpu.close()
+
+
+def snapshots_dir(savelist: str) -> str:
+    """Where ``ts --snapshot`` copies code: beside the save-list, so ``-r`` may remove it."""
+    return savelist + ".snapshots"
+
+
+def _check_waiting(job: Job) -> None:
+    if not job.state.is_waiting:
+        raise RequestError("invalid", f"job {job.id} is not queued (it is {job.state.value})")
 
 
 def _disk_full(path: str) -> bool:
