@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from spooler.commands import display
+
 
 class JobState(str, enum.Enum):
     QUEUED = "queued"  # waiting for its turn, its dependencies or a slot
@@ -126,11 +128,7 @@ class Job:
 
     @property
     def command_text(self) -> str:
-        if self.shell or len(self.command) == 1:
-            return self.command[0]
-        from shlex import quote
-
-        return " ".join(quote(word) for word in self.command)
+        return display(self.command)
 
     def to_record(self) -> dict[str, Any]:
         record = {f.name: getattr(self, f.name) for f in _FIELDS}

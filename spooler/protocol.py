@@ -33,6 +33,8 @@ OPS = frozenset(
         "job_field",  # one attribute of one job (-s, -p, -o, -a, -F)
         "wait",  # reply when a job ends (-w, -f, -c, -t)
         "remove",  # -r
+        "requeue",  # --requeue
+        "priority",  # --priority N ID
         "kill",  # -k, -T
         "clear",  # -C
         "slots",  # -S

@@ -183,6 +183,16 @@ def job_data(job: Job, now: float) -> dict[str, Any]:
         "pid": job.pid,
         "cwd": job.cwd,
         "reason": job.reason or None,
+        "priority": job.priority,
+        "retries": job.max_retries,
+        "attempt": job.attempt,
+        "attempts": job.attempts,
+        "args": job.args,
+        "sweep": job.sweep,
+        "skip_if_exists": job.skip_if_exists,
+        "snapshot": job.snapshot,
+        "snapshot_info": job.snapshot_info,
+        "result": job.result,
     }
 
 
@@ -258,6 +268,23 @@ def render_info(job: Job, now: float) -> str:
         f"End time: {_when(job.end_time)}",
         f"Time run: {duration(run_time(job, now)) or '-'}",
     ]
+    if job.priority:
+        lines.append(f"Priority: {job.priority}")
+    if job.sweep:
+        lines.append(f"Sweep: {job.sweep}")
+    if job.args is not None:
+        lines.append(f"Arguments: {json.dumps(job.args, sort_keys=True)}")
+    if job.skip_if_exists:
+        lines.append(f"Skip if exists: {job.skip_if_exists}")
+    if job.snapshot:
+        lines.append(f"Code snapshot: {job.snapshot} ({job.snapshot_info or 'directory copy'})")
+    if job.max_retries or job.attempts:
+        lines.append(f"Attempt: {job.attempt} (retries allowed: {job.max_retries})")
+        for old in job.attempts:
+            outcome = signal_name(old["signal"]) if old.get("signal") else f"exit {old.get('exit_code')}"
+            lines.append(f"  attempt {old.get('attempt')}: {outcome}, output {old.get('output') or '-'}")
+    if job.result is not None:
+        lines.append(f"Result: {json.dumps(job.result, sort_keys=True)}")
     if job.env_info:
         lines += ["Environment (TS_ENV):", job.env_info.rstrip("\n")]
     return "\n".join(lines) + "\n"

@@ -61,14 +61,6 @@ def job_argv(command: list[str], shell: bool) -> list[str]:
     return list(command)
 
 
-def needs_shell(command: list[str]) -> bool:
-    """A single word with spaces or shell operators runs through ``sh -c`` (``ts "a && b"``)."""
-    if len(command) != 1:
-        return False
-    word = command[0]
-    return any(c in word for c in " \t\n;&|<>()$`\\\"'*?[]{}~=#!")
-
-
 def launch(spec: Launch) -> Started:
     """Fork the shim for one job; returns once the job has been exec'd (or failed to be)."""
     read_end, write_end = os.pipe()

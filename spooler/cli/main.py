@@ -10,8 +10,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from spooler.cli.parse import Invocation, id_list, job_id, parse, positive
-from spooler.client import Client, check
+from spooler.cli.parse import Invocation, job_id, parse, positive
+from spooler.client import Client
 from spooler.errors import SpoolerError, UsageError
 
 
@@ -19,113 +19,12 @@ def _print(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
 
 
-def _enqueue(inv: Invocation) -> int:
-    opts = inv.job
-    try:
-        cwd = os.getcwd()
-    except OSError:
-        raise UsageError("the current directory no longer exists") from None
-    fields: dict[str, Any] = {
-        "cwd": cwd,
-        "env": dict(os.environ),
-        "label": opts.get("label"),
-        "no_output": bool(opts.get("no_output")),
-        "stderr_apart": bool(opts.get("stderr_apart")),
-        "gzip": bool(opts.get("gzip")),
-        "log_name": opts.get("log_name"),
-        "mail": bool(opts.get("mail")),
-        "after_last": bool(opts.get("after_last")),
-        "foreground": bool(opts.get("foreground")),
-        "no_block": bool(opts.get("no_block")),
-    }
-    if "slots" in opts:
-        fields["slots"] = positive(opts["slots"], "-N")
-    if "gpus" in opts:
-        fields["gpus"] = positive(opts["gpus"], "-G")
-    if "gpu_indices" in opts:
-        fields["gpu_indices"] = id_list(opts["gpu_indices"], "-g")
-    if "gpu_mem" in opts:
-        from spooler.gpu import parse_size
-
-        try:
-            fields["gpu_mem_mib"] = parse_size(opts["gpu_mem"])
-        except ValueError as exc:
-            raise UsageError(f"--gpu_mem: {exc}") from None
-    if "after" in opts:
-        fields["after"] = id_list(opts["after"], "-D")
-    if "after_ok" in opts:
-        fields["after_ok"] = id_list(opts["after_ok"], "-W")
-    onfinish = os.environ.get("TS_ONFINISH")
-    if onfinish:
-        _check_program(onfinish, "TS_ONFINISH")
-    if os.environ.get("TS_ENV"):
-        fields["env_info"] = _ts_env(os.environ["TS_ENV"])
-    if "batch" in opts:
-        if inv.command:
-            raise UsageError("--batch takes its commands from the file, not the command line")
-        fields["batch"] = _read_batch(opts["batch"])
-    else:
-        if not inv.command or not inv.command[0].strip():
-            raise UsageError("empty command")
-        fields["command"] = inv.command
-    fds = [1, 2] if fields["foreground"] and fields["no_output"] else None
-    with Client() as client:
-        reply = client.request("submit", fds=fds, **fields)
-        if "ids" in reply:
-            _print("\n".join(map(str, reply["ids"])))
-            return 0
-        if fields["foreground"]:  # like running the command itself: no id, its exit status
-            return int(check(client.receive())["exit_status"])
-        _print(str(reply["id"]))
-    return 0
-
-
-def _check_program(program: str, variable: str) -> None:
-    import shutil
-
-    if shutil.which(program) is None:
-        raise UsageError(f"{variable} program {program!r} is not an executable file (or not on PATH)")
-
-
-def _ts_env(command: str) -> str:
-    import subprocess
-
-    try:
-        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        return f"(TS_ENV command timed out: {command})"
-    return done.stdout
-
-
-def _read_batch(source: str) -> list[list[str]]:
-    import shlex
-
-    try:
-        if source == "-":
-            text = sys.stdin.read()
-        else:
-            with open(source, encoding="utf-8") as f:
-                text = f.read()
-    except OSError as exc:
-        raise UsageError(f"--batch: cannot read {source}: {exc.strerror}") from None
-    commands = []
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        try:
-            words = shlex.split(stripped)
-        except ValueError as exc:
-            raise UsageError(f"--batch: line {number}: {exc}") from None
-        # A line is a shell command line, so it runs through sh when it needs a shell.
-        commands.append([stripped] if _needs_shell(stripped) else words)
-    if not commands:
-        raise UsageError(f"--batch: {source} holds no commands")
-    return commands
-
-
-def _needs_shell(line: str) -> bool:
-    return any(c in line for c in ";&|<>()$`*?[]{}~\\")
+def _filter(inv: Invocation) -> dict[str, Any]:
+    """The filter fields of a request (-l, -r, -k, --requeue)."""
+    spec = {k: v for k, v in inv.filters.items() if k != "ids_only"}
+    if "states" in spec:
+        spec["states"] = [s.strip() for s in spec["states"].split(",") if s.strip()]
+    return {"filter": spec} if spec else {}
 
 
 def _list(inv: Invocation) -> int:
@@ -133,10 +32,58 @@ def _list(inv: Invocation) -> int:
     if inv.list_format == "default" and sys.stdout.isatty():
         width = os.get_terminal_size(sys.stdout.fileno()).columns
         color = not os.environ.get("NO_COLOR")
+    fields = _filter(inv)
+    if inv.filters.get("ids_only"):
+        fields["ids_only"] = True
     with Client() as client:
-        reply = client.request("list", format=inv.list_format, width=width, color=color)
+        reply = client.request("list", format=inv.list_format, width=width, color=color, **fields)
     sys.stdout.write(reply["text"])
     return 0
+
+
+def _bulk(op: str) -> Callable[[Invocation], int]:
+    """-r, -k and --requeue: one job by id, or every job the filters select."""
+
+    def action(inv: Invocation) -> int:
+        fields = _filter(inv)
+        target = job_id(inv.value, inv.action_option)
+        if target is not None:
+            fields["id"] = target
+        with Client() as client:
+            reply = client.request(op, **fields)
+        if "ids" in reply:
+            if reply["ids"]:
+                _print("\n".join(map(str, reply["ids"])))
+            if reply.get("left"):
+                why = {"remove": "running", "kill": "not running", "requeue": "not ended"}[op]
+                print(f"ts: left {len(reply['left'])} {why} job(s) alone: {reply['left']}", file=sys.stderr)
+        return 0
+
+    return action
+
+
+def _set_priority(inv: Invocation) -> int:
+    from spooler.cli.submit import _integer
+
+    with Client() as client:
+        client.request(
+            "priority",
+            id=job_id(inv.value, "--priority"),
+            set=_integer(inv.job["priority"], "--priority", -1_000_000),
+        )
+    return 0
+
+
+def _enqueue(inv: Invocation) -> int:
+    from spooler.cli.submit import enqueue
+
+    return enqueue(inv)
+
+
+def _sweep(inv: Invocation) -> int:
+    from spooler.cli.submit import sweep
+
+    return sweep(inv)
 
 
 def _gpu_list(inv: Invocation) -> int:
@@ -314,9 +261,12 @@ ACTIONS: dict[str, Callable[[Invocation], int]] = {
     "label": _field("label", "added"),
     "full_cmd": _field("command", "added"),
     "info": lambda inv: _print_text("info", inv),
-    "remove": _simple("remove", "id"),
+    "remove": _bulk("remove"),
+    "requeue": _bulk("requeue"),
+    "set_priority": _set_priority,
+    "sweep": _sweep,
     "wait": _wait,
-    "kill": _simple("kill", "id"),
+    "kill": _bulk("kill"),
     "kill_all": _simple("kill", all=True),
     "urgent": _simple("urgent", "id"),
     "swap": _swap,

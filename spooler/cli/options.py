@@ -1,13 +1,14 @@
 """Every ``ts`` option, declared once: the parser, ``-h``, the man-page check and shell
 completion all read this table.
 
-``kind`` is ``action`` (what this call does; one per call) or ``job`` (how a queued job runs).
+``kind`` is ``action`` (what this call does; one per call), ``job`` (how a queued job runs) or
+``filter`` (which jobs ``-l``, ``-r``, ``-k`` and ``--requeue`` act on).
 ``arg`` says what follows the option:
   ``none``; ``id`` (an optional job id: the next word unless it starts with ``-``);
   ``int?`` (an optional number, same rule); ``count?`` (an optional number, taken only when
   the next word is all digits, since a command may follow); ``ids?`` (a list like ``0,2``,
   taken only when the next word is one: ``-g`` alone is the action that lists GPU jobs);
-  ``str`` (a required value).
+  ``str`` (a required value); ``multi`` (a required value, repeatable).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def _action(short: str | None, long: str | None, dest: str, arg: str, help: str,
     return Option(short, long, "action", dest, arg, help, metavar)
 
 
+def _filter(long: str, dest: str, arg: str, help: str, metavar: str = "") -> Option:
+    return Option(None, long, "filter", dest, arg, help, metavar)
+
+
 def _job(short: str | None, long: str | None, dest: str, arg: str, help: str, metavar: str = "") -> Option:
     return Option(short, long, "job", dest, arg, help, metavar)
 
@@ -75,6 +80,7 @@ OPTIONS: tuple[Option, ...] = (
     _action(None, "getenv", "getenv", "str", "show a variable of the daemon's environment", "VAR"),
     _action(None, "setenv", "setenv", "str", "set a variable that new jobs get", "VAR=VALUE"),
     _action(None, "unsetenv", "unsetenv", "str", "remove a variable from what new jobs get", "VAR"),
+    _action(None, "requeue", "requeue", "id", "put an ended job (or every job the filters select) back in the queue"),
     _action(None, "get_logdir", "get_logdir", "none", "show the directory of the log files"),
     _action(None, "set_logdir", "set_logdir", "str", "set the directory of the log files", "PATH"),
     _action(None, "get_gpu_free_perc", "get_gpu_free_perc", "none", "show the free-memory percentage above which a GPU counts as free"),
@@ -101,6 +107,20 @@ OPTIONS: tuple[Option, ...] = (
     _job("g", "gpu_indices", "gpu_indices", "ids?", "run on exactly these GPUs, without the memory check; alone: list jobs on GPUs", "[ID,...]"),
     _job(None, "gpu_mem", "gpu_mem", "str", "share a GPU: place the job where SIZE (e.g. 20G) is free and not yet promised", "SIZE"),
     _job(None, "batch", "batch", "str", "queue one job per line of FILE ('-': standard input)", "FILE"),
+    _job(None, "priority", "priority", "str", "higher runs first (default 0); ts --priority N ID changes a queued job", "N"),
+    _job(None, "retry", "retry", "str", "give a job that exits non-zero N more attempts (TS_ATTEMPT counts them)", "N"),
+    _job(None, "arg", "arg", "multi", "an argument for the command's %(KEY) placeholders (repeatable; JSON values)", "KEY=VALUE"),
+    _job(None, "args", "args", "multi", "arguments as a JSON object", "JSON"),
+    _job(None, "allow-extra", "allow_extra", "none", "allow arguments that no placeholder uses"),
+    _job(None, "skip-if-exists", "skip_if_exists", "str", "skip the job if PATH (templated) exists when it is due to start", "PATH"),
+    _job(None, "snapshot", "snapshot", "none", "run on a copy of the working tree taken now (git: tracked and new files)"),
+    _job(None, "dry-run", "dry_run", "none", "with sweep: print the commands, queue nothing"),
+    # Filters, for -l, -r, -k and --requeue
+    _filter("state", "states", "str", "only jobs in these states (comma-separated; 'failed' too)", "STATE,..."),
+    _filter("label", "label", "str", "only jobs with this label", "LABEL"),
+    _filter("sweep", "sweep", "str", "only jobs of this sweep", "NAME"),
+    _filter("where", "where", "str", "only jobs for which EXPR holds, e.g. 'args.lr > 1e-3 and state == \"finished\"'", "EXPR"),
+    _filter("ids", "ids_only", "none", "print only the ids, one per line"),
 )
 # fmt: on
 

@@ -25,6 +25,7 @@ class Invocation:
         self.action_option = ""
         self.value: str | None = None
         self.job: dict[str, Any] = {}
+        self.filters: dict[str, Any] = {}
         self.list_format = "default"
         self.command: list[str] = []
 
@@ -40,7 +41,7 @@ class Invocation:
 def _takes_value(option: Option, following: str | None) -> bool:
     if following is None:
         return False
-    if option.arg in ("str",):
+    if option.arg in ("str", "multi"):
         return True
     if option.arg in ("id", "int?"):
         return not following.startswith("-") or following[1:].isdigit()
@@ -58,10 +59,14 @@ def _apply(inv: Invocation, option: Option, value: str | None) -> None:
         inv.job[option.dest] = "1"
     elif option.kind == "action":
         inv.set_action(option, value)
-    elif option.arg == "none":
-        inv.job[option.dest] = True
     else:
-        inv.job[option.dest] = value
+        target = inv.filters if option.kind == "filter" else inv.job
+        if option.arg == "none":
+            target[option.dest] = True
+        elif option.arg == "multi":
+            target.setdefault(option.dest, []).append(value)
+        else:
+            target[option.dest] = value
 
 
 def parse(argv: list[str]) -> Invocation:
@@ -82,7 +87,7 @@ def parse(argv: list[str]) -> Invocation:
             if not eq and _takes_value(option, following):
                 value = following
                 i += 1
-            if option.arg == "str" and value is None:
+            if option.arg in ("str", "multi") and value is None:
                 raise UsageError(f"--{name} needs a value ({option.metavar})")
             if option.arg == "none" and eq:
                 raise UsageError(f"--{name} takes no value")
@@ -107,7 +112,7 @@ def parse(argv: list[str]) -> Invocation:
             elif _takes_value(option, following):
                 value = following
                 i += 1
-            elif option.arg == "str":
+            elif option.arg in ("str", "multi"):
                 raise UsageError(f"-{letter} needs a value ({option.metavar})")
             else:
                 value = None
@@ -115,6 +120,19 @@ def parse(argv: list[str]) -> Invocation:
             break
         i += 1
     inv.command = argv[i:]
+    ended_options = i > 0 and argv[i - 1] == "--"
+    if not inv.action and inv.command[:1] == ["sweep"] and not ended_options:
+        _sweep(inv)
+    elif not inv.action and "priority" in inv.job and len(inv.command) == 1 and inv.command[0].isdigit():
+        # ts --priority N ID: change a queued job's priority (queue the command ``5`` with ts -- 5)
+        inv.action, inv.action_option, inv.value = "set_priority", "--priority", inv.command[0]
+        inv.command = []
+    if inv.filters and inv.action not in ("", "list", "remove", "kill", "requeue"):
+        raise UsageError(f"{inv.action_option} does not take --state, --label, --sweep or --where")
+    if inv.filters and not inv.action and not inv.command:
+        inv.action = "list"
+    if inv.filters and not inv.action:
+        raise UsageError("filters (--state, --label, --sweep, --where) go with -l, -r, -k or --requeue")
     if inv.action == "list" and inv.list_format not in ("default", "json", "tab"):
         raise UsageError(f"unknown list format {inv.list_format!r}: choose default, json or tab")
     if inv.action and inv.command:
@@ -122,6 +140,17 @@ def parse(argv: list[str]) -> Invocation:
     if not inv.action:
         inv.action = "enqueue" if inv.command or "batch" in inv.job else "list"
     return inv
+
+
+def _sweep(inv: Invocation) -> None:
+    """``ts [options] sweep [options] FILE``: the options may come on either side of ``sweep``."""
+    rest = parse(inv.command[1:]) if len(inv.command) > 1 else Invocation()
+    if rest.action not in ("", "enqueue", "list") or rest.filters:
+        raise UsageError("ts sweep takes queueing options, --dry-run and one sweep file")
+    if len(rest.command) != 1:
+        raise UsageError("usage: ts sweep [options] FILE (a TOML or JSON sweep file)")
+    inv.job.update(rest.job)
+    inv.action, inv.action_option, inv.value, inv.command = "sweep", "sweep", rest.command[0], []
 
 
 def job_id(value: str | None, option: str) -> int | None:

@@ -14,116 +14,22 @@ from typing import Any
 from spooler import protocol, render
 from spooler.daemon import validate as v
 from spooler.daemon.errors import RequestError
+from spooler.daemon.select import has_filter, select
 from spooler.daemon.server import Connection, Handler
-from spooler.daemon.spooler import Spooler, Submission
+from spooler.daemon.spooler import Spooler
+from spooler.daemon.submit import add_waiter, submit, wait_reply
 from spooler.jobs import Job
 
 Reply = dict[str, Any] | None
 OK: dict[str, Any] = {"ok": True}
 
 
-def _submission(sp: Spooler, msg: dict[str, Any], words: list[str], conn: Connection) -> Submission:
-    after = v.id_list(msg, "after")
-    if v.flag(msg, "after_last"):
-        if sp.last_added is None:
-            raise RequestError("not_found", "-d: there is no previous job to run after")
-        after.append(sp.last_added)
-    gpus = v.integer(msg, "gpus", 0, 1024, 0)
-    gpu_indices = v.id_list(msg, "gpu_indices") or None
-    gpu_mem = v.optional_int(msg, "gpu_mem_mib", 1, 2**40)
-    if gpu_mem is not None and not gpus and not gpu_indices:
-        gpus = 1  # --gpu_mem alone: one shared GPU
-    if gpu_indices and gpus:
-        raise v.bad("-G and -g cannot be combined: -g names the GPUs itself")
-    log_name = v.optional_str(msg, "log_name", 255)
-    if log_name is not None and (not log_name or "/" in log_name or log_name in (".", "..")):
-        raise v.bad("-O takes a file name without a directory")
-    sub = Submission(
-        command=words,
-        cwd=v.string(msg, "cwd", 4096),
-        env=v.environment(msg),
-        label=v.optional_str(msg, "label", 1024),
-        slots=v.integer(msg, "slots", 1, 1_000_000, 1),
-        store_output=not v.flag(msg, "no_output"),
-        stderr_apart=v.flag(msg, "stderr_apart"),
-        gzip=v.flag(msg, "gzip"),
-        log_name=log_name,
-        mail=v.flag(msg, "mail"),
-        after=after,
-        after_ok=v.id_list(msg, "after_ok"),
-        env_info=v.optional_str(msg, "env_info", 1024 * 1024),
-        gpus=gpus,
-        gpu_indices=gpu_indices,
-        gpu_mem_mib=gpu_mem,
-    )
-    fds = conn.take_fds()
-    if v.flag(msg, "foreground") and not sub.store_output and len(fds) == 2:
-        sub.terminal_fds = (fds[0], fds[1])
-    else:
-        for fd in fds:
-            os.close(fd)
-    return sub
-
-
-def submit(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
-    now = time.time()
-    batch = msg.get("batch")
-    if batch is None:
-        sub = _submission(sp, msg, v.command(msg.get("command")), conn)
-        try:
-            job = sp.submit(sub, now)
-        except RequestError as exc:
-            if exc.code != "queue_full" or v.flag(msg, "no_block"):
-                raise
-            return _submit_when_there_is_room(sp, sub, conn)
-        if v.flag(msg, "foreground"):
-            # -f: a second reply follows when the job ends; registered now, so it cannot be missed.
-            _add_waiter(sp, job.id, conn)
-        return {"ok": True, "id": job.id}
-    if not isinstance(batch, list) or not batch:
-        raise v.bad("batch must be a non-empty list of commands")
-    commands = [v.command(words, f"batch line {n}") for n, words in enumerate(batch, 1)]
-    limit = sp.config.queue_limit
-    if limit is not None and len(sp.queue) + len(commands) > limit:
-        raise RequestError(
-            "queue_full", f"a batch of {len(commands)} does not fit the queue limit of {limit} (TS_MAXCONN)"
-        )
-    template = _submission(sp, msg, commands[0], conn)
-    chain = v.flag(msg, "after_last")  # -d in a batch: each line runs after the one before
-    ids = []
-    for words in commands:
-        template.command = words
-        ids.append(sp.submit(template, now).id)
-        if chain:
-            template.after = [*template.after[:-1], ids[-1]]
-    return {"ok": True, "ids": ids}
-
-
-def _submit_when_there_is_room(sp: Spooler, sub: Submission, conn: Connection) -> Reply:
-    """Without -B a full queue makes the submitter wait, as in the original, not fail."""
-
-    def admit() -> bool:
-        if conn.closed:
-            return True  # the submitter gave up: nothing to queue
-        try:
-            job = sp.submit(sub, time.time())
-        except RequestError as exc:
-            if exc.code == "queue_full":
-                return False
-            conn.reply_deferred(protocol.error_reply(exc.code, str(exc)))
-            return True
-        conn.reply_deferred({"ok": True, "id": job.id})
-        return True
-
-    conn.defer()
-    sp.space_waiters.append(admit)
-    return None
-
-
 def list_jobs(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
     fmt = v.optional_str(msg, "format", 16) or "default"
     now = time.time()
-    jobs = list(sp.ordered())
+    jobs = select(sp, msg) if has_filter(msg) else list(sp.ordered())
+    if v.flag(msg, "ids_only"):
+        return {"ok": True, "text": "".join(f"{j.id}\n" for j in jobs)}
     if v.flag(msg, "gpu_jobs"):  # -g: the running jobs that hold GPUs
         jobs = [j for j in jobs if j.state.is_active and j.assigned_gpus]
     if fmt == "json":
@@ -178,48 +84,51 @@ def job_field(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
     return {"ok": True, "id": job.id, "value": _field(job, v.string(msg, "field", 32))}
 
 
-def _wait_reply(job: Job | None, job_id: int) -> dict[str, Any]:
-    if job is None:
-        return {"ok": True, "id": job_id, "removed": True, "exit_status": 255, "state": "removed"}
-    return {"ok": True, "id": job.id, "exit_status": job.exit_status, "state": job.state.value}
-
-
 def wait(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
     job = sp.get(v.job_id(msg), v.optional_str(msg, "default", 8) or "added")
     if job.state.is_done:
-        return _wait_reply(job, job.id)
-    _add_waiter(sp, job.id, conn)
+        return wait_reply(job, job.id)
+    add_waiter(sp, job.id, conn)
     return None
 
 
-def _add_waiter(sp: Spooler, job_id: int, conn: Connection) -> None:
-    conn.defer()
-
-    def done(ended: Job | None) -> None:
-        conn.reply_deferred(_wait_reply(ended, job_id))
-
-    sp.waiters.setdefault(job_id, []).append(done)
-
-    def forget() -> None:
-        waiters = sp.waiters.get(job_id)
-        if waiters and done in waiters:
-            waiters.remove(done)
-
-    conn.on_close.append(forget)
+def _bulk(sp: Spooler, msg: dict[str, Any], eligible: Any, act: Any) -> Reply:
+    """Apply ``act`` to every job the filter selects that is ``eligible``; report what was left."""
+    chosen = select(sp, msg)
+    done = [j.id for j in chosen if eligible(j)]
+    for job_id in done:
+        act(sp.jobs[job_id])
+    left = [j.id for j in chosen if j.id not in set(done)]
+    return {"ok": True, "ids": done, "left": left}
 
 
 def remove(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
+    if has_filter(msg) and v.job_id(msg) is None:
+        return _bulk(sp, msg, lambda j: not j.state.is_active, sp.remove)
     job = sp.get(v.job_id(msg))
     sp.remove(job)
     return {"ok": True, "id": job.id}
 
 
+def requeue(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
+    if has_filter(msg) and v.job_id(msg) is None:
+        return _bulk(sp, msg, lambda j: j.state.is_done, sp.requeue)
+    job = sp.get(v.job_id(msg))
+    sp.requeue(job)
+    return {"ok": True, "id": job.id}
+
+
+def priority(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
+    job = sp.get(v.job_id(msg))
+    sp.set_priority(job, v.integer(msg, "set", -1_000_000, 1_000_000, 0))
+    return {"ok": True, "id": job.id}
+
+
 def kill(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
-    if v.flag(msg, "all"):
-        killed = [j.id for j in list(sp.running.values()) if j.pid]
-        for job_id in killed:
-            sp.kill(sp.jobs[job_id], signal.SIGTERM)
-        return {"ok": True, "ids": killed}
+    if v.flag(msg, "all") or (has_filter(msg) and v.job_id(msg) is None):
+        if not has_filter(msg):
+            msg = {"filter": {"states": ["running"]}}
+        return _bulk(sp, msg, lambda j: j.state.is_active and bool(j.pid), sp.kill)
     job = sp.get(v.job_id(msg), "run")
     sp.kill(job, v.integer(msg, "signal", 1, 64, int(signal.SIGTERM)))
     return {"ok": True, "id": job.id}
@@ -302,7 +211,12 @@ def shutdown(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
 
 
 def ping(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
-    return {"ok": True, "pid": os.getpid(), "version": protocol.PROTOCOL_VERSION}
+    return {
+        "ok": True,
+        "pid": os.getpid(),
+        "version": protocol.PROTOCOL_VERSION,
+        "snapshots": sp.snapshots_dir,
+    }
 
 
 HANDLERS: dict[str, Handler] = {
@@ -312,6 +226,8 @@ HANDLERS: dict[str, Handler] = {
     "job_field": job_field,
     "wait": wait,
     "remove": remove,
+    "requeue": requeue,
+    "priority": priority,
     "kill": kill,
     "clear": clear,
     "slots": slots,

@@ -25,6 +25,7 @@ from typing import Any
 import msgpack
 
 from spooler import runner, scheduler
+from spooler.commands import needs_shell
 from spooler.daemon.config import StartupConfig
 from spooler.daemon.errors import RequestError
 from spooler.daemon.gpus import GpuManager
@@ -217,7 +218,7 @@ class Spooler:
             command=sub.command,
             cwd=sys.intern(sub.cwd),
             env_key=self._env_key(sub.env),
-            shell=runner.needs_shell(sub.command),
+            shell=needs_shell(sub.command),
             label=sub.label,
             slots=sub.slots,
             store_output=sub.store_output,
@@ -590,8 +591,8 @@ class Spooler:
         self.done_order.pop(job.id, None)
         if job.state.is_waiting:
             self.queue.remove(job)
-        if job.snapshot:
-            self._remove_snapshot(job.snapshot)
+        if job.snapshot and not any(other.snapshot == job.snapshot for other in self.jobs.values()):
+            self._remove_snapshot(job.snapshot)  # the last job using it (a sweep shares one)
         outcome = job.succeeded
         for other in self.queue:
             if job.id in other.after or job.id in other.after_ok:

@@ -1,0 +1,206 @@
+"""Queueing from the command line: one command, a ``--batch`` file, or a sweep file.
+
+The client fills argument templates, reads batch and sweep files and takes code snapshots, so
+the daemon receives finished commands and never runs anything but them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from spooler.cli.parse import Invocation, id_list, positive
+from spooler.client import Client, check
+from spooler.commands import display, from_line, needs_shell
+from spooler.errors import UsageError
+
+
+def _integer(value: Any, option: str, minimum: int) -> int:
+    text = str(value).strip()
+    number = int(text) if text.lstrip("-").isdigit() else None
+    if number is None or number < minimum:
+        raise UsageError(f"{option}: {value!r} is not a whole number of at least {minimum}")
+    return number
+
+
+def _ids(value: Any, option: str) -> list[int]:
+    return [int(v) for v in value] if isinstance(value, list) else id_list(str(value), option)
+
+
+def shared_fields(opts: dict[str, Any]) -> dict[str, Any]:
+    """The request fields every job of one ``ts`` call shares."""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        raise UsageError("the current directory no longer exists") from None
+    fields: dict[str, Any] = {
+        "cwd": cwd,
+        "env": dict(os.environ),
+        "label": opts.get("label"),
+        "no_output": bool(opts.get("no_output")),
+        "stderr_apart": bool(opts.get("stderr_apart")),
+        "gzip": bool(opts.get("gzip")),
+        "log_name": opts.get("log_name"),
+        "mail": bool(opts.get("mail")),
+        "after_last": bool(opts.get("after_last")),
+        "foreground": bool(opts.get("foreground")),
+        "no_block": bool(opts.get("no_block")),
+    }
+    if "slots" in opts:
+        fields["slots"] = positive(str(opts["slots"]), "-N")
+    if "gpus" in opts:
+        fields["gpus"] = positive(str(opts["gpus"]), "-G")
+    if "gpu_indices" in opts:
+        fields["gpu_indices"] = _ids(opts["gpu_indices"], "-g")
+    if "gpu_mem" in opts:
+        from spooler.gpu import parse_size
+
+        try:
+            fields["gpu_mem_mib"] = parse_size(str(opts["gpu_mem"]))
+        except ValueError as exc:
+            raise UsageError(f"--gpu_mem: {exc}") from None
+    if "after" in opts:
+        fields["after"] = _ids(opts["after"], "-D")
+    if "after_ok" in opts:
+        fields["after_ok"] = _ids(opts["after_ok"], "-W")
+    if "priority" in opts:
+        fields["priority"] = _integer(opts["priority"], "--priority", -1_000_000)
+    if "retry" in opts:
+        fields["retry"] = _integer(opts["retry"], "--retry", 0)
+    onfinish = os.environ.get("TS_ONFINISH")
+    if onfinish:
+        _check_program(onfinish, "TS_ONFINISH")
+    if os.environ.get("TS_ENV"):
+        fields["env_info"] = _ts_env(os.environ["TS_ENV"])
+    return fields
+
+
+def _check_program(program: str, variable: str) -> None:
+    import shutil
+
+    if shutil.which(program) is None:
+        raise UsageError(f"{variable} program {program!r} is not an executable file (or not on PATH)")
+
+
+def _ts_env(command: str) -> str:
+    import subprocess
+
+    try:
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return f"(TS_ENV command timed out: {command})"
+    return done.stdout
+
+
+def _snapshot(client: Client, fields: dict[str, Any]) -> None:
+    from spooler import snapshot
+
+    where = client.request("ping")["snapshots"]
+    taken = snapshot.take(fields["cwd"], where)
+    fields.update(cwd=taken.cwd, snapshot=taken.path, snapshot_info=taken.info)
+
+
+def _templated(
+    command: list[str], opts: dict[str, Any]
+) -> tuple[list[str], dict[str, Any] | None, str | None]:
+    """Fill ``%(name)`` placeholders when arguments are given (commands without them are untouched)."""
+    marker = opts.get("skip_if_exists")
+    if "arg" not in opts and "args" not in opts:
+        return command, None, marker
+    from spooler import template
+
+    args = template.build_args(opts.get("arg", []), opts.get("args", []))
+    extra = {"_name": template.run_name(args)}
+    filled = template.fill(
+        command, args, shell=needs_shell(command), allow_extra=bool(opts.get("allow_extra")), extra=extra
+    )
+    if marker:
+        marker = template.fill([marker], args, shell=False, allow_extra=True, extra=extra)[0]
+    return filled, args, marker
+
+
+def _send(fields: dict[str, Any], snapshot: bool) -> dict[str, Any]:
+    fds = [1, 2] if fields["foreground"] and fields["no_output"] else None
+    with Client() as client:
+        if snapshot:
+            _snapshot(client, fields)
+        reply = client.request("submit", fds=fds, **fields)
+        if fields["foreground"] and "id" in reply:
+            # -f: like running the command itself: no id, its exit status
+            reply["exit_status"] = int(check(client.receive())["exit_status"])
+        return reply
+
+
+def enqueue(inv: Invocation) -> int:
+    opts = inv.job
+    fields = shared_fields(opts)
+    if "batch" in opts:
+        if inv.command:
+            raise UsageError("--batch takes its commands from the file, not the command line")
+        fields["batch"] = _read_batch(opts["batch"])
+    else:
+        if not inv.command or not inv.command[0].strip():
+            raise UsageError("empty command")
+        fields["command"], args, marker = _templated(inv.command, opts)
+        if args is not None:
+            fields["args"] = args
+        if marker:
+            fields["skip_if_exists"] = marker
+    reply = _send(fields, bool(opts.get("snapshot")))
+    if "exit_status" in reply:
+        return int(reply["exit_status"])
+    print("\n".join(map(str, reply.get("ids", [reply.get("id")]))))
+    return 0
+
+
+def _read_batch(source: str) -> list[list[str]]:
+    try:
+        if source == "-":
+            text = sys.stdin.read()
+        else:
+            with open(source, encoding="utf-8") as f:
+                text = f.read()
+    except OSError as exc:
+        raise UsageError(f"--batch: cannot read {source}: {exc.strerror}") from None
+    commands = []
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            commands.append(from_line(stripped))
+        except ValueError as exc:
+            raise UsageError(f"--batch: line {number}: {exc}") from None
+    if not commands:
+        raise UsageError(f"--batch: {source} holds no commands")
+    return commands
+
+
+def sweep(inv: Invocation) -> int:
+    """``ts sweep FILE``: every run of the grid, queued at once (or printed with --dry-run)."""
+    from spooler import sweep as sweeps
+    from spooler import template
+
+    loaded = sweeps.load_sweep(inv.value or "")
+    opts = {**loaded.options, **inv.job}  # the command line wins over the file
+    runs = sweeps.commands(loaded, allow_extra=bool(opts.get("allow_extra")))
+    marker = opts.get("skip_if_exists")
+    items = []
+    for command, args in runs:
+        item: dict[str, Any] = {"command": command, "args": args}
+        if marker:
+            extra = {"_name": template.run_name(args)}
+            item["skip_if_exists"] = template.fill(
+                [str(marker)], args, shell=False, allow_extra=True, extra=extra
+            )[0]
+        items.append(item)
+    if opts.get("dry_run"):
+        for item in items:
+            print(display(item["command"]))
+        return 0
+    fields = shared_fields(opts)
+    fields.update(items=items, sweep=loaded.name)
+    reply = _send(fields, bool(opts.get("snapshot")))
+    print("\n".join(map(str, reply["ids"])))
+    return 0
