@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
@@ -26,11 +24,13 @@ import msgpack
 
 from spooler import runner, scheduler
 from spooler.commands import needs_shell
+from spooler.daemon import launch
 from spooler.daemon.config import StartupConfig
 from spooler.daemon.errors import RequestError
 from spooler.daemon.gpus import GpuManager
 from spooler.daemon.hooks import Helpers, find_sendmail
 from spooler.daemon.jobqueue import JobQueue
+from spooler.daemon.recovery import Adoption
 from spooler.jobs import Job, JobState
 from spooler.store import Loaded, Store
 
@@ -95,7 +95,7 @@ class Spooler:
         self.gpu = GpuManager(os.environ, self.settings, loop)
         self.space_waiters: deque[Callable[[], bool]] = deque()  # submitters blocked on a full queue
         self._kicked = False
-        self._adopted: dict[int, int] = {}  # pidfd -> job id, for jobs started by an earlier daemon
+        self.adoption = Adoption(loop, self._adopted_exited)  # jobs started by an earlier daemon
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -303,28 +303,6 @@ class Spooler:
             job.reason = reason
             self.record(job)
 
-    def _open_output(self, job: Job) -> tuple[int, int]:
-        fds = self.terminal_fds.pop(job.id, None)
-        if not job.store_output:
-            if fds is not None:
-                return fds
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            return devnull, devnull
-        if fds is not None:
-            for fd in set(fds):
-                os.close(fd)
-        logdir = self.settings.logdir
-        if job.log_name:
-            path = os.path.join(logdir, job.log_name)
-            out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        else:
-            out, path = tempfile.mkstemp(prefix="ts-out.", suffix=".gz" if job.gzip else "", dir=logdir)
-        job.log_path = path
-        err = out
-        if job.stderr_apart:
-            err = os.open(path + ".e", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        return out, err
-
     def _start(self, job: Job, now: float, gpus: list[int]) -> None:
         self.queue.remove(job)
         if job.skip_if_exists and os.path.exists(os.path.join(job.cwd, job.skip_if_exists)):
@@ -333,26 +311,19 @@ class Spooler:
             self._ended(job)
             return
         try:
-            out, err = self._open_output(job)
+            out, err = launch.open_output(job, self.settings.logdir, self.terminal_fds.pop(job.id, None))
         except OSError as exc:
             job.transition(JobState.SKIPPED, now)
             job.reason = f"could not create the log file in {self.settings.logdir}: {exc.strerror}"
             self._ended(job)
             return
-        env = self.job_env(job)
-        env["PYTHONUNBUFFERED"] = "1"
         job.assigned_gpus = gpus
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
-            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as NVML and nvidia-smi do
-        elif env.get("TS_KEEP_CUDA_VISIBLE_DEVICES", "") in ("", "0"):
-            env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU job sees no GPU, as in the original
-        env["TS_ATTEMPT"] = str(job.attempt)
-        if job.args is not None:
-            env["TS_ARGS"] = json.dumps(job.args)
-        env["TS_RESULT_FILE"] = self._result_path(job)
+        result_file = self._result_path(job)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(env["TS_RESULT_FILE"])
+            os.unlink(result_file)
+        env = launch.environment(
+            self.envs.get(job.env_key, {}), self.settings.env_overrides, job, result_file
+        )
         path = runner.status_path(self.runs_dir, job.id)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -383,14 +354,8 @@ class Spooler:
         self.record(job)
 
     def job_env(self, job: Job) -> dict[str, str]:
-        """The submitter's captured environment with the daemon's --setenv/--unsetenv applied."""
-        env = dict(self.envs.get(job.env_key, {}))
-        for key, value in self.settings.env_overrides.items():
-            if value is None:
-                env.pop(key, None)
-            else:
-                env[key] = value
-        return env
+        """The environment hooks and mail run with: the job's own, as it was started."""
+        return launch.environment(self.envs.get(job.env_key, {}), self.settings.env_overrides, job, "")
 
     # -- job end -------------------------------------------------------------------------
 
@@ -409,17 +374,25 @@ class Spooler:
             else:
                 self.helpers.reaped(pid)
 
-    def _shim_exited(self, job: Job, shim_status: int) -> None:
+    def _collect(self, job: Job) -> dict[str, Any] | None:
+        """The exit status the job's shim recorded (and removes), or None if it recorded none."""
         path = runner.status_path(self.runs_dir, job.id)
         record = runner.read_status(path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+        return record
+
+    def _finish_recorded(self, job: Job, record: dict[str, Any]) -> None:
+        code, sig = runner.decode_wait_status(int(record.get("status", 255 << 8)))
+        self._finish(job, code, sig, str(record.get("error") or ""), record.get("end"))
+
+    def _shim_exited(self, job: Job, shim_status: int) -> None:
+        record = self._collect(job)
         if record is None:
             code, sig = runner.decode_wait_status(shim_status)
             self._finish(job, None, None, f"the supervising process ended unexpectedly ({code or sig})")
-            return
-        code, sig = runner.decode_wait_status(int(record.get("status", 255 << 8)))
-        self._finish(job, code, sig, str(record.get("error") or ""), record.get("end"))
+        else:
+            self._finish_recorded(job, record)
 
     def _finish(
         self, job: Job, code: int | None, sig: int | None, reason: str, end: float | None = None
@@ -429,7 +402,7 @@ class Spooler:
         if job.exit_code is None and job.signal is None:
             job.exit_code = 255
         self._read_result(job)
-        if job.log_path and _disk_full(job.log_path):
+        if job.log_path and launch.disk_full(job.log_path):
             job.reason = "; ".join(
                 filter(None, [job.reason, "the disk holding its output is full: output may be cut"])
             )
@@ -449,24 +422,9 @@ class Spooler:
 
     def _read_result(self, job: Job) -> None:
         """Keep the JSON the job wrote to $TS_RESULT_FILE (usable in --where as result.*)."""
-        path = self._result_path(job)
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_RESULT + 1)
-        except OSError:
-            return
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        if len(data) > MAX_RESULT:
-            job.reason = "; ".join(
-                filter(None, [job.reason, f"result file larger than {MAX_RESULT} bytes: ignored"])
-            )
-            return
-        try:
-            job.result = json.loads(data)
-        except ValueError:
-            job.reason = "; ".join(filter(None, [job.reason, "result file is not valid JSON: ignored"]))
+        job.result, problem = launch.read_result(self._result_path(job), MAX_RESULT)
+        if problem:
+            job.reason = "; ".join(filter(None, [job.reason, problem]))
 
     def _retry(self, job: Job) -> None:
         """--retry: put a job that failed back at its place in the queue for another attempt."""
@@ -539,49 +497,32 @@ class Spooler:
     # -- recovery of jobs started by an earlier daemon ----------------------------------
 
     def _recover(self, job: Job) -> None:
-        path = runner.status_path(self.runs_dir, job.id)
-        record = runner.read_status(path)
-        if record is not None:
-            os.unlink(path)
-            code, sig = runner.decode_wait_status(int(record.get("status", 255 << 8)))
+        """A job that was running when the last daemon stopped: collect, adopt, or mark lost."""
+        record = self._collect(job)
+        if record is not None or self.adoption.adopt(job):
+            self.running[job.id] = job
             self.busy_slots += job.slots
-            self._finish(job, code, sig, str(record.get("error") or ""), record.get("end"))
+            if record is not None:
+                self._finish_recorded(job, record)
             return
-        if job.shim_pid and _same_process(job.shim_pid, job.start_time):
-            try:
-                pidfd = os.pidfd_open(job.shim_pid)
-            except OSError:
-                pidfd = -1
-            if pidfd >= 0:
-                self._adopted[pidfd] = job.id
-                self.running[job.id] = job
-                self.busy_slots += job.slots
-                self.loop.add_reader(pidfd, self._adopted_exited, pidfd)
-                return
         job.transition(JobState.LOST, time.time())
         job.reason = "was running when the daemon stopped, and its exit status was never recorded"
         self.record(job)
         self.done_order[job.id] = None
 
-    def _adopted_exited(self, pidfd: int) -> None:
-        self.loop.remove_reader(pidfd)
-        os.close(pidfd)
-        job = self.jobs.get(self._adopted.pop(pidfd, -1))
+    def _adopted_exited(self, job_id: int) -> None:
+        job = self.jobs.get(job_id)
         if job is None or job.state is not JobState.RUNNING:
             return
-        path = runner.status_path(self.runs_dir, job.id)
-        record = runner.read_status(path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        if record is None:
-            self.busy_slots -= job.slots
-            self.running.pop(job.id, None)
-            job.transition(JobState.LOST, time.time())
-            job.reason = "its supervising process ended without recording an exit status"
-            self._ended(job)
+        record = self._collect(job)
+        if record is not None:
+            self._finish_recorded(job, record)
             return
-        code, sig = runner.decode_wait_status(int(record.get("status", 255 << 8)))
-        self._finish(job, code, sig, str(record.get("error") or ""), record.get("end"))
+        self.busy_slots -= job.slots
+        self.running.pop(job.id, None)
+        job.transition(JobState.LOST, time.time())
+        job.reason = "its supervising process ended without recording an exit status"
+        self._ended(job)
 
     # -- user actions --------------------------------------------------------------------
 
@@ -671,10 +612,7 @@ class Spooler:
 
     def shutdown_jobs(self) -> None:
         """Stop adopting: running jobs keep running in their own sessions."""
-        for pidfd in list(self._adopted):
-            self.loop.remove_reader(pidfd)
-            os.close(pidfd)
-        self._adopted.clear()
+        self.adoption.close()
         self.gpu.close()
 
 
@@ -686,22 +624,3 @@ def snapshots_dir(savelist: str) -> str:
 def _check_waiting(job: Job) -> None:
     if not job.state.is_waiting:
         raise RequestError("invalid", f"job {job.id} is not queued (it is {job.state.value})")
-
-
-def _disk_full(path: str) -> bool:
-    try:
-        fs = os.statvfs(os.path.dirname(path))
-    except OSError:
-        return False
-    return fs.f_bavail == 0
-
-
-def _same_process(pid: int, started: float | None) -> bool:
-    """Is ``pid`` still the shim we started (and not a new process that reused the pid)?"""
-    try:
-        import psutil
-
-        created = psutil.Process(pid).create_time()
-    except Exception:
-        return False
-    return started is None or abs(created - started) < 5.0
