@@ -143,14 +143,18 @@ def parse(argv: list[str]) -> Invocation:
 
 
 def _sweep(inv: Invocation) -> None:
-    """``ts [options] sweep [options] FILE``: the options may come on either side of ``sweep``."""
-    rest = parse(inv.command[1:]) if len(inv.command) > 1 else Invocation()
-    if rest.action not in ("", "enqueue", "list") or rest.filters:
-        raise UsageError("ts sweep takes queueing options, --dry-run and one sweep file")
-    if len(rest.command) != 1:
-        raise UsageError("usage: ts sweep [options] FILE (a TOML or JSON sweep file)")
-    inv.job.update(rest.job)
-    inv.action, inv.action_option, inv.value, inv.command = "sweep", "sweep", rest.command[0], []
+    """``ts [options] sweep [options] FILE [options]``: options may come anywhere around the file."""
+    words = inv.command[1:]
+    before = parse(words) if words else Invocation()
+    after = parse(before.command[1:]) if len(before.command) > 1 else Invocation()
+    for part in (before, after):
+        if part.action not in ("", "enqueue", "list") or part.filters:
+            raise UsageError("ts sweep takes queueing options, --dry-run and one sweep file")
+    if not before.command or after.command:
+        raise UsageError("usage: ts sweep [options] FILE [options] (a TOML or JSON sweep file)")
+    inv.job.update(before.job)
+    inv.job.update(after.job)
+    inv.action, inv.action_option, inv.value, inv.command = "sweep", "sweep", before.command[0], []
 
 
 def job_id(value: str | None, option: str) -> int | None:
