@@ -64,7 +64,7 @@ class Client(client.Client):
     def _reconnect_if_closed(self) -> None:
         """The daemon closes connections left idle; reconnect before, never after, sending."""
         readable, _, _ = select.select([self.sock], [], [], 0)
-        if readable and not self.sock.recv(1, 0x40):  # MSG_DONTWAIT: EOF means closed
+        if readable:  # EOF, or the daemon's last words before it closed: either way, start afresh
             self.sock.close()
             self.sock = client.connect(self.socket_path, self.autostart)
 
@@ -104,7 +104,7 @@ class Client(client.Client):
         words = _words(command)
         marker = skip_if_exists
         if args is not None:
-            plain = json.loads(json.dumps(args))  # JSON values only, as on the command line
+            plain = _json_values(args)
             extra = {"_name": template.run_name(plain)}
             words = template.fill(
                 words, plain, shell=needs_shell(words), allow_extra=allow_extra, extra=extra
@@ -140,7 +140,7 @@ class Client(client.Client):
         words = _words(command)
         items = []
         for args in runs:
-            plain = json.loads(json.dumps(args))
+            plain = _json_values(args)
             extra = {"_name": template.run_name(plain)}
             item: dict[str, Any] = {
                 "command": template.fill(
@@ -201,6 +201,19 @@ class Client(client.Client):
     def requeue(self, job_id: int | None = None, **filters: Any) -> list[int]:
         """Put ended jobs back in the queue with fresh attempts, e.g. ``requeue(state="failed")``."""
         return self._bulk("requeue", job_id, _filters(**_filter_args(filters)))
+
+
+def _json_values(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Arguments travel as JSON, as on the command line: anything else is refused here."""
+    try:
+        plain = json.loads(json.dumps(args, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(
+            f"arguments must be JSON values (str, int, float, bool, None, lists, dicts): {exc}"
+        ) from None
+    if not isinstance(plain, dict):
+        raise UsageError("arguments must be a mapping of names to values")
+    return plain
 
 
 def _filter_args(filters: dict[str, Any]) -> dict[str, Any]:

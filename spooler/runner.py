@@ -14,6 +14,7 @@ job with ``posix_spawn`` (vfork-fast whatever the daemon's size).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import gc
 import os
@@ -29,6 +30,11 @@ from typing import Any
 import msgpack
 
 _PID = struct.Struct(">i")
+_PR_SET_NAME = 15
+try:  # loaded once in the daemon, so naming a shim costs nothing
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:
+    _LIBC = None
 _JOB_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE, signal.SIGCHLD)
 
 
@@ -118,6 +124,8 @@ def _close_fds_except(keep: set[int]) -> None:
 def _shim(spec: Launch, pid_pipe: int) -> int:
     """Body of the supervising process.  Never returns into the daemon's code."""
     signal.set_wakeup_fd(-1)
+    if _LIBC is not None:  # ps and top show "ts-shim", not a second daemon
+        _LIBC.prctl(_PR_SET_NAME, b"ts-shim", 0, 0, 0)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -98,9 +98,10 @@ class Spool:
             import psutil
         except ImportError:  # pragma: no cover
             return None
-        for proc in psutil.process_iter(["pid", "cmdline"]):
+        for proc in psutil.process_iter(["pid", "cmdline", "name"]):
             cmd = proc.info["cmdline"] or []
-            if "spooler.daemon" in cmd and str(self.socket) in cmd:
+            # Job shims are forks of the daemon: same command line, named ts-shim.
+            if "spooler.daemon" in cmd and str(self.socket) in cmd and proc.info["name"] != "ts-shim":
                 return int(proc.info["pid"])
         return None
 

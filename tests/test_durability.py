@@ -167,3 +167,16 @@ def test_a_save_list_from_version_1_still_loads(spool: Spool) -> None:
     assert jobs[3]["depends_on_success"] == [2]
     assert spool.ts("-S").strip() == "2"
     assert spool.submit("true") == 4
+
+
+def test_reset_drops_the_list_and_stops_the_daemon(spool: Spool) -> None:
+    gate = spool.root / "gate"
+    spool.submit("sh", "-c", f"until [ -e {gate} ]; do sleep 0.02; done")
+    done = spool.submit("true", opts=("-d",))
+    queued = spool.submit("true")
+    spool.ts("--reset")
+    wait_for(lambda: spool.daemon_pid() is None, what="the daemon to stop")
+    remaining = spool.jobs()
+    assert [j["state"] for j in remaining] == ["running"]  # only the running job is kept
+    assert spool.submit("true") == queued + 1 and done < queued
+    gate.touch()

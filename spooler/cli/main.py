@@ -193,20 +193,20 @@ def _logdir(inv: Invocation) -> int:
 
 
 def _shutdown(inv: Invocation) -> int:
-    from spooler.client import connect
-
+    """-K: stop the daemon (the list is kept); --reset: drop the list first."""
+    drop = inv.action == "reset"
     try:
-        client_sock = connect(autostart=False)
+        client = Client(autostart=drop)
     except SpoolerError:
         print("ts: no daemon is running", file=sys.stderr)
         return 0
-    client = Client.__new__(Client)
-    client.sock = client_sock
     with client:
-        client.request("shutdown")
+        reply = client.request("shutdown", drop=drop)
         from spooler.cli.follow import wait_for_daemon_exit
 
         wait_for_daemon_exit()
+    if drop and reply.get("running"):
+        print(f"ts: {reply['running']} running job(s) were left running", file=sys.stderr)
     return 0
 
 
@@ -273,6 +273,7 @@ ACTIONS: dict[str, Callable[[Invocation], int]] = {
     "slots": _slots,
     "clear": _simple("clear"),
     "shutdown": _shutdown,
+    "reset": _shutdown,
     "count_running": _simple("count_running"),
     "last_id": _simple("last_id"),
     "getenv": _env,

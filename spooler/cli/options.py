@@ -73,6 +73,7 @@ OPTIONS: tuple[Option, ...] = (
     _action("S", "slots", "slots", "int?", "get, or set to num, the number of jobs that run at once"),
     _action("C", "clear", "clear", "none", "clear the list of ended jobs"),
     _action("K", "kill_server", "shutdown", "none", "stop the daemon (queued jobs are kept)"),
+    _action(None, "reset", "reset", "none", "drop every queued and ended job, then stop the daemon"),
     _action("R", "count_running", "count_running", "none", "show the number of running jobs"),
     _action("q", "last_queue_id", "last_id", "none", "show the id of the last added job"),
     _action("a", "get_label", "label", "id", "show the job label; last added if no id"),

@@ -206,8 +206,12 @@ def gpu_status(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
 
 
 def shutdown(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
+    """-K keeps every job for the next daemon; --reset first drops all but the running ones."""
+    if v.flag(msg, "drop"):
+        for job in [j for j in sp.jobs.values() if not j.state.is_active]:
+            sp.delete(job)
     sp.loop.call_soon(sp.loop.stop)
-    return OK
+    return {"ok": True, "running": len(sp.running)}
 
 
 def ping(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:

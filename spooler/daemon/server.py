@@ -43,6 +43,7 @@ class Connection:
         self.fds: list[int] = []  # descriptors received with the current request
         self.closed = False
         self.close_after_send = False
+        self.served = 0  # requests read whole so far
         self.deferred = 0  # replies still owed (``wait``, ``-f``): no deadline, no new request meanwhile
         self.on_close: list[Callable[[], None]] = []
         self.deadline: asyncio.TimerHandle | None = None
@@ -55,8 +56,12 @@ class Connection:
         self.deadline = self.server.loop.call_later(REQUEST_TIMEOUT, self._timed_out)
 
     def _timed_out(self) -> None:
-        if not self.deferred:
+        if self.deferred:
+            return
+        if self.inbuf or not self.served:  # a request never came, or never finished: say why
             self.fail(protocol.E_BAD_REQUEST, f"no complete request within {REQUEST_TIMEOUT:g} s")
+        else:  # idle between requests (an API client): just close
+            self.close()
 
     def _readable(self) -> None:
         try:
@@ -90,6 +95,7 @@ class Connection:
                 return
             body = bytes(self.inbuf[header : header + length])
             del self.inbuf[: header + length]
+            self.served += 1
             self.server.dispatch(self, body)
 
     def take_fds(self) -> list[int]:
