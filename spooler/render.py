@@ -70,9 +70,13 @@ def output_text(job: Job) -> str:
     return "(skipped)" if job.state is JobState.SKIPPED else "(file)"
 
 
+_CONTROL = {c: " " for c in range(32)} | {127: " "}
+
+
 def command_cell(job: Job) -> str:
-    text = job.command_text
-    return f"[{job.label}]{text}" if job.label else text
+    """One line, whatever the command holds: newlines and escape codes would break the table."""
+    text = f"[{job.label}]{job.command_text}" if job.label else job.command_text
+    return text.translate(_CONTROL)
 
 
 def gpus_text(job: Job) -> str:

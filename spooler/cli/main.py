@@ -294,7 +294,7 @@ ACTIONS: dict[str, Callable[[Invocation], int]] = {
 
 def main(argv: list[str] | None = None) -> NoReturn:
     args = sys.argv[1:] if argv is None else argv
-    if "_TS_COMPLETE" in os.environ or "_TSP_COMPLETE" in os.environ:
+    if os.environ.get("_TS_COMPLETE") or os.environ.get("_TSP_COMPLETE"):
         from spooler.cli.completion import complete  # shell completion, through click
 
         complete()

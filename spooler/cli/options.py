@@ -63,7 +63,7 @@ OPTIONS: tuple[Option, ...] = (
     _action("p", "pid", "pid", "id", "show the job's pid; last run if no id"),
     _action("o", "output", "output", "id", "show the output file; last run if no id"),
     _action("i", "info", "info", "id", "show job information; last run if no id"),
-    _action("s", "state", "state", "id", "show the job state; last added if no id"),
+    _action("s", None, "state", "id", "show the job state; last added if no id"),
     _action("r", "remove", "remove", "id", "remove a queued or ended job; last added if no id"),
     _action("w", "wait", "wait", "id", "wait for a job and exit with its exit status; last added if no id"),
     _action("k", "kill", "kill", "id", "send SIGTERM to the job's process group; last run if no id"),

@@ -13,6 +13,13 @@ ENVIRONMENT = (
     ("TS_ENV", "command run at enqueue time; its output is shown by -i"),
     ("TS_SAVELIST", "file that keeps the job list across daemon restarts"),
     ("TS_FSYNC", "0 to skip fsync of the save-list before replying (faster, less durable)"),
+    ("TS_MAILTO", "where -m mails the output (you by default)"),
+    ("TS_VISIBLE_DEVICES", "the GPUs the daemon may use, e.g. 0,1 (changeable with --setenv)"),
+    ("TS_GPU_POLL", "seconds between GPU checks while a job waits for GPUs (1)"),
+    ("TS_FAKE_GPUS", "a JSON file standing in for NVML (tests and demos)"),
+    ("TS_KILL_GRACE", "seconds from the SIGTERM of -k/-T to the SIGKILL of what is left (10)"),
+    ("TS_KEEP_CUDA_VISIBLE_DEVICES", "1: jobs without GPUs keep the submitter's CUDA_VISIBLE_DEVICES"),
+    ("TS_SNAPSHOT_LIMIT_MB", "the most --snapshot copies (512)"),
     ("TMPDIR", "directory of the output files and of the default socket"),
 )
 
@@ -31,5 +38,6 @@ def usage() -> str:
             if option.kind == kind:
                 lines.append(f"  {f'{option.names} {option.metavar}'.ljust(width)}  {option.help}")
     lines += ["", "Environment:"]
-    lines += [f"  {name.ljust(15)} {text}" for name, text in ENVIRONMENT]
+    width = max(len(name) for name, _ in ENVIRONMENT)
+    lines += [f"  {name.ljust(width)}  {text}" for name, text in ENVIRONMENT]
     return "\n".join(lines) + "\n"
