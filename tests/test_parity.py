@@ -303,3 +303,14 @@ def test_machine_readable_lists(spool: Spool) -> None:
     assert next(r for r in rows if r["id"] == str(dep))["label"] == "base"
     bad = spool.run("-M", "xml")
     assert bad.returncode != 0 and "xml" in bad.stderr
+
+
+def test_a_running_hook_does_not_keep_the_daemon_lock(spool: Spool, tmp_path: Path) -> None:
+    hook = tmp_path / "hang.sh"
+    started = tmp_path / "hook-started"
+    hook.write_text(f"#!/bin/sh\ntouch {started}\nsleep 300\n")
+    hook.chmod(0o755)
+    spool.run("-f", "true", env={"TS_ONFINISH": str(hook)})
+    wait_for(started.exists, what="the hook to start")
+    assert spool.run("-K", timeout=10).returncode == 0  # returns once the lock is free
+    assert spool.run("-l").returncode == 0  # and a new daemon can take it

@@ -33,6 +33,9 @@ class StartupError(Exception):
 
 def acquire_lock(sock: str, inherited_fd: int | None) -> int:
     if inherited_fd is not None:
+        # Passed down locked by the client that started us.  Not to be passed further: a hook
+        # or any other process we spawn would otherwise hold the lock after we exit.
+        os.set_inheritable(inherited_fd, False)
         return inherited_fd
     lock = paths.lock_path(sock)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -85,6 +88,8 @@ def run(
         elif line.startswith(("warning:", "error:")):
             print(f"ts: {line}", file=sys.stderr)
 
+    if ready_fd is not None:
+        os.set_inheritable(ready_fd, False)
     try:
         paths.check_socket_path(sock)
         os.makedirs(os.path.dirname(sock), mode=0o700, exist_ok=True)
