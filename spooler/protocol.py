@@ -84,7 +84,7 @@ def decode_body(body: bytes) -> dict[str, Any]:
     try:
         message = msgpack.unpackb(body, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated exception types
-        raise FrameError(f"invalid msgpack: {exc}") from None
+        raise FrameError(f"invalid msgpack: {exc or type(exc).__name__}") from None
     if not isinstance(message, dict):
         raise FrameError(f"expected a map, got {type(message).__name__}")
     return message

@@ -23,6 +23,7 @@ from typing import Any
 from spooler import protocol
 from spooler.daemon.errors import RequestError
 from spooler.daemon.spooler import Spooler
+from spooler.errors import SpoolerError
 
 log = logging.getLogger("spooler")
 
@@ -30,6 +31,13 @@ REQUEST_TIMEOUT = 10.0  # a request must arrive whole within this long of the pr
 _RECV = 256 * 1024
 _FDS_SPACE = socket.CMSG_SPACE(2 * array.array("i").itemsize)
 _PEERCRED = struct.Struct("3i")
+
+
+def _short(value: object) -> str:
+    """A value from a request, quoted for an error message without letting it grow the reply."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
 
 Handler = Callable[[Spooler, dict[str, Any], "Connection"], "dict[str, Any] | None"]
 
@@ -43,6 +51,7 @@ class Connection:
         self.fds: list[int] = []  # descriptors received with the current request
         self.closed = False
         self.close_after_send = False
+        self.failing = False  # an error reply is on its way: read no further requests
         self.served = 0  # requests read whole so far
         self.deferred = 0  # replies still owed (``wait``, ``-f``): no deadline, no new request meanwhile
         self.on_close: list[Callable[[], None]] = []
@@ -51,12 +60,19 @@ class Connection:
         server.loop.add_reader(sock.fileno(), self._readable)
 
     def _arm_deadline(self) -> None:
-        if self.deadline is not None:
-            self.deadline.cancel()
+        """A request must arrive whole within REQUEST_TIMEOUT of the previous reply (or of the
+        connection), however its bytes trickle in."""
+        self._disarm_deadline()
         self.deadline = self.server.loop.call_later(REQUEST_TIMEOUT, self._timed_out)
 
+    def _disarm_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
     def _timed_out(self) -> None:
-        if self.deferred:
+        self.deadline = None
+        if self.deferred or self.failing:
             return
         if self.inbuf or not self.served:  # a request never came, or never finished: say why
             self.fail(protocol.E_BAD_REQUEST, f"no complete request within {REQUEST_TIMEOUT:g} s")
@@ -79,13 +95,17 @@ class Connection:
         if not data:
             self.close()
             return
+        if self.failing:
+            return  # whatever follows a bad frame is not read
         self.inbuf += data
-        self._arm_deadline()
+        if len(self.inbuf) > protocol.MAX_FRAME + protocol.HEADER.size:
+            self.fail(protocol.E_BAD_REQUEST, "too much data sent ahead of the replies")
+            return
         self._parse()
 
     def _parse(self) -> None:
         header = protocol.HEADER.size
-        while not self.closed and not self.deferred and len(self.inbuf) >= header:
+        while not self.closed and not self.failing and not self.deferred and len(self.inbuf) >= header:
             try:
                 length = protocol.frame_length(bytes(self.inbuf[:header]))
             except protocol.FrameError as exc:
@@ -96,6 +116,7 @@ class Connection:
             body = bytes(self.inbuf[header : header + length])
             del self.inbuf[: header + length]
             self.served += 1
+            self._disarm_deadline()
             self.server.dispatch(self, body)
 
     def take_fds(self) -> list[int]:
@@ -109,22 +130,33 @@ class Connection:
     def reply_deferred(self, message: dict[str, Any]) -> None:
         self.deferred -= 1
         self.reply(message)
-        if not self.deferred:
-            self._arm_deadline()
 
     def reply(self, message: dict[str, Any]) -> None:
         self.server.send_after_commit(self, message)
 
     def fail(self, code: str, message: str) -> None:
-        self.close_after_send = True
-        self.send(protocol.error_reply(code, message))
+        """Answer with an error and close, after the replies already owed (in order)."""
+        self.failing = True
+        self._disarm_deadline()
+        self.server.send_after_commit(self, protocol.error_reply(code, message), close=True)
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any], close: bool = False) -> None:
         if self.closed:
             return
-        self.outbuf += protocol.encode(message)
+        try:
+            frame = protocol.encode(message)
+        except protocol.FrameError as exc:
+            frame = protocol.encode(
+                protocol.error_reply(protocol.E_INTERNAL, f"the reply is too large: {exc}")
+            )
+        self.outbuf += frame
+        if close:
+            self.close_after_send = True
         self._flush()
-        if not self.closed and not self.deferred and self.inbuf:
+        if self.closed or self.failing or self.deferred:
+            return
+        self._arm_deadline()  # the next request's time starts now
+        if self.inbuf:
             self._parse()
 
     def _flush(self) -> None:
@@ -178,7 +210,7 @@ class Server:
         self.max_connections = max_connections
         self.connections: set[Connection] = set()
         self.uid = os.getuid()
-        self._pending: list[tuple[Connection, dict[str, Any]]] = []
+        self._pending: list[tuple[Connection, dict[str, Any], bool]] = []
         self._accepting = False
         self.stopping = False
         listener.setblocking(False)
@@ -228,22 +260,24 @@ class Server:
             conn.fail(protocol.E_BAD_REQUEST, str(exc))
             return
         version = message.get("v")
-        if version != protocol.PROTOCOL_VERSION:
+        if type(version) is not int or version != protocol.PROTOCOL_VERSION:
             conn.fail(
                 protocol.E_VERSION,
                 f"the running daemon speaks protocol {protocol.PROTOCOL_VERSION} and this ts speaks "
-                f"{version}: stop the old daemon with its own ts -K (queued jobs are kept) and retry",
+                f"{_short(version)}: stop the old daemon with its own ts -K (queued jobs are kept) and retry",
             )
             return
         op = message.get("op")
         handler = self.handlers.get(op) if isinstance(op, str) else None
         if handler is None:
-            conn.fail(protocol.E_BAD_REQUEST, f"unknown request type {op!r}")
+            conn.fail(protocol.E_BAD_REQUEST, f"unknown request type {_short(op)}")
             return
         try:
             reply = handler(self.spooler, message, conn)
         except RequestError as exc:
             reply = protocol.error_reply(exc.code, str(exc))
+        except SpoolerError as exc:  # e.g. a --where expression that does not parse
+            reply = protocol.error_reply(protocol.E_BAD_REQUEST, str(exc))
         except Exception as exc:  # a bug must cost one request, never the daemon
             log.exception("request %r failed", op)
             reply = protocol.error_reply(protocol.E_INTERNAL, f"internal error: {exc}")
@@ -254,10 +288,10 @@ class Server:
         if reply is not None:
             conn.reply(reply)
 
-    def send_after_commit(self, conn: Connection, message: dict[str, Any]) -> None:
+    def send_after_commit(self, conn: Connection, message: dict[str, Any], close: bool = False) -> None:
         if not self._pending:
             self.loop.call_soon(self._commit_and_send)
-        self._pending.append((conn, message))
+        self._pending.append((conn, message, close))
 
     def _commit_and_send(self) -> None:
         pending, self._pending = self._pending, []
@@ -265,11 +299,13 @@ class Server:
             self.spooler.commit()
         except OSError as exc:
             log.error("could not write the save-list: %s", exc)
-            for conn, _ in pending:
-                conn.fail(protocol.E_INTERNAL, f"could not write the save-list: {exc}")
+            for conn, _, _ in pending:
+                conn.send(
+                    protocol.error_reply(protocol.E_INTERNAL, f"could not write the save-list: {exc}"), True
+                )
             return
-        for conn, message in pending:
-            conn.send(message)
+        for conn, message, close in pending:
+            conn.send(message, close)
 
     def close(self) -> None:
         self.stopping = True

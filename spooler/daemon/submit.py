@@ -22,7 +22,7 @@ Reply = dict[str, Any] | None
 MAX_ARGS_JSON = 64 * 1024
 
 
-def _submission(sp: Spooler, msg: dict[str, Any], words: list[str], conn: Connection) -> Submission:
+def _submission(sp: Spooler, msg: dict[str, Any], words: list[str]) -> Submission:
     after = v.id_list(msg, "after")
     if v.flag(msg, "after_last"):
         if sp.last_added is None:
@@ -61,13 +61,12 @@ def _submission(sp: Spooler, msg: dict[str, Any], words: list[str], conn: Connec
         snapshot=v.optional_str(msg, "snapshot", 4096),
         snapshot_info=v.optional_str(msg, "snapshot_info", 4096),
     )
-    fds = conn.take_fds()
-    if v.flag(msg, "foreground") and not sub.store_output and len(fds) == 2:
-        sub.terminal_fds = (fds[0], fds[1])
-    else:
-        for fd in fds:
-            os.close(fd)
     return sub
+
+
+def _close(fds: tuple[int, int] | None) -> None:
+    for fd in set(fds or ()):
+        os.close(fd)
 
 
 def _items(msg: dict[str, Any]) -> list[tuple[list[str], dict[str, Any] | None, str | None]]:
@@ -116,15 +115,30 @@ def submit(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
     items = _items(msg)
     single = "items" not in msg and "batch" not in msg
     first_command, first_args, first_marker = items[0]
-    template = _submission(sp, msg, first_command, conn)
+    template = _submission(sp, msg, first_command)
     template.args, template.skip_if_exists = first_args, first_marker
+    foreground = v.flag(msg, "foreground")
+    if foreground and not single:
+        raise v.bad("-f waits for one job: it cannot go with a batch or a sweep")
     if single:
+        # ts -nf: the job writes to the client's terminal.  The descriptors are taken only
+        # now, and closed on any refusal, so a refused request never holds the terminal open.
+        fds = conn.take_fds()
+        if foreground and not template.store_output and len(fds) == 2:
+            template.terminal_fds = (fds[0], fds[1])
+        else:
+            for fd in fds:
+                os.close(fd)
         try:
             job = sp.submit(template, now)
         except RequestError as exc:
             if exc.code != "queue_full" or v.flag(msg, "no_block"):
+                _close(template.terminal_fds)
                 raise
             return _submit_when_there_is_room(sp, template, conn)
+        except BaseException:
+            _close(template.terminal_fds)
+            raise
         if v.flag(msg, "foreground"):
             # -f: a second reply follows when the job ends; registered now, so it cannot be missed.
             add_waiter(sp, job.id, conn)
@@ -149,12 +163,14 @@ def _submit_when_there_is_room(sp: Spooler, sub: Submission, conn: Connection) -
 
     def admit() -> bool:
         if conn.closed:
+            _close(sub.terminal_fds)
             return True  # the submitter gave up: nothing to queue
         try:
             job = sp.submit(sub, time.time())
         except RequestError as exc:
             if exc.code == "queue_full":
                 return False
+            _close(sub.terminal_fds)
             conn.reply_deferred(protocol.error_reply(exc.code, str(exc)))
             return True
         conn.reply_deferred({"ok": True, "id": job.id})
