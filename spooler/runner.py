@@ -1,14 +1,13 @@
-"""Start jobs as their own sessions under a small supervising process, and kill them.
+"""Supervise one job: the *shim*, a small process between the spooler and the job.
 
-The daemon forks a *shim* per job.  The shim starts its own session, spawns the job (its own
-process group, stdin from /dev/null, output to the log), reports the job's pid to the daemon
-through a pipe, waits for the job and writes its wait status to ``<runs>/<id>.status``.  The
-daemon learns that the job ended when the shim, its child, exits.
+The shim starts its own session, spawns the job (its own process group too, stdin from
+/dev/null, output to the log), reports the job's pid, waits for it, writes its wait status to
+``<runs>/<id>.status`` and reports that too.  Shims are forked by the launcher process
+(``spooler.daemon.launcher``), never by the daemon itself.
 
 Why a shim rather than spawning the job directly: the job must outlive the daemon (a crash or
 ``kill -9`` of the daemon leaves it running), and someone must still collect its exit status
-then.  The shim is a fork of the daemon, so it costs no interpreter start-up, and it spawns the
-job with ``posix_spawn`` (vfork-fast whatever the daemon's size).
+then.  The next daemon reads the status file, or adopts the shim while it still runs.
 """
 
 from __future__ import annotations
@@ -16,12 +15,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import gc
 import os
 import select
 import shutil
 import signal
-import struct
+import socket
 import time
 import zlib
 from dataclasses import dataclass
@@ -29,7 +27,6 @@ from typing import Any
 
 import msgpack
 
-_PID = struct.Struct(">i")
 _PR_SET_NAME = 15
 try:  # loaded once in the daemon, so naming a shim costs nothing
     _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
@@ -40,21 +37,26 @@ _JOB_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, si
 
 @dataclass
 class Launch:
+    """What the shim needs to start one job; its output descriptors travel beside it."""
+
     job_id: int
     argv: list[str]
     shell: bool
     cwd: str
     env: dict[str, str]
-    stdout_fd: int  # where the job's stdout goes (a log file, /dev/null, a client's terminal)
-    stderr_fd: int
     status_path: str
-    compress: bool = False  # -z: gzip what goes to stdout_fd (and stderr_fd when it is the same)
+    compress: bool = False  # -z: gzip stdout (and stderr when it goes to the same place)
 
+    def to_wire(self) -> bytes:
+        data: bytes = msgpack.packb(
+            [self.job_id, self.argv, self.shell, self.cwd, self.env, self.status_path, self.compress]
+        )
+        return data
 
-@dataclass
-class Started:
-    shim_pid: int
-    job_pid: int  # 0 when the command could not be started (the status file says why)
+    @classmethod
+    def from_wire(cls, data: bytes) -> Launch:
+        job_id, argv, shell, cwd, env, status, compress = msgpack.unpackb(data, raw=False)
+        return cls(int(job_id), list(argv), bool(shell), str(cwd), dict(env), str(status), bool(compress))
 
 
 def status_path(runs_dir: str, job_id: int) -> str:
@@ -67,50 +69,10 @@ def job_argv(command: list[str], shell: bool) -> list[str]:
     return list(command)
 
 
-def launch(spec: Launch) -> Started:
-    """Fork the shim for one job; returns once the job has been exec'd (or failed to be)."""
-    read_end, write_end = os.pipe()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # a collection in the child would touch (and copy) every page
-    try:
-        pid = os.fork()
-    except BaseException:
-        os.close(read_end)
-        os.close(write_end)
-        raise
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    if pid == 0:  # the shim
-        code = 70
-        try:
-            os.close(read_end)
-            code = _shim(spec, write_end)
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    try:
-        job_pid = _read_pid(read_end)
-    finally:
-        os.close(read_end)
-    return Started(shim_pid=pid, job_pid=job_pid)
-
-
-def _read_pid(fd: int) -> int:
-    data = b""
-    deadline = time.monotonic() + 30
-    while len(data) < _PID.size:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return 0
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            return 0
-        chunk = os.read(fd, _PID.size - len(data))
-        if not chunk:
-            return 0
-        data += chunk
-    return int(_PID.unpack(data)[0])
+def name_process(name: bytes) -> None:
+    """What ps and top show for this process (its comm), instead of the parent's name."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_NAME, name, 0, 0, 0)
 
 
 def _close_fds_except(keep: set[int]) -> None:
@@ -121,24 +83,23 @@ def _close_fds_except(keep: set[int]) -> None:
                 os.close(fd)
 
 
-def _shim(spec: Launch, pid_pipe: int) -> int:
-    """Body of the supervising process.  Never returns into the daemon's code."""
+def run_shim(spec: Launch, stdout_fd: int, stderr_fd: int, notify: socket.socket) -> int:
+    """Body of the supervising process.  Reports ``started`` and ``ended`` on ``notify``."""
     signal.set_wakeup_fd(-1)
-    if _LIBC is not None:  # ps and top show "ts-shim", not a second daemon
-        _LIBC.prctl(_PR_SET_NAME, b"ts-shim", 0, 0, 0)
+    name_process(b"ts-shim")
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     os.setsid()
-    _close_fds_except({spec.stdout_fd, spec.stderr_fd, pid_pipe})
+    _close_fds_except({stdout_fd, stderr_fd, notify.fileno()})
     job_pid = 0
     error = ""
     wait_status = 127 << 8
-    out, err = spec.stdout_fd, spec.stderr_fd
+    out, err = stdout_fd, stderr_fd
     if spec.compress:
         pipe_read, out = os.pipe()
-        err = out if spec.stderr_fd == spec.stdout_fd else spec.stderr_fd
+        err = out if stderr_fd == stdout_fd else stderr_fd
     try:
         os.chdir(spec.cwd)
         argv = job_argv(spec.argv, spec.shell)
@@ -168,16 +129,14 @@ def _shim(spec: Launch, pid_pipe: int) -> int:
             wait_status = 126 << 8
         with contextlib.suppress(OSError):
             os.write(err, (error + "\n").encode())
-    with contextlib.suppress(OSError):
-        os.write(pid_pipe, _PID.pack(job_pid))
-        os.close(pid_pipe)
+    tell(notify, ["started", spec.job_id, os.getpid(), job_pid])
     if spec.compress:
         os.close(out)
-        _compress(pipe_read, spec.stdout_fd)
+        _compress(pipe_read, stdout_fd)
     if job_pid:
-        os.close(spec.stdout_fd)
-        if spec.stderr_fd != spec.stdout_fd:
-            os.close(spec.stderr_fd)
+        os.close(stdout_fd)
+        if stderr_fd != stdout_fd:
+            os.close(stderr_fd)
         while True:
             try:
                 _, wait_status = os.waitpid(job_pid, 0)
@@ -185,8 +144,16 @@ def _shim(spec: Launch, pid_pipe: int) -> int:
             except ChildProcessError:
                 wait_status = 255 << 8
                 break
-    write_status(spec.status_path, wait_status, error)
+    end = time.time()
+    write_status(spec.status_path, wait_status, error, end)
+    tell(notify, ["ended", spec.job_id, os.getpid(), wait_status, error, end])
     return 0
+
+
+def tell(notify: socket.socket, message: list[Any]) -> None:
+    """One datagram to the daemon; it may be gone, and then the status file speaks for us."""
+    with contextlib.suppress(OSError):
+        notify.send(msgpack.packb(message))
 
 
 def _compress(source: int, target: int) -> None:
@@ -222,8 +189,8 @@ def _write_all(fd: int, data: bytes) -> None:
             return  # a full disk loses output, never the job's exit status
 
 
-def write_status(path: str, wait_status: int, error: str = "") -> None:
-    data: bytes = msgpack.packb({"status": wait_status, "error": error, "end": time.time()})
+def write_status(path: str, wait_status: int, error: str = "", end: float | None = None) -> None:
+    data: bytes = msgpack.packb({"status": wait_status, "error": error, "end": end or time.time()})
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(data)

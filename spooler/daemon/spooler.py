@@ -30,6 +30,7 @@ from spooler.daemon.errors import RequestError
 from spooler.daemon.gpus import GpuManager
 from spooler.daemon.hooks import Helpers, find_sendmail
 from spooler.daemon.jobqueue import JobQueue
+from spooler.daemon.launcher import Launcher
 from spooler.daemon.recovery import Adoption
 from spooler.jobs import Job, JobState
 from spooler.store import Loaded, Store
@@ -85,7 +86,6 @@ class Spooler:
         self.last_added: int | None = None
         self.last_run: int | None = None
         self.busy_slots = 0
-        self.children: dict[int, Job] = {}  # shim pid -> running job started by this daemon
         self.running: dict[int, Job] = {}  # job id -> every running job, adopted ones included
         self.done_order: OrderedDict[int, None] = OrderedDict()  # ended ids, oldest first (TS_MAXFINISHED)
         self.waiters: dict[int, list[Waiter]] = {}
@@ -96,6 +96,9 @@ class Spooler:
         self.space_waiters: deque[Callable[[], bool]] = deque()  # submitters blocked on a full queue
         self._kicked = False
         self.adoption = Adoption(loop, self._adopted_exited)  # jobs started by an earlier daemon
+        self._adopted_ids: set[int] = set()
+        self.launcher = Launcher(loop, self._note)
+        self.pending_kills: dict[int, int] = {}  # job id -> signal, for jobs whose pid is not known yet
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -130,6 +133,7 @@ class Spooler:
         self.store.open()
         for job in [j for j in self.jobs.values() if j.state is JobState.RUNNING]:
             self._recover(job)
+        self.launcher.start()
         self.compact()
 
     def snapshot(self) -> Loaded:
@@ -286,7 +290,9 @@ class Spooler:
             self._allocating(job, reason, now)
         for job, gpus in decisions.start:
             self._start(job, now, gpus)
-        self.gpu.poll(any(j.state is JobState.ALLOCATING for j in self.queue), self.kick)
+        # Poll NVML only while a job waits for GPUs (a pass that stopped short of one is re-run
+        # when a slot frees, so it is not forgotten).  Not a scan of the queue: cost stays flat.
+        self.gpu.poll(bool(decisions.allocating), self.kick)
         while self.space_waiters and self.space_waiters[0]():
             self.space_waiters.popleft()
 
@@ -328,26 +334,16 @@ class Spooler:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         spec = runner.Launch(
-            job.id,
-            job.command,
-            job.shell,
-            job.cwd,
-            env,
-            out,
-            err,
-            path,
-            compress=job.gzip and job.store_output,
+            job.id, job.command, job.shell, job.cwd, env, path, compress=job.gzip and job.store_output
         )
         try:
-            started = runner.launch(spec)
+            self.launcher.launch(spec, out, err)
         finally:
             os.close(out)
             if err != out:
                 os.close(err)
         job.transition(JobState.RUNNING, now)
-        job.pid = started.job_pid or None
-        job.shim_pid = started.shim_pid
-        self.children[started.shim_pid] = job
+        job.pid = job.shim_pid = None  # known when the shim reports in
         self.running[job.id] = job
         self.busy_slots += job.slots
         self.last_run = job.id
@@ -363,16 +359,12 @@ class Spooler:
         """SIGCHLD: collect every child that has exited."""
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            job = self.children.pop(pid, None)
-            if job is not None:
-                self._shim_exited(job, status)
-            else:
-                self.helpers.reaped(pid)
+            self.helpers.reaped(pid)
 
     def _collect(self, job: Job) -> dict[str, Any] | None:
         """The exit status the job's shim recorded (and removes), or None if it recorded none."""
@@ -386,13 +378,30 @@ class Spooler:
         code, sig = runner.decode_wait_status(int(record.get("status", 255 << 8)))
         self._finish(job, code, sig, str(record.get("error") or ""), record.get("end"))
 
-    def _shim_exited(self, job: Job, shim_status: int) -> None:
-        record = self._collect(job)
-        if record is None:
-            code, sig = runner.decode_wait_status(shim_status)
-            self._finish(job, None, None, f"the supervising process ended unexpectedly ({code or sig})")
-        else:
-            self._finish_recorded(job, record)
+    def _note(self, note: list[Any]) -> None:
+        """A report from the launcher or a shim (see spooler.daemon.launcher)."""
+        kind, job_id, shim_pid = note[0], note[1], note[2]
+        job = self.running.get(job_id)
+        if job is None or job.shim_pid not in (None, shim_pid) or job.id in self._adopted_ids:
+            return  # an earlier attempt's late report, or a job adopted from an earlier daemon
+        if kind == "started":
+            job.shim_pid, job.pid = shim_pid, note[3] or None
+            self.record(job)  # where the next daemon finds it if this one dies
+            sig = self.pending_kills.pop(job.id, None)
+            if sig is not None and job.pid:
+                self._signal(job, sig)
+        elif kind == "ended":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(runner.status_path(self.runs_dir, job.id))
+            code, sig = runner.decode_wait_status(int(note[3]))
+            self._finish(job, code, sig, str(note[4] or ""), float(note[5]))
+        elif kind == "reaped":  # the shim died without reporting the end
+            record = self._collect(job)
+            if record is not None:
+                self._finish_recorded(job, record)
+            else:
+                code, sig = runner.decode_wait_status(int(note[3]))
+                self._finish(job, None, None, f"its supervising process ended unexpectedly ({code or sig})")
 
     def _finish(
         self, job: Job, code: int | None, sig: int | None, reason: str, end: float | None = None
@@ -504,6 +513,8 @@ class Spooler:
             self.busy_slots += job.slots
             if record is not None:
                 self._finish_recorded(job, record)
+            else:
+                self._adopted_ids.add(job.id)
             return
         job.transition(JobState.LOST, time.time())
         job.reason = "was running when the daemon stopped, and its exit status was never recorded"
@@ -511,6 +522,7 @@ class Spooler:
         self.done_order[job.id] = None
 
     def _adopted_exited(self, job_id: int) -> None:
+        self._adopted_ids.discard(job_id)
         job = self.jobs.get(job_id)
         if job is None or job.state is not JobState.RUNNING:
             return
@@ -564,12 +576,20 @@ class Spooler:
         if job.state is not JobState.RUNNING:
             raise RequestError("invalid", f"job {job.id} is not running (it is {job.state.value})")
         job.killed = True  # a job the user killed is not retried
-        if not job.pid or not runner.kill_group(job.pid, sig):
+        if job.shim_pid is None:  # just launched: signalled as soon as its shim reports its pid
+            self.pending_kills[job.id] = sig
+            return
+        if not job.pid or not self._signal(job, sig):
             raise RequestError("invalid", f"job {job.id} has no process left to signal")
+
+    def _signal(self, job: Job, sig: int) -> bool:
+        if not job.pid or not runner.kill_group(job.pid, sig):
+            return False
         if sig != signal.SIGKILL:
             # Whatever ignores the signal, or outlives the job in its process group, is killed
             # after the grace period: nothing of a killed job survives.
             self.loop.call_later(self.config.kill_grace, runner.kill_group, job.pid, signal.SIGKILL)
+        return True
 
     def clear_finished(self) -> int:
         done = [j for j in self.jobs.values() if j.state.is_done]
@@ -613,6 +633,7 @@ class Spooler:
     def shutdown_jobs(self) -> None:
         """Stop adopting: running jobs keep running in their own sessions."""
         self.adoption.close()
+        self.launcher.close()
         self.gpu.close()
 
 

@@ -1,0 +1,230 @@
+"""The launcher: a small process that forks the job shims, so the daemon never forks itself.
+
+Forking the daemon for every job cost about 2 ms and grew with the job list (its pages must
+be mapped into the child), and the daemon sat blocked until the job's pid came back.  Instead
+the daemon sends each launch to this process, which is started once, stays small, and forks a
+shim per job on the other core while the daemon goes on serving.  Reports come back as
+datagrams on a second socket that the launcher and every shim share:
+
+- ``["started", job id, shim pid, job pid]`` from a shim once the job is exec'd (pid 0: failed);
+- ``["ended", job id, shim pid, wait status, error, end time]`` from a shim when the job ends;
+- ``["reaped", job id, shim pid, shim wait status]`` from the launcher when a shim has exited,
+  which catches a shim that died without saying ``ended``.
+
+When the daemon goes away the launcher exits; its shims carry on and leave status files.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from spooler import runner
+
+log = logging.getLogger("spooler")
+
+_HEADER = struct.Struct(">I")
+_FD_SPACE = socket.CMSG_SPACE(2 * array.array("i").itemsize)
+_NOTE_SIZE = 64 * 1024
+_BUFFER = 4 * 1024 * 1024
+
+
+class Launcher:
+    """The daemon's handle on the launcher process."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_note: Callable[[list[Any]], None]) -> None:
+        self.loop = loop
+        self.on_note = on_note
+        self.pid = 0
+        self.requests: socket.socket | None = None
+        self.notes: socket.socket | None = None
+        self.closing = False
+
+    def start(self) -> None:
+        requests, requests_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        notes, notes_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        for sock in (notes, notes_child):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
+        argv = [sys.executable, "-m", "spooler.daemon.launcher", str(requests_child.fileno())]
+        argv.append(str(notes_child.fileno()))
+        for sock in (requests_child, notes_child):
+            os.set_inheritable(sock.fileno(), True)
+        try:
+            self.pid = os.posix_spawn(sys.executable, argv, dict(os.environ))
+        finally:
+            requests_child.close()
+            notes_child.close()
+        self.requests, self.notes = requests, notes
+        notes.setblocking(False)
+        self.loop.add_reader(notes.fileno(), self._read_notes)
+        # The launcher never writes on the request socket: readable means it has gone.
+        self.loop.add_reader(requests.fileno(), self._gone)
+
+    def launch(self, spec: runner.Launch, stdout_fd: int, stderr_fd: int) -> None:
+        body = spec.to_wire()
+        frame = _HEADER.pack(len(body)) + body
+        # One descriptor when both streams share it: received apart, two copies would look like
+        # two destinations (and -z would compress only one of them).
+        fds = array.array("i", [stdout_fd] if stderr_fd == stdout_fd else [stdout_fd, stderr_fd]).tobytes()
+        for attempt in (1, 2):
+            assert self.requests is not None
+            try:
+                sent = self.requests.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+                self.requests.sendall(frame[sent:])
+                return
+            except OSError:
+                if attempt == 2:
+                    raise
+                log.warning("the launcher is gone; starting a new one")
+                self._restart()
+
+    def _read_notes(self) -> None:
+        assert self.notes is not None
+        while True:
+            try:
+                data = self.notes.recv(_NOTE_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            try:
+                note = msgpack.unpackb(data, raw=False)
+            except Exception:
+                log.warning("ignored an unreadable report from a shim")
+                continue
+            if isinstance(note, list) and note:
+                self.on_note(note)
+
+    def _gone(self) -> None:
+        if not self.closing:
+            log.warning("the launcher (pid %d) exited; starting a new one", self.pid)
+            self._restart()
+
+    def _restart(self) -> None:
+        self._close_sockets()
+        self._reap()
+        self.start()
+
+    def _reap(self) -> None:
+        if self.pid:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, os.WNOHANG)
+
+    def _close_sockets(self) -> None:
+        for sock in (self.requests, self.notes):
+            if sock is not None:
+                self.loop.remove_reader(sock.fileno())
+                sock.close()
+        self.requests = self.notes = None
+
+    def close(self) -> None:
+        """Stop the launcher (closing its request socket); running shims are not touched."""
+        self.closing = True
+        if self.requests is not None:
+            self._read_notes_quietly()
+        self._close_sockets()
+
+    def _read_notes_quietly(self) -> None:
+        with contextlib.suppress(OSError):
+            self._read_notes()
+
+
+# -- the launcher process ---------------------------------------------------------------------
+
+
+def _receive(sock: socket.socket) -> tuple[bytes, list[int]] | None:
+    """One launch request and the descriptors sent with it; None when the daemon has gone."""
+    header, ancdata, _, _ = sock.recvmsg(_HEADER.size, _FD_SPACE)
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            got = array.array("i")
+            got.frombytes(payload[: len(payload) - len(payload) % got.itemsize])
+            fds.extend(got)
+    while header and len(header) < _HEADER.size:
+        more = sock.recv(_HEADER.size - len(header))
+        if not more:
+            return None
+        header += more
+    if not header:
+        return None
+    (length,) = _HEADER.unpack(header)
+    body = bytearray()
+    while len(body) < length:
+        chunk = sock.recv(min(length - len(body), 1 << 20))
+        if not chunk:
+            return None
+        body += chunk
+    return bytes(body), fds
+
+
+def serve(requests: socket.socket, notes: socket.socket) -> None:
+    runner.name_process(b"ts-launcher")
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the select below
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)  # the daemon decides when we stop: by going away
+    shims: dict[int, int] = {}  # shim pid -> job id
+    while True:
+        ready, _, _ = select.select([requests.fileno(), wake_read], [], [])
+        if wake_read in ready:
+            os.read(wake_read, 4096)
+        while shims:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            runner.tell(notes, ["reaped", shims.pop(pid, -1), pid, status])
+        if requests.fileno() not in ready:
+            continue
+        received = _receive(requests)
+        if received is None:
+            return  # the daemon has gone: exit; the shims carry on by themselves
+        body, fds = received
+        try:
+            spec = runner.Launch.from_wire(body)
+            out, err = fds if len(fds) == 2 else (fds[0], fds[0])
+        except Exception:
+            for fd in fds:
+                os.close(fd)
+            continue
+        pid = os.fork()
+        if pid == 0:
+            code = 70
+            try:
+                signal.set_wakeup_fd(-1)
+                os.close(wake_read)
+                os.close(wake_write)
+                requests.close()
+                code = runner.run_shim(spec, out, err, notes)
+            finally:
+                os._exit(code)
+        shims[pid] = spec.job_id
+        for fd in set(fds):
+            os.close(fd)
+
+
+def main() -> None:
+    requests = socket.socket(fileno=int(sys.argv[1]))
+    notes = socket.socket(fileno=int(sys.argv[2]))
+    os.set_inheritable(requests.fileno(), False)
+    os.set_inheritable(notes.fileno(), False)
+    serve(requests, notes)
+
+
+if __name__ == "__main__":
+    main()
