@@ -1,13 +1,12 @@
-"""Supervise one job: the *shim*, a small process between the spooler and the job.
+"""Starting one job, and the shim that supervises a ``-z`` job.
 
-The shim starts its own session, spawns the job (its own process group too, stdin from
-/dev/null, output to the log), reports the job's pid, waits for it, writes its wait status to
-``<runs>/<id>.status`` and reports that too.  Shims are forked by the launcher process
-(``spooler.daemon.launcher``), never by the daemon itself.
+A job runs in its own session and process group, with stdin from /dev/null and its output in the
+log.  The launcher (``spooler.daemon.launcher``) spawns it and is its parent.  A job whose output
+is gzipped needs a process to compress the output as it comes: its *shim*, forked by the
+launcher, which spawns the job, compresses, waits, and reports like the launcher does.
 
-Why a shim rather than spawning the job directly: the job must outlive the daemon (a crash or
-``kill -9`` of the daemon leaves it running), and someone must still collect its exit status
-then.  The next daemon reads the status file, or adopts the shim while it still runs.
+Either way the job's wait status is written to ``<runs>/<id>.status`` before it is reported, so
+a daemon that died meanwhile leaves nothing unknown: the next one reads the file.
 """
 
 from __future__ import annotations
@@ -93,42 +92,11 @@ def run_shim(spec: Launch, stdout_fd: int, stderr_fd: int, notify: socket.socket
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     os.setsid()
     _close_fds_except({stdout_fd, stderr_fd, notify.fileno()})
-    job_pid = 0
-    error = ""
-    wait_status = 127 << 8
     out, err = stdout_fd, stderr_fd
     if spec.compress:
         pipe_read, out = os.pipe()
         err = out if stderr_fd == stdout_fd else stderr_fd
-    try:
-        os.chdir(spec.cwd)
-        argv = job_argv(spec.argv, spec.shell)
-        program = argv[0]
-        if "/" not in program:
-            found = shutil.which(program, path=spec.env.get("PATH", os.defpath))
-            if found is None:
-                raise FileNotFoundError(errno.ENOENT, "command not found", program)
-            program = found
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        job_pid = os.posix_spawn(
-            program,
-            argv,
-            spec.env,
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, devnull, 0),
-                (os.POSIX_SPAWN_DUP2, out, 1),
-                (os.POSIX_SPAWN_DUP2, err, 2),
-            ],
-            setsid=True,
-            setsigdef=_JOB_SIGNALS,
-        )
-        os.close(devnull)
-    except OSError as exc:
-        error = f"ts: cannot run {spec.argv[0]!r}: {exc.strerror or exc}"
-        if exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR):
-            wait_status = 126 << 8
-        with contextlib.suppress(OSError):
-            os.write(err, (error + "\n").encode())
+    job_pid, error, wait_status = spawn_job(spec, out, err)
     tell(notify, ["started", spec.job_id, os.getpid(), job_pid])
     if spec.compress:
         os.close(out)
@@ -148,6 +116,45 @@ def run_shim(spec: Launch, stdout_fd: int, stderr_fd: int, notify: socket.socket
     write_status(spec.status_path, wait_status, error, end)
     tell(notify, ["ended", spec.job_id, os.getpid(), wait_status, error, end])
     return 0
+
+
+def spawn_job(spec: Launch, out: int, err: int) -> tuple[int, str, int]:
+    """Start the job in its own session; (pid, "", 0), or (0, why, wait status) if it cannot.
+
+    Changes the working directory of the calling process to the job's.
+    """
+    try:
+        os.chdir(spec.cwd)
+        argv = job_argv(spec.argv, spec.shell)
+        program = argv[0]
+        if "/" not in program:
+            found = shutil.which(program, path=spec.env.get("PATH", os.defpath))
+            if found is None:
+                raise FileNotFoundError(errno.ENOENT, "command not found", program)
+            program = found
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        try:
+            pid = os.posix_spawn(
+                program,
+                argv,
+                spec.env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, devnull, 0),
+                    (os.POSIX_SPAWN_DUP2, out, 1),
+                    (os.POSIX_SPAWN_DUP2, err, 2),
+                ],
+                setsid=True,
+                setsigdef=_JOB_SIGNALS,
+            )
+        finally:
+            os.close(devnull)
+        return pid, "", 0
+    except OSError as exc:
+        error = f"ts: cannot run {spec.argv[0]!r}: {exc.strerror or exc}"
+        status = (126 if exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR) else 127) << 8
+        with contextlib.suppress(OSError):
+            os.write(err, (error + "\n").encode())
+        return 0, error, status
 
 
 def tell(notify: socket.socket, message: list[Any]) -> None:

@@ -180,3 +180,31 @@ def test_reset_drops_the_list_and_stops_the_daemon(spool: Spool) -> None:
     assert [j["state"] for j in remaining] == ["running"]  # only the running job is kept
     assert spool.submit("true") == queued + 1 and done < queued
     gate.touch()
+
+
+def launcher_pid(spool: Spool) -> int:
+    import psutil
+
+    daemon = spool.daemon_pid()
+    assert daemon is not None
+    children = [p for p in psutil.Process(daemon).children() if p.name() == "ts-launcher"]
+    assert len(children) == 1
+    return int(children[0].pid)
+
+
+def test_a_dead_launcher_is_replaced_and_its_jobs_are_not_forgotten(spool: Spool) -> None:
+    spool.ts("-S", "2")
+    gate = spool.root / "gate"
+    orphan = spool.submit("sh", "-c", f"until [ -e {gate} ]; do sleep 0.02; done")
+    spool.wait_state(orphan, "running")
+    old = launcher_pid(spool)
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: not _alive(old), what="the launcher to die")
+    # A new launcher runs new jobs ...
+    assert spool.run("-f", "sh", "-c", "exit 5").returncode == 5
+    assert launcher_pid(spool) != old
+    # ... and the orphan, whose exit status nobody can collect now, ends as lost, not running.
+    assert spool.job(orphan)["state"] == "running"
+    gate.touch()
+    record = spool.wait_state(orphan, "lost")
+    assert "exit status" in record["reason"]

@@ -1,17 +1,23 @@
-"""The launcher: a small process that forks the job shims, so the daemon never forks itself.
+"""The launcher: a small process that starts the jobs, so the daemon never forks itself.
 
-Forking the daemon for every job cost about 2 ms and grew with the job list (its pages must
-be mapped into the child), and the daemon sat blocked until the job's pid came back.  Instead
-the daemon sends each launch to this process, which is started once, stays small, and forks a
-shim per job on the other core while the daemon goes on serving.  Reports come back as
-datagrams on a second socket that the launcher and every shim share:
+Forking the daemon for every job cost about 2 ms and grew with the job list, and the daemon sat
+blocked until the job's pid came back.  Instead the daemon sends each launch to this process,
+started once and kept small, which spawns the job (``posix_spawn``: its own session, output to
+the log) on the other core while the daemon goes on serving.  The launcher is the job's parent:
+it collects the exit status, writes it to the job's status file, and reports.  A ``-z`` job gets
+a shim of its own (see ``spooler.runner``), which compresses its output as it comes.
 
-- ``["started", job id, shim pid, job pid]`` from a shim once the job is exec'd (pid 0: failed);
-- ``["ended", job id, shim pid, wait status, error, end time]`` from a shim when the job ends;
-- ``["reaped", job id, shim pid, shim wait status]`` from the launcher when a shim has exited,
-  which catches a shim that died without saying ``ended``.
+Reports are datagrams on a socket that the launcher and the shims share:
 
-When the daemon goes away the launcher exits; its shims carry on and leave status files.
+- ``["started", job id, watched pid, job pid]`` once the job is exec'd (pids 0: it could not be);
+- ``["ended", job id, watched pid, wait status, error, end time]`` when the job has ended;
+- ``["reaped", job id, shim pid, shim wait status]`` when a shim has exited, which catches a shim
+  that died without saying ``ended``.
+
+The watched pid is the process whose end the daemon waits for: the job itself, or its shim.
+
+When the daemon goes away the launcher stops taking requests but stays until its jobs have
+ended, writing each one's status file for the next daemon, which adopts the jobs meanwhile.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,9 +51,15 @@ _BUFFER = 4 * 1024 * 1024
 class Launcher:
     """The daemon's handle on the launcher process."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_note: Callable[[list[Any]], None]) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_note: Callable[[list[Any]], None],
+        on_lost: Callable[[], None],
+    ) -> None:
         self.loop = loop
         self.on_note = on_note
+        self.on_lost = on_lost  # the launcher died: its jobs' ends will not be reported
         self.pid = 0
         self.requests: socket.socket | None = None
         self.notes: socket.socket | None = None
@@ -111,9 +124,11 @@ class Launcher:
             self._restart()
 
     def _restart(self) -> None:
+        self._read_notes_quietly()  # what it said before it went
         self._close_sockets()
         self._reap()
         self.start()
+        self.on_lost()
 
     def _reap(self) -> None:
         if self.pid:
@@ -176,24 +191,21 @@ def serve(requests: socket.socket, notes: socket.socket) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the select below
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)  # the daemon decides when we stop: by going away
-    shims: dict[int, int] = {}  # shim pid -> job id
-    while True:
-        ready, _, _ = select.select([requests.fileno(), wake_read], [], [])
+    jobs: dict[int, runner.Launch] = {}  # pid of a job we spawned -> its launch
+    shims: dict[int, int] = {}  # pid of a shim we forked -> its job id
+    daemon_gone = False
+    while not daemon_gone or jobs:
+        watched = [wake_read] if daemon_gone else [requests.fileno(), wake_read]
+        ready, _, _ = select.select(watched, [], [])
         if wake_read in ready:
             os.read(wake_read, 4096)
-        while shims:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            runner.tell(notes, ["reaped", shims.pop(pid, -1), pid, status])
-        if requests.fileno() not in ready:
+        _reap(jobs, shims, notes)
+        if daemon_gone or requests.fileno() not in ready:
             continue
         received = _receive(requests)
         if received is None:
-            return  # the daemon has gone: exit; the shims carry on by themselves
+            daemon_gone = True  # our jobs keep running; we record their ends, then exit
+            continue
         body, fds = received
         try:
             spec = runner.Launch.from_wire(body)
@@ -202,20 +214,67 @@ def serve(requests: socket.socket, notes: socket.socket) -> None:
             for fd in fds:
                 os.close(fd)
             continue
-        pid = os.fork()
-        if pid == 0:
-            code = 70
-            try:
-                signal.set_wakeup_fd(-1)
-                os.close(wake_read)
-                os.close(wake_write)
-                requests.close()
-                code = runner.run_shim(spec, out, err, notes)
-            finally:
-                os._exit(code)
-        shims[pid] = spec.job_id
+        if spec.compress:
+            _fork_shim(spec, out, err, notes, shims, (wake_read, wake_write, requests.fileno()))
+        else:
+            _spawn(spec, out, err, notes, jobs)
         for fd in set(fds):
             os.close(fd)
+
+
+def _spawn(
+    spec: runner.Launch, out: int, err: int, notes: socket.socket, jobs: dict[int, runner.Launch]
+) -> None:
+    """Start the job ourselves: no process of ours stands between us and it."""
+    pid, error, status = runner.spawn_job(spec, out, err)
+    os.chdir("/")  # hold no job's directory
+    if pid:
+        jobs[pid] = spec
+        runner.tell(notes, ["started", spec.job_id, pid, pid])
+        return
+    end = time.time()
+    runner.write_status(spec.status_path, status, error, end)
+    runner.tell(notes, ["started", spec.job_id, 0, 0])
+    runner.tell(notes, ["ended", spec.job_id, 0, status, error, end])
+
+
+def _fork_shim(
+    spec: runner.Launch,
+    out: int,
+    err: int,
+    notes: socket.socket,
+    shims: dict[int, int],
+    ours: tuple[int, ...],
+) -> None:
+    """-z: a shim of its own compresses the job's output while it runs."""
+    pid = os.fork()
+    if pid == 0:
+        code = 70
+        try:
+            for fd in ours:
+                os.close(fd)
+            code = runner.run_shim(spec, out, err, notes)
+        finally:
+            os._exit(code)
+    shims[pid] = spec.job_id
+
+
+def _reap(jobs: dict[int, runner.Launch], shims: dict[int, int], notes: socket.socket) -> None:
+    while jobs or shims:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        spec = jobs.pop(pid, None)
+        if spec is not None:
+            # The status file first: it is what tells the next daemon, if this one is gone.
+            end = time.time()
+            runner.write_status(spec.status_path, status, "", end)
+            runner.tell(notes, ["ended", spec.job_id, pid, status, "", end])
+        else:
+            runner.tell(notes, ["reaped", shims.pop(pid, -1), pid, status])
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ log = logging.getLogger("spooler")
 
 Waiter = Callable[[Job | None], None]
 MAX_RESULT = 1024 * 1024  # bytes of $TS_RESULT_FILE kept with a job
+STATUS_WAIT_TRIES = 250  # 5 s in steps of 20 ms
 
 
 @dataclass
@@ -97,7 +98,7 @@ class Spooler:
         self._kicked = False
         self.adoption = Adoption(loop, self._adopted_exited)  # jobs started by an earlier daemon
         self._adopted_ids: set[int] = set()
-        self.launcher = Launcher(loop, self._note)
+        self.launcher = Launcher(loop, self._note, self._launcher_lost)
         self.pending_kills: dict[int, int] = {}  # job id -> signal, for jobs whose pid is not known yet
 
     # -- persistence ---------------------------------------------------------------------
@@ -521,12 +522,26 @@ class Spooler:
         self.record(job)
         self.done_order[job.id] = None
 
-    def _adopted_exited(self, job_id: int) -> None:
-        self._adopted_ids.discard(job_id)
+    def _launcher_lost(self) -> None:
+        """The launcher died (it should not): watch its orphaned jobs until they end."""
+        for job in list(self.running.values()):
+            if job.id not in self._adopted_ids:
+                self.running.pop(job.id)
+                self.busy_slots -= job.slots
+                self._recover(job)
+
+    def _adopted_exited(self, job_id: int, tries: int = 0) -> None:
         job = self.jobs.get(job_id)
         if job is None or job.state is not JobState.RUNNING:
+            self._adopted_ids.discard(job_id)
             return
         record = self._collect(job)
+        if record is None and tries < STATUS_WAIT_TRIES:
+            # The job's launcher (of an earlier daemon) writes the status file just after the
+            # job's end, which is what woke us: give it a moment.
+            self.loop.call_later(0.02, self._adopted_exited, job_id, tries + 1)
+            return
+        self._adopted_ids.discard(job_id)
         if record is not None:
             self._finish_recorded(job, record)
             return
