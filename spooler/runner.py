@@ -36,7 +36,7 @@ _JOB_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, si
 
 @dataclass
 class Launch:
-    """What the shim needs to start one job; its output descriptors travel beside it."""
+    """What it takes to start one job (descriptors passed by ``ts -nf`` travel beside it)."""
 
     job_id: int
     argv: list[str]
@@ -44,18 +44,55 @@ class Launch:
     cwd: str
     env: dict[str, str]
     status_path: str
+    result_path: str  # $TS_RESULT_FILE: removed before the job starts, so none is stale
+    stdout_path: str | None = None  # the log; None: /dev/null (or the descriptors passed)
+    stderr_path: str | None = None  # -E: stderr apart; None: with stdout
+    exclusive: bool = True  # a generated log name must be new; a -O name is truncated
     compress: bool = False  # -z: gzip stdout (and stderr when it goes to the same place)
 
     def to_wire(self) -> bytes:
         data: bytes = msgpack.packb(
-            [self.job_id, self.argv, self.shell, self.cwd, self.env, self.status_path, self.compress]
-        )
+            [
+                self.job_id, self.argv, self.shell, self.cwd, self.env, self.status_path, self.result_path,
+                self.stdout_path, self.stderr_path, self.exclusive, self.compress,
+            ]
+        )  # fmt: skip
         return data
 
     @classmethod
     def from_wire(cls, data: bytes) -> Launch:
-        job_id, argv, shell, cwd, env, status, compress = msgpack.unpackb(data, raw=False)
-        return cls(int(job_id), list(argv), bool(shell), str(cwd), dict(env), str(status), bool(compress))
+        fields = msgpack.unpackb(data, raw=False)
+        return cls(*fields)
+
+
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+
+
+def open_outputs(spec: Launch, passed: list[int]) -> tuple[int, int]:
+    """(stdout, stderr) for the job: the descriptors passed, the log files, or /dev/null.
+
+    Done by the launcher rather than the daemon: creating files is the slowest step of a start.
+    """
+    if passed:
+        return (passed[0], passed[-1])
+    if spec.stdout_path is None:
+        devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        return devnull, devnull
+    out = os.open(spec.stdout_path, _LOG_FLAGS | (os.O_EXCL if spec.exclusive else os.O_TRUNC), 0o600)
+    if spec.stderr_path is None:
+        return out, out
+    try:
+        return out, os.open(spec.stderr_path, _LOG_FLAGS | os.O_TRUNC, 0o600)
+    except OSError:
+        os.close(out)
+        raise
+
+
+def prepare(spec: Launch) -> None:
+    """Remove what an earlier run of the same job may have left."""
+    for path in (spec.status_path, spec.result_path):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def status_path(runs_dir: str, job_id: int) -> str:

@@ -1,4 +1,4 @@
-"""What a job is started with: its output files and its environment.
+"""What a job is started with: where its output goes and its environment.
 
 Kept apart from the job list so each rule (where output goes, which variables a job sees) is
 written once and can be read without the scheduling around it.
@@ -8,35 +8,29 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import time
 from collections.abc import Mapping
 
 from spooler.jobs import Job
+from spooler.runner import Launch
 
-_OPEN = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
+def place_output(spec: Launch, job: Job, logdir: str, terminal: bool) -> None:
+    """Where the job's output goes: sets the spec's paths and ``job.log_path``.
 
-def open_output(job: Job, logdir: str, terminal: tuple[int, int] | None) -> tuple[int, int]:
-    """(stdout, stderr) descriptors for the job; sets ``job.log_path`` when output is stored.
-
-    ``terminal``: the client's own stdout and stderr, passed by ``ts -nf``.
+    The launcher creates the files; a generated name (``ts-out.`` and 8 random hex digits) is
+    created exclusively, so it can never overwrite anything.
     """
-    if not job.store_output:
-        if terminal is not None:
-            return terminal
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        return devnull, devnull
-    if terminal is not None:
-        for fd in set(terminal):
-            os.close(fd)
+    if not job.store_output or terminal:
+        return  # /dev/null, or the terminal of ts -nf
     if job.log_name:
         path = os.path.join(logdir, job.log_name)
-        out = os.open(path, _OPEN, 0o600)
+        spec.exclusive = False
     else:
-        out, path = tempfile.mkstemp(prefix="ts-out.", suffix=".gz" if job.gzip else "", dir=logdir)
+        path = os.path.join(logdir, f"ts-out.{os.urandom(4).hex()}{'.gz' if job.gzip else ''}")
+    spec.stdout_path = path
+    spec.stderr_path = path + ".e" if job.stderr_apart else None
     job.log_path = path
-    err = os.open(path + ".e", _OPEN, 0o600) if job.stderr_apart else out
-    return out, err
 
 
 def environment(
@@ -82,9 +76,20 @@ def read_result(path: str, limit: int) -> tuple[object, str]:
         return None, "result file is not valid JSON: ignored"
 
 
+_last_check: dict[str, tuple[float, bool]] = {}
+
+
 def disk_full(path: str) -> bool:
+    """Is the file system of ``path`` full?  Asked at most once a second per directory."""
+    directory = os.path.dirname(path)
+    now = time.monotonic()
+    checked = _last_check.get(directory)
+    if checked is not None and now - checked[0] < 1.0:
+        return checked[1]
     try:
-        fs = os.statvfs(os.path.dirname(path))
+        fs = os.statvfs(directory)
+        full = fs.f_bavail == 0
     except OSError:
-        return False
-    return fs.f_bavail == 0
+        full = False
+    _last_check[directory] = (now, full)
+    return full

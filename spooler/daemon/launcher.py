@@ -85,16 +85,20 @@ class Launcher:
         # The launcher never writes on the request socket: readable means it has gone.
         self.loop.add_reader(requests.fileno(), self._gone)
 
-    def launch(self, spec: runner.Launch, stdout_fd: int, stderr_fd: int) -> None:
+    def launch(self, spec: runner.Launch, terminal: tuple[int, int] | None = None) -> None:
+        """Send one launch; ``terminal``: the client's stdout and stderr, for ``ts -nf``."""
         body = spec.to_wire()
         frame = _HEADER.pack(len(body)) + body
-        # One descriptor when both streams share it: received apart, two copies would look like
-        # two destinations (and -z would compress only one of them).
-        fds = array.array("i", [stdout_fd] if stderr_fd == stdout_fd else [stdout_fd, stderr_fd]).tobytes()
+        ancillary = []
+        if terminal is not None:
+            # One descriptor when both streams share it: received apart, two copies would look
+            # like two destinations.
+            fds = [terminal[0]] if terminal[0] == terminal[1] else list(terminal)
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
         for attempt in (1, 2):
             assert self.requests is not None
             try:
-                sent = self.requests.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+                sent = self.requests.sendmsg([frame], ancillary)
                 self.requests.sendall(frame[sent:])
                 return
             except OSError:
@@ -209,17 +213,26 @@ def serve(requests: socket.socket, notes: socket.socket) -> None:
         body, fds = received
         try:
             spec = runner.Launch.from_wire(body)
-            out, err = fds if len(fds) == 2 else (fds[0], fds[0])
         except Exception:
             for fd in fds:
                 os.close(fd)
             continue
-        if spec.compress:
-            _fork_shim(spec, out, err, notes, shims, (wake_read, wake_write, requests.fileno()))
-        else:
-            _spawn(spec, out, err, notes, jobs)
-        for fd in set(fds):
-            os.close(fd)
+        try:
+            runner.prepare(spec)
+            out, err = runner.open_outputs(spec, fds)
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            _report_failure(spec, f"ts: cannot create the log file {exc.filename}: {exc.strerror}", notes)
+            continue
+        try:
+            if spec.compress:
+                _fork_shim(spec, out, err, notes, shims, (wake_read, wake_write, requests.fileno()))
+            else:
+                _spawn(spec, out, err, notes, jobs)
+        finally:
+            for fd in {out, err}:  # the job (or its shim) has its own copies now
+                os.close(fd)
 
 
 def _spawn(
@@ -231,7 +244,12 @@ def _spawn(
     if pid:
         jobs[pid] = spec
         runner.tell(notes, ["started", spec.job_id, pid, pid])
-        return
+    else:
+        _report_failure(spec, error, notes, status)
+
+
+def _report_failure(spec: runner.Launch, error: str, notes: socket.socket, status: int = 127 << 8) -> None:
+    """The job could not start: it ends at once, with the reason."""
     end = time.time()
     runner.write_status(spec.status_path, status, error, end)
     runner.tell(notes, ["started", spec.job_id, 0, 0])

@@ -317,32 +317,26 @@ class Spooler:
             job.reason = f"{job.skip_if_exists} exists (--skip-if-exists)"
             self._ended(job)
             return
-        try:
-            out, err = launch.open_output(job, self.settings.logdir, self.terminal_fds.pop(job.id, None))
-        except OSError as exc:
-            job.transition(JobState.SKIPPED, now)
-            job.reason = f"could not create the log file in {self.settings.logdir}: {exc.strerror}"
-            self._ended(job)
-            return
         job.assigned_gpus = gpus
-        result_file = self._result_path(job)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(result_file)
-        env = launch.environment(
-            self.envs.get(job.env_key, {}), self.settings.env_overrides, job, result_file
-        )
-        path = runner.status_path(self.runs_dir, job.id)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        terminal = self.terminal_fds.pop(job.id, None)
         spec = runner.Launch(
-            job.id, job.command, job.shell, job.cwd, env, path, compress=job.gzip and job.store_output
+            job.id,
+            job.command,
+            job.shell,
+            job.cwd,
+            launch.environment(
+                self.envs.get(job.env_key, {}), self.settings.env_overrides, job, self._result_path(job)
+            ),
+            runner.status_path(self.runs_dir, job.id),
+            self._result_path(job),
+            compress=job.gzip and job.store_output,
         )
+        launch.place_output(spec, job, self.settings.logdir, terminal is not None)
         try:
-            self.launcher.launch(spec, out, err)
+            self.launcher.launch(spec, terminal)
         finally:
-            os.close(out)
-            if err != out:
-                os.close(err)
+            for fd in set(terminal or ()):
+                os.close(fd)
         job.transition(JobState.RUNNING, now)
         job.pid = job.shim_pid = None  # known when the shim reports in
         self.running[job.id] = job
