@@ -5,8 +5,8 @@ log.  The launcher (``spooler.daemon.launcher``) spawns it and is its parent.  A
 is gzipped needs a process to compress the output as it comes: its *shim*, forked by the
 launcher, which spawns the job, compresses, waits, and reports like the launcher does.
 
-Either way the job's wait status is written to ``<runs>/<id>.status`` before it is reported, so
-a daemon that died meanwhile leaves nothing unknown: the next one reads the file.
+Either way the job's wait status is written to the launcher's exit log (``spooler.exits``)
+before it is reported, so a daemon that died meanwhile leaves nothing unknown.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from typing import Any
 
 import msgpack
 
+from spooler.exits import ExitLog
+
 _PR_SET_NAME = 15
 try:  # loaded once in the daemon, so naming a shim costs nothing
     _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
@@ -43,7 +45,6 @@ class Launch:
     shell: bool
     cwd: str
     env: dict[str, str]
-    status_path: str
     result_path: str  # $TS_RESULT_FILE: removed before the job starts, so none is stale
     stdout_path: str | None = None  # the log; None: /dev/null (or the descriptors passed)
     stderr_path: str | None = None  # -E: stderr apart; None: with stdout
@@ -53,7 +54,7 @@ class Launch:
     def to_wire(self) -> bytes:
         data: bytes = msgpack.packb(
             [
-                self.job_id, self.argv, self.shell, self.cwd, self.env, self.status_path, self.result_path,
+                self.job_id, self.argv, self.shell, self.cwd, self.env, self.result_path,
                 self.stdout_path, self.stderr_path, self.exclusive, self.compress,
             ]
         )  # fmt: skip
@@ -89,14 +90,9 @@ def open_outputs(spec: Launch, passed: list[int]) -> tuple[int, int]:
 
 
 def prepare(spec: Launch) -> None:
-    """Remove what an earlier run of the same job may have left."""
-    for path in (spec.status_path, spec.result_path):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-def status_path(runs_dir: str, job_id: int) -> str:
-    return os.path.join(runs_dir, f"{job_id}.status")
+    """Remove a result file an earlier run of the same job may have left."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(spec.result_path)
 
 
 def job_argv(command: list[str], shell: bool) -> list[str]:
@@ -119,7 +115,7 @@ def _close_fds_except(keep: set[int]) -> None:
                 os.close(fd)
 
 
-def run_shim(spec: Launch, stdout_fd: int, stderr_fd: int, notify: socket.socket) -> int:
+def run_shim(spec: Launch, stdout_fd: int, stderr_fd: int, notify: socket.socket, exits: ExitLog) -> int:
     """Body of the supervising process.  Reports ``started`` and ``ended`` on ``notify``."""
     signal.set_wakeup_fd(-1)
     name_process(b"ts-shim")
@@ -128,7 +124,7 @@ def run_shim(spec: Launch, stdout_fd: int, stderr_fd: int, notify: socket.socket
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     os.setsid()
-    _close_fds_except({stdout_fd, stderr_fd, notify.fileno()})
+    _close_fds_except({stdout_fd, stderr_fd, notify.fileno(), exits.fd})
     out, err = stdout_fd, stderr_fd
     if spec.compress:
         pipe_read, out = os.pipe()
@@ -150,7 +146,7 @@ def run_shim(spec: Launch, stdout_fd: int, stderr_fd: int, notify: socket.socket
                 wait_status = 255 << 8
                 break
     end = time.time()
-    write_status(spec.status_path, wait_status, error, end)
+    exits.record(spec.job_id, os.getpid(), wait_status, error, end)
     tell(notify, ["ended", spec.job_id, os.getpid(), wait_status, error, end])
     return 0
 
@@ -195,7 +191,7 @@ def spawn_job(spec: Launch, out: int, err: int) -> tuple[int, str, int]:
 
 
 def tell(notify: socket.socket, message: list[Any]) -> None:
-    """One datagram to the daemon; it may be gone, and then the status file speaks for us."""
+    """One datagram to the daemon; it may be gone, and then the exit log speaks for us."""
     with contextlib.suppress(OSError):
         notify.send(msgpack.packb(message))
 
@@ -231,23 +227,6 @@ def _write_all(fd: int, data: bytes) -> None:
             view = view[os.write(fd, view) :]
         except OSError:
             return  # a full disk loses output, never the job's exit status
-
-
-def write_status(path: str, wait_status: int, error: str = "", end: float | None = None) -> None:
-    data: bytes = msgpack.packb({"status": wait_status, "error": error, "end": end or time.time()})
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def read_status(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, "rb") as f:
-            record = msgpack.unpackb(f.read(), raw=False)
-    except (OSError, ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def decode_wait_status(status: int) -> tuple[int | None, int | None]:

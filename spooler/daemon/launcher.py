@@ -4,7 +4,7 @@ Forking the daemon for every job cost about 2 ms and grew with the job list, and
 blocked until the job's pid came back.  Instead the daemon sends each launch to this process,
 started once and kept small, which spawns the job (``posix_spawn``: its own session, output to
 the log) on the other core while the daemon goes on serving.  The launcher is the job's parent:
-it collects the exit status, writes it to the job's status file, and reports.  A ``-z`` job gets
+it collects the exit status, records it in its exit log (``spooler.exits``), and reports.  A ``-z`` job gets
 a shim of its own (see ``spooler.runner``), which compresses its output as it comes.
 
 Reports are datagrams on a socket that the launcher and the shims share:
@@ -17,7 +17,7 @@ Reports are datagrams on a socket that the launcher and the shims share:
 The watched pid is the process whose end the daemon waits for: the job itself, or its shim.
 
 When the daemon goes away the launcher stops taking requests but stays until its jobs have
-ended, writing each one's status file for the next daemon, which adopts the jobs meanwhile.
+ended, recording each end for the next daemon, which adopts the jobs meanwhile.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from typing import Any
 
 import msgpack
 
-from spooler import runner
+from spooler import exits, runner
+from spooler.exits import ExitLog
 
 log = logging.getLogger("spooler")
 
@@ -54,10 +55,12 @@ class Launcher:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
+        runs_dir: str,
         on_note: Callable[[list[Any]], None],
         on_lost: Callable[[], None],
     ) -> None:
         self.loop = loop
+        self.runs_dir = runs_dir
         self.on_note = on_note
         self.on_lost = on_lost  # the launcher died: its jobs' ends will not be reported
         self.pid = 0
@@ -71,7 +74,7 @@ class Launcher:
         for sock in (notes, notes_child):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
         argv = [sys.executable, "-m", "spooler.daemon.launcher", str(requests_child.fileno())]
-        argv.append(str(notes_child.fileno()))
+        argv += [str(notes_child.fileno()), self.runs_dir]
         for sock in (requests_child, notes_child):
             os.set_inheritable(sock.fileno(), True)
         try:
@@ -187,7 +190,7 @@ def _receive(sock: socket.socket) -> tuple[bytes, list[int]] | None:
     return bytes(body), fds
 
 
-def serve(requests: socket.socket, notes: socket.socket) -> None:
+def serve(requests: socket.socket, notes: socket.socket, exit_log: ExitLog) -> None:
     runner.name_process(b"ts-launcher")
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
@@ -203,7 +206,7 @@ def serve(requests: socket.socket, notes: socket.socket) -> None:
         ready, _, _ = select.select(watched, [], [])
         if wake_read in ready:
             os.read(wake_read, 4096)
-        _reap(jobs, shims, notes)
+        _reap(jobs, shims, notes, exit_log)
         if daemon_gone or requests.fileno() not in ready:
             continue
         received = _receive(requests)
@@ -223,20 +226,26 @@ def serve(requests: socket.socket, notes: socket.socket) -> None:
         except OSError as exc:
             for fd in fds:
                 os.close(fd)
-            _report_failure(spec, f"ts: cannot create the log file {exc.filename}: {exc.strerror}", notes)
+            why = f"ts: cannot create the log file {exc.filename}: {exc.strerror}"
+            _report_failure(spec, why, notes, exit_log)
             continue
         try:
             if spec.compress:
-                _fork_shim(spec, out, err, notes, shims, (wake_read, wake_write, requests.fileno()))
+                _fork_shim(spec, out, err, notes, exit_log, shims, (wake_read, wake_write, requests.fileno()))
             else:
-                _spawn(spec, out, err, notes, jobs)
+                _spawn(spec, out, err, notes, exit_log, jobs)
         finally:
             for fd in {out, err}:  # the job (or its shim) has its own copies now
                 os.close(fd)
 
 
 def _spawn(
-    spec: runner.Launch, out: int, err: int, notes: socket.socket, jobs: dict[int, runner.Launch]
+    spec: runner.Launch,
+    out: int,
+    err: int,
+    notes: socket.socket,
+    exit_log: ExitLog,
+    jobs: dict[int, runner.Launch],
 ) -> None:
     """Start the job ourselves: no process of ours stands between us and it."""
     pid, error, status = runner.spawn_job(spec, out, err)
@@ -245,13 +254,15 @@ def _spawn(
         jobs[pid] = spec
         runner.tell(notes, ["started", spec.job_id, pid, pid])
     else:
-        _report_failure(spec, error, notes, status)
+        _report_failure(spec, error, notes, exit_log, status)
 
 
-def _report_failure(spec: runner.Launch, error: str, notes: socket.socket, status: int = 127 << 8) -> None:
+def _report_failure(
+    spec: runner.Launch, error: str, notes: socket.socket, exit_log: ExitLog, status: int = 127 << 8
+) -> None:
     """The job could not start: it ends at once, with the reason."""
     end = time.time()
-    runner.write_status(spec.status_path, status, error, end)
+    exit_log.record(spec.job_id, 0, status, error, end)
     runner.tell(notes, ["started", spec.job_id, 0, 0])
     runner.tell(notes, ["ended", spec.job_id, 0, status, error, end])
 
@@ -261,6 +272,7 @@ def _fork_shim(
     out: int,
     err: int,
     notes: socket.socket,
+    exit_log: ExitLog,
     shims: dict[int, int],
     ours: tuple[int, ...],
 ) -> None:
@@ -271,13 +283,15 @@ def _fork_shim(
         try:
             for fd in ours:
                 os.close(fd)
-            code = runner.run_shim(spec, out, err, notes)
+            code = runner.run_shim(spec, out, err, notes, exit_log)
         finally:
             os._exit(code)
     shims[pid] = spec.job_id
 
 
-def _reap(jobs: dict[int, runner.Launch], shims: dict[int, int], notes: socket.socket) -> None:
+def _reap(
+    jobs: dict[int, runner.Launch], shims: dict[int, int], notes: socket.socket, exit_log: ExitLog
+) -> None:
     while jobs or shims:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -287,9 +301,9 @@ def _reap(jobs: dict[int, runner.Launch], shims: dict[int, int], notes: socket.s
             return
         spec = jobs.pop(pid, None)
         if spec is not None:
-            # The status file first: it is what tells the next daemon, if this one is gone.
+            # The exit log first: it is what tells the next daemon, if this one is gone.
             end = time.time()
-            runner.write_status(spec.status_path, status, "", end)
+            exit_log.record(spec.job_id, pid, status, "", end)
             runner.tell(notes, ["ended", spec.job_id, pid, status, "", end])
         else:
             runner.tell(notes, ["reaped", shims.pop(pid, -1), pid, status])
@@ -300,7 +314,7 @@ def main() -> None:
     notes = socket.socket(fileno=int(sys.argv[2]))
     os.set_inheritable(requests.fileno(), False)
     os.set_inheritable(notes.fileno(), False)
-    serve(requests, notes)
+    serve(requests, notes, ExitLog(exits.log_path(sys.argv[3], os.getpid())))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ runs one scheduling pass on the next turn of the event loop (many events, one pa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -22,7 +21,7 @@ from typing import Any
 
 import msgpack
 
-from spooler import runner, scheduler
+from spooler import exits, runner, scheduler
 from spooler.commands import needs_shell
 from spooler.daemon import launch
 from spooler.daemon.config import StartupConfig
@@ -98,7 +97,7 @@ class Spooler:
         self._kicked = False
         self.adoption = Adoption(loop, self._adopted_exited)  # jobs started by an earlier daemon
         self._adopted_ids: set[int] = set()
-        self.launcher = Launcher(loop, self._note, self._launcher_lost)
+        self.launcher = Launcher(loop, self.runs_dir, self._note, self._launcher_lost)
         self.pending_kills: dict[int, int] = {}  # job id -> signal, for jobs whose pid is not known yet
 
     # -- persistence ---------------------------------------------------------------------
@@ -132,8 +131,10 @@ class Spooler:
             if started:
                 self.last_run = max(started, key=lambda j: j.start_time or 0).id
         self.store.open()
+        logs = exits.read(self.runs_dir)
         for job in [j for j in self.jobs.values() if j.state is JobState.RUNNING]:
-            self._recover(job)
+            self._recover(job, logs)
+        exits.remove_logs_of_dead_launchers(self.runs_dir, alive=set())
         self.launcher.start()
         self.compact()
 
@@ -327,7 +328,6 @@ class Spooler:
             launch.environment(
                 self.envs.get(job.env_key, {}), self.settings.env_overrides, job, self._result_path(job)
             ),
-            runner.status_path(self.runs_dir, job.id),
             self._result_path(job),
             compress=job.gzip and job.store_output,
         )
@@ -361,17 +361,15 @@ class Spooler:
                 return
             self.helpers.reaped(pid)
 
-    def _collect(self, job: Job) -> dict[str, Any] | None:
-        """The exit status the job's shim recorded (and removes), or None if it recorded none."""
-        path = runner.status_path(self.runs_dir, job.id)
-        record = runner.read_status(path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        return record
+    def _collect(self, job: Job, logs: dict[int, list[exits.Exit]] | None = None) -> exits.Exit | None:
+        """How this run of the job ended, from the launchers' exit logs; None if not recorded."""
+        return exits.find(
+            logs if logs is not None else exits.read(self.runs_dir), job.id, job.shim_pid, job.start_time
+        )
 
-    def _finish_recorded(self, job: Job, record: dict[str, Any]) -> None:
-        code, sig = runner.decode_wait_status(int(record.get("status", 255 << 8)))
-        self._finish(job, code, sig, str(record.get("error") or ""), record.get("end"))
+    def _finish_recorded(self, job: Job, record: exits.Exit) -> None:
+        code, sig = runner.decode_wait_status(record.wait_status)
+        self._finish(job, code, sig, record.error, record.end)
 
     def _note(self, note: list[Any]) -> None:
         """A report from the launcher or a shim (see spooler.daemon.launcher)."""
@@ -386,8 +384,6 @@ class Spooler:
             if sig is not None and job.pid:
                 self._signal(job, sig)
         elif kind == "ended":
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(runner.status_path(self.runs_dir, job.id))
             code, sig = runner.decode_wait_status(int(note[3]))
             self._finish(job, code, sig, str(note[4] or ""), float(note[5]))
         elif kind == "reaped":  # the shim died without reporting the end
@@ -500,9 +496,9 @@ class Spooler:
 
     # -- recovery of jobs started by an earlier daemon ----------------------------------
 
-    def _recover(self, job: Job) -> None:
+    def _recover(self, job: Job, logs: dict[int, list[exits.Exit]] | None = None) -> None:
         """A job that was running when the last daemon stopped: collect, adopt, or mark lost."""
-        record = self._collect(job)
+        record = self._collect(job, logs)
         if record is not None or self.adoption.adopt(job):
             self.running[job.id] = job
             self.busy_slots += job.slots
