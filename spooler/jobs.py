@@ -115,6 +115,19 @@ class Job:
             self.result = None
         self.state = new
 
+    def archive_attempt(self) -> None:
+        """Keep the outcome of the attempt that just ended before the job runs again."""
+        self.attempts.append(
+            {
+                "attempt": self.attempt,
+                "exit_code": self.exit_code,
+                "signal": self.signal,
+                "output": self.log_path,
+                "start_time": self.start_time,
+                "end_time": self.end_time,
+            }
+        )
+
     @property
     def succeeded(self) -> bool:
         return self.state is JobState.FINISHED and self.exit_code == 0

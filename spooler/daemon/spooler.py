@@ -428,16 +428,7 @@ class Spooler:
 
     def _retry(self, job: Job) -> None:
         """--retry: put a job that failed back at its place in the queue for another attempt."""
-        job.attempts.append(
-            {
-                "attempt": job.attempt,
-                "exit_code": job.exit_code,
-                "signal": job.signal,
-                "output": job.log_path,
-                "start_time": job.start_time,
-                "end_time": job.end_time,
-            }
-        )
+        job.archive_attempt()
         job.transition(JobState.QUEUED, time.time())
         job.attempt += 1
         job.log_path = None
@@ -450,16 +441,7 @@ class Spooler:
         if not job.state.is_done:
             raise RequestError("invalid", f"job {job.id} has not ended (it is {job.state.value})")
         if job.start_time is not None:
-            job.attempts.append(
-                {
-                    "attempt": job.attempt,
-                    "exit_code": job.exit_code,
-                    "signal": job.signal,
-                    "output": job.log_path,
-                    "start_time": job.start_time,
-                    "end_time": job.end_time,
-                }
-            )
+            job.archive_attempt()
         job.transition(JobState.QUEUED, time.time())
         job.attempt = 1
         job.log_path = None
