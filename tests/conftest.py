@@ -32,6 +32,15 @@ def wait_for(predicate: Callable[[], Any], timeout: float = DEADLINE, what: str 
         time.sleep(0.02)
 
 
+def alive(pid: int) -> bool:
+    """Is the process running (not gone, not a zombie)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 class Spool:
     """One private spooler: its environment, its ``ts``, and helpers that read its state."""
 

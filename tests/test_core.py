@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TS, Spool, wait_for
+from conftest import TS, Spool, alive, wait_for
 
 
 def gate(spool: Spool, name: str = "gate") -> tuple[list[str], Path]:
@@ -161,15 +161,7 @@ def test_kill_terminates_the_whole_process_group(spool: Spool) -> None:
     spool.ts("-k", str(job))
     assert spool.run("-w", str(job)).returncode == 255
     assert spool.job(job)["signal"] == "SIGTERM"
-    wait_for(lambda: not _alive(child), what="the job's child to die")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    wait_for(lambda: not alive(child), what="the job's child to die")
 
 
 def test_clear_finished(spool: Spool) -> None:

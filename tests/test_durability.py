@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import Spool, wait_for
+from conftest import Spool, alive, wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -36,7 +36,7 @@ def kill_daemon(spool: Spool) -> None:
     pid = spool.daemon_pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not _alive(pid), what="the daemon to die")
+    wait_for(lambda: not alive(pid), what="the daemon to die")
 
 
 def test_kill_9_during_concurrent_enqueues_loses_no_printed_job(spool: Spool) -> None:
@@ -89,7 +89,7 @@ def test_running_jobs_survive_kill_9_and_their_exit_codes_are_recorded(spool: Sp
         os.kill(pid, 0)  # still running without the daemon
     gate.touch()
     for job in (ok, three, killed):
-        wait_for(lambda job=job: not _alive(pids[job]), what=f"job {job} to end")
+        wait_for(lambda job=job: not alive(pids[job]), what=f"job {job} to end")
     # The next ts call starts a daemon that records what ended and adopts what still runs.
     assert spool.job(ok)["exit_code"] == 0
     assert spool.job(three)["exit_code"] == 3
@@ -97,14 +97,6 @@ def test_running_jobs_survive_kill_9_and_their_exit_codes_are_recorded(spool: Sp
     assert spool.job(adopted)["state"] == "running"
     Path(f"{gate}2").touch()
     assert spool.run("-w", str(adopted)).returncode == 4
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_ts_K_keeps_queued_jobs_and_ids_continue(spool: Spool) -> None:
@@ -199,7 +191,7 @@ def test_a_dead_launcher_is_replaced_and_its_jobs_are_not_forgotten(spool: Spool
     spool.wait_state(orphan, "running")
     old = launcher_pid(spool)
     os.kill(old, signal.SIGKILL)
-    wait_for(lambda: not _alive(old), what="the launcher to die")
+    wait_for(lambda: not alive(old), what="the launcher to die")
     # A new launcher runs new jobs ...
     assert spool.run("-f", "sh", "-c", "exit 5").returncode == 5
     assert launcher_pid(spool) != old

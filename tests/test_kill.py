@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Spool, wait_for
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+from conftest import Spool, alive, wait_for
 
 
 def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_period(spool: Spool) -> None:
