@@ -9,10 +9,12 @@ alone costs about three times an interpreter's start-up, more than our whole lat
 
 from __future__ import annotations
 
-from typing import Any
-
 from spooler.cli.options import LONG, SHORT, Option
 from spooler.errors import UsageError
+
+TYPE_CHECKING = False  # typing costs ts about 2 ms of start-up; only the type checker needs it
+if TYPE_CHECKING:
+    from typing import Any
 
 GPU_LIST = Option("g", None, "action", "gpu_list", "none", "list jobs running on GPUs")
 
