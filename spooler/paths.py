@@ -49,11 +49,6 @@ def savelist_path(sock: str, env: Mapping[str, str] = os.environ) -> str:
     return os.path.join(state_home(env), key + ".savelist")
 
 
-def ensure_private_dir(path: str) -> None:
-    """Create ``path`` (and parents) owner-only; leave existing directories' modes alone."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
-
-
 def check_socket_path(sock: str) -> None:
     """Refuse a socket whose directory others may replace it in, or that another user owns.
 

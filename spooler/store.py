@@ -215,9 +215,6 @@ class Store:
     def put_setting(self, key: str, value: Any) -> None:
         self.append({"o": "set", "k": key, "v": value})
 
-    def put_next_id(self, next_id: int) -> None:
-        self.append({"o": "next", "i": next_id})
-
     def commit(self) -> None:
         """Make everything appended so far durable (when fsync is on)."""
         if self._unsynced and self._fd >= 0:

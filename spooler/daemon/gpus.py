@@ -24,10 +24,6 @@ DEFAULT_POLL = 1.0
 Placer = Callable[[Job], "list[int] | str"]
 
 
-def wants_gpus(job: Job) -> bool:
-    return job.gpus > 0 or bool(job.gpu_indices)
-
-
 class GpuManager:
     def __init__(self, env: Mapping[str, str], settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
         self.inventory = open_inventory(env)

@@ -16,7 +16,7 @@ import sys
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import msgpack
@@ -69,6 +69,12 @@ class Submission:
     snapshot: str | None = None
     snapshot_info: str | None = None
     terminal_fds: tuple[int, int] | None = None  # -nf: the client's stdout and stderr
+
+
+# Submission fields that become the job's fields of the same name as they are.
+_COPIED_FIELDS = tuple(
+    f.name for f in fields(Submission) if f.name not in ("command", "cwd", "env", "terminal_fds")
+)
 
 
 class Spooler:
@@ -148,8 +154,9 @@ class Spooler:
         )
 
     def compact(self) -> None:
-        self.store.compact(self.snapshot())
-        self.envs = {k: v for k, v in self.envs.items() if k in {j.env_key for j in self.jobs.values()}}
+        snapshot = self.snapshot()
+        self.store.compact(snapshot)
+        self.envs = snapshot.envs  # environments no job uses any more are dropped with it
 
     def save(self, job: Job) -> None:
         self.store.put_job(job.to_record())
@@ -225,28 +232,13 @@ class Spooler:
             cwd=sys.intern(sub.cwd),
             env_key=self._env_key(sub.env),
             shell=needs_shell(sub.command),
-            label=sub.label,
-            slots=sub.slots,
-            store_output=sub.store_output,
-            stderr_apart=sub.stderr_apart,
-            gzip=sub.gzip,
-            log_name=sub.log_name,
-            mail=sub.mail,
-            after=list(sub.after),
-            after_ok=list(sub.after_ok),
             enqueue_time=now,
-            env_info=sub.env_info,
-            gpus=sub.gpus,
-            gpu_indices=list(sub.gpu_indices) if sub.gpu_indices else None,
-            gpu_mem_mib=sub.gpu_mem_mib,
-            priority=sub.priority,
-            max_retries=sub.max_retries,
-            args=sub.args,
-            sweep=sub.sweep,
-            skip_if_exists=sub.skip_if_exists,
-            snapshot=sub.snapshot,
-            snapshot_info=sub.snapshot_info,
         )
+        # The other fields the submission shares with a job are copied by name (lists copied:
+        # a batch reuses one submission for all its jobs).
+        for name in _COPIED_FIELDS:
+            value = getattr(sub, name)
+            setattr(job, name, list(value) if isinstance(value, list) else value)
         self.queue.add(job)
         try:
             self.save(job)  # first: a job that cannot be recorded is not queued either
