@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,6 +114,15 @@ class Spool:
             if "spooler.daemon" in cmd and str(self.socket) in cmd and proc.info["name"] != "ts-shim":
                 return int(proc.info["pid"])
         return None
+
+    def daemon_sockets(self) -> int:
+        """How many Unix stream sockets the daemon has open: goes up by one per connected client."""
+        import psutil
+
+        pid = self.daemon_pid()
+        assert pid is not None, "the daemon is not running"
+        conns = psutil.Process(pid).net_connections(kind="unix")
+        return sum(1 for c in conns if c.type == socket.SOCK_STREAM)
 
     def stop(self) -> None:
         """Kill running jobs, stop the daemon, and make sure no job process is left behind."""

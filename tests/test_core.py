@@ -119,6 +119,46 @@ def test_tail_and_cat_follow_until_the_job_ends(spool: Spool) -> None:
     assert whole.stdout.split() == [str(i) for i in range(1, 16)] + ["last"]
 
 
+def test_tail_waits_for_a_queued_job_to_start(spool: Spool) -> None:
+    cmd, path = gate(spool)
+    spool.submit(*cmd)
+    job = spool.submit("sh", "-c", "seq 1 12; exit 3")
+    sockets = spool.daemon_sockets()
+    followers = [
+        subprocess.Popen([*TS, flag, str(job)], env=spool.env, stdout=subprocess.PIPE, text=True)
+        for flag in ("-t", "-c")
+    ]
+    wait_for(lambda: spool.daemon_sockets() >= sockets + 2, what="both followers waiting in the daemon")
+    assert spool.job(job)["state"] == "queued"
+    path.touch()
+    tail, cat = (f.communicate(timeout=30)[0] for f in followers)
+    assert [f.returncode for f in followers] == [3, 3]
+    # Followed from before it started: every line, as tail -f shows all of a file that was empty.
+    assert tail.split() == cat.split() == [str(i) for i in range(1, 13)]
+
+
+def test_tail_of_a_queued_job_that_is_removed_or_skipped(spool: Spool) -> None:
+    path = spool.root / "gate"
+    first = spool.submit("sh", "-c", f"until [ -e {path} ]; do sleep 0.02; done; exit 1")
+    removed = spool.submit("true")
+    sockets = spool.daemon_sockets()
+    follower = subprocess.Popen(
+        [*TS, "-t", str(removed)], env=spool.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_for(lambda: spool.daemon_sockets() >= sockets + 1, what="the follower waiting in the daemon")
+    spool.ts("-r", str(removed))
+    _, err = follower.communicate(timeout=30)
+    assert follower.returncode != 0
+    assert err.startswith("ts: ") and str(removed) in err and "Traceback" not in err
+    skipped = spool.submit("-W", str(first), "true")
+    path.touch()
+    spool.run("-w", str(first))
+    spool.wait_state(skipped, "skipped")
+    result = spool.run("-t", str(skipped))
+    assert result.returncode != 0
+    assert result.stderr == f"ts: job {skipped} was skipped and has no output\n"
+
+
 def test_job_fields(spool: Spool) -> None:
     job = spool.submit("sh", "-c", "echo $$; exit 0")
     spool.run("-w", str(job))

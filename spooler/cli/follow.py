@@ -48,44 +48,79 @@ def _last_lines(data: bytes, count: int) -> bytes:
     return b"".join(data.splitlines(keepends=True)[-count:])
 
 
+def _status(client: Client, job: int | None) -> dict[str, Any]:
+    reply = client.request("job_field", id=job, field="status", default="run")
+    status: dict[str, Any] = reply["value"]
+    return status
+
+
+def _open(path: str, gzipped: bool, running: bool) -> LogReader | None:
+    """The job's log; None while a running job's log is still being created by the launcher."""
+    try:
+        return LogReader(path, gzipped)
+    except FileNotFoundError:
+        if running:
+            return None
+        raise SpoolerError(f"cannot read {path}: it no longer exists") from None
+    except OSError as exc:
+        raise SpoolerError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def show(inv: Invocation, whole: bool) -> int:
+    """Print the job's output (the last lines, or all of it) and follow it until the job ends.
+
+    A job that has not started yet is waited for, and then shown from its first line, as
+    ``tail -f`` shows all of a file it was watching before anything was written to it.
+    """
     with Client() as client:
-        reply = client.request(
-            "job_field", id=job_id(inv.value, inv.action_option), field="status", default="run"
-        )
-        status: dict[str, Any] = reply["value"]
+        status = _status(client, job_id(inv.value, inv.action_option))
         if status["state"] in ("queued", "allocating"):
-            raise SpoolerError(f"job {status['id']} has not started yet")
+            client.request("wait", id=status["id"], until="start")
+            status = _status(client, status["id"])
+            whole = True
         path = status["output"]
         if not path:
+            if status["state"] == "skipped":
+                raise SpoolerError(f"job {status['id']} was skipped and has no output")
             raise SpoolerError(f"job {status['id']} has no output file")
+        running = status["state"] == "running"
+        reader = _open(path, bool(status["gzip"]), running)
         out = sys.stdout.buffer
-        try:
-            reader = LogReader(path, bool(status["gzip"]))
-        except OSError as exc:
-            raise SpoolerError(f"cannot read {path}: {exc.strerror}") from None
-        try:
-            if not whole and not status["gzip"]:
+        first = True
+
+        def copy_new() -> None:
+            nonlocal reader, first
+            if reader is None:
+                reader = _open(path, bool(status["gzip"]), True)
+                if reader is None:
+                    return
+            if first and not whole and not status["gzip"]:
                 reader.file.seek(max(0, os.fstat(reader.file.fileno()).st_size - _TAIL_WINDOW))
-            start = reader.read_new()
-            out.write(start if whole else _last_lines(start, TAIL_LINES))
-            out.flush()
-            if status["state"] != "running":
+            data = reader.read_new()
+            if first and not whole:
+                data = _last_lines(data, TAIL_LINES)
+            first = False
+            if data:
+                out.write(data)
+                out.flush()
+
+        try:
+            copy_new()
+            if not running:
                 return int(status["exit_status"])
             client.send(protocol.request("wait", id=status["id"]))
             while True:
                 ready, _, _ = select.select([client.fileno()], [], [], _POLL)
-                chunk = reader.read_new()
-                if chunk:
-                    out.write(chunk)
-                    out.flush()
+                copy_new()
                 if ready:
                     done = check(client.receive())
-                    out.write(reader.read_new())
-                    out.flush()
+                    copy_new()
+                    if reader is None:
+                        raise SpoolerError(f"cannot read {path}: it was never created")
                     return int(done["exit_status"])
         finally:
-            reader.close()
+            if reader is not None:
+                reader.close()
 
 
 def wait_for_daemon_exit(timeout: float = 15.0) -> None:

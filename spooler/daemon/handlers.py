@@ -85,10 +85,15 @@ def job_field(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
 
 
 def wait(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
+    """Reply when the job ends; with ``until: "start"``, as soon as it is no longer waiting."""
     job = sp.get(v.job_id(msg), v.optional_str(msg, "default", 8) or "added")
-    if job.state.is_done:
+    until = v.optional_str(msg, "until", 8) or "end"
+    if until not in ("start", "end"):
+        raise v.bad('until must be "start" or "end"')
+    until_start = until == "start"
+    if job.state.is_done or (until_start and not job.state.is_waiting):
         return wait_reply(job, job.id)
-    add_waiter(sp, job.id, conn)
+    add_waiter(sp, job.id, conn, until_start)
     return None
 
 

@@ -94,7 +94,8 @@ class Spooler:
         self.busy_slots = 0
         self.running: dict[int, Job] = {}  # job id -> every running job, adopted ones included
         self.done_order: OrderedDict[int, None] = OrderedDict()  # ended ids, oldest first (TS_MAXFINISHED)
-        self.waiters: dict[int, list[Waiter]] = {}
+        self.waiters: dict[int, list[Waiter]] = {}  # woken when the job ends or is removed
+        self.start_waiters: dict[int, list[Waiter]] = {}  # woken when it starts (or never will)
         self.terminal_fds: dict[int, tuple[int, int]] = {}
         self.warnings: list[str] = list(config.warnings)
         self.helpers = Helpers(loop)
@@ -335,6 +336,7 @@ class Spooler:
         self.busy_slots += job.slots
         self.last_run = job.id
         self.record(job)
+        self._wake_starters(job.id, job)
 
     def job_env(self, job: Job) -> dict[str, str]:
         """The environment hooks and mail run with: the job's own, as it was started."""
@@ -458,7 +460,12 @@ class Spooler:
         self.kick()
 
     def _wake(self, job_id: int, job: Job | None) -> None:
+        self._wake_starters(job_id, job)
         for waiter in self.waiters.pop(job_id, []):
+            waiter(job)
+
+    def _wake_starters(self, job_id: int, job: Job | None) -> None:
+        for waiter in self.start_waiters.pop(job_id, []):
             waiter(job)
 
     def _trim_finished(self) -> None:

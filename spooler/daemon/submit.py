@@ -187,17 +187,18 @@ def wait_reply(job: Job | None, job_id: int) -> dict[str, Any]:
     return {"ok": True, "id": job.id, "exit_status": job.exit_status, "state": job.state.value}
 
 
-def add_waiter(sp: Spooler, job_id: int, conn: Connection) -> None:
-    """Reply on ``conn`` when the job ends (or is removed)."""
+def add_waiter(sp: Spooler, job_id: int, conn: Connection, until_start: bool = False) -> None:
+    """Reply on ``conn`` when the job ends (or is removed), or with ``until_start`` when it starts."""
     conn.defer()
 
     def done(ended: Job | None) -> None:
         conn.reply_deferred(wait_reply(ended, job_id))
 
-    sp.waiters.setdefault(job_id, []).append(done)
+    table = sp.start_waiters if until_start else sp.waiters
+    table.setdefault(job_id, []).append(done)
 
     def forget() -> None:
-        waiters = sp.waiters.get(job_id)
+        waiters = table.get(job_id)
         if waiters and done in waiters:
             waiters.remove(done)
 
