@@ -21,6 +21,14 @@ TS = [str(BIN / "ts")] if (BIN / "ts").exists() else [sys.executable, "-m", "spo
 DEADLINE = 20.0
 
 
+def text_of(path: Path) -> str:
+    """The file's text, or "" while it does not exist yet (a job's log appears just after it starts)."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
     """Poll ``predicate`` every 20 ms until it returns something truthy; fail after ``timeout``."""
     end = time.monotonic() + timeout

@@ -172,6 +172,19 @@ def test_job_fields(spool: Spool) -> None:
     assert "Command: sh -c 'echo $$; exit 0'" in info
 
 
+def test_pid_of_a_job_that_just_started(spool: Spool) -> None:
+    # A job handed to the launcher a moment ago has no pid yet: ts -p waits for it, not fails.
+    cmd, path = gate(spool)
+    for _ in range(5):
+        job = spool.submit(*cmd)
+        spool.wait_state(job, "running")
+        pid = int(spool.ts("-p", str(job)))
+        assert alive(pid)
+        path.touch()
+        spool.run("-w", str(job))
+        path.unlink()
+
+
 def test_wait_exit_codes(spool: Spool) -> None:
     ok, bad = spool.submit("true"), spool.submit("sh", "-c", "exit 7")
     assert spool.run("-w", str(ok)).returncode == 0

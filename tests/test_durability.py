@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import Spool, alive, wait_for
+from conftest import TS, Spool, alive, wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -189,6 +189,7 @@ def test_a_dead_launcher_is_replaced_and_its_jobs_are_not_forgotten(spool: Spool
     gate = spool.root / "gate"
     orphan = spool.submit("sh", "-c", f"until [ -e {gate} ]; do sleep 0.02; done")
     spool.wait_state(orphan, "running")
+    waiter = subprocess.Popen([*TS, "-w", str(orphan)], env=spool.env, stderr=subprocess.PIPE, text=True)
     old = launcher_pid(spool)
     os.kill(old, signal.SIGKILL)
     wait_for(lambda: not alive(old), what="the launcher to die")
@@ -200,3 +201,5 @@ def test_a_dead_launcher_is_replaced_and_its_jobs_are_not_forgotten(spool: Spool
     gate.touch()
     record = spool.wait_state(orphan, "lost")
     assert "exit status" in record["reason"]
+    _, err = waiter.communicate(timeout=30)  # whoever waited on it is told
+    assert waiter.returncode != 0 and "Traceback" not in err

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import Spool, wait_for
+from conftest import Spool, text_of, wait_for
 
 TOTAL = 24000
 
@@ -38,7 +38,7 @@ def gpu_job(spool: Spool, name: str, *opts: str) -> int:
 
 def seen(spool: Spool, job: int) -> str:
     path = Path(spool.job(job)["output"])
-    wait_for(lambda: path.read_text().strip(), what=f"job {job} to print its GPUs")
+    wait_for(lambda: text_of(path).strip(), what=f"job {job} to print its GPUs")
     return path.read_text().split()[0]
 
 
@@ -72,7 +72,7 @@ def test_the_job_environment(spool: Spool) -> None:
     job = gpu_job(spool, "g", "-G", "2")
     spool.wait_state(job, "running")
     path = Path(spool.job(job)["output"])
-    wait_for(lambda: path.read_text().strip(), what="the job's output")
+    wait_for(lambda: text_of(path).strip(), what="the job's output")
     assert path.read_text().split() == ["0,1", "PCI_BUS_ID"]
     (spool.root / "g").touch()
     cpu = spool.submit("sh", "-c", 'echo "[$CUDA_VISIBLE_DEVICES]"', env={"CUDA_VISIBLE_DEVICES": "3"})

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from conftest import Spool, alive, wait_for
+import signal
+import subprocess
+from pathlib import Path
+
+from conftest import TS, Spool, alive, text_of, wait_for
 
 
 def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_period(spool: Spool) -> None:
@@ -26,3 +30,31 @@ def test_children_left_behind_by_a_killed_job_are_killed_too(spool: Spool) -> No
     assert spool.run("-w", str(job)).returncode == 255
     assert spool.job(job)["signal"] == "SIGTERM"  # the job itself obeyed
     wait_for(lambda: not alive(child), what="the child that ignored SIGTERM to be killed")
+
+
+def test_ctrl_c_on_ts_f_reaches_the_job_without_escalation(spool: Spool) -> None:
+    spool.env["TS_KILL_GRACE"] = "0.2"
+    # The trap outlives the grace period: a forwarded Ctrl-C must not turn into SIGKILL.
+    script = "trap 'echo got-int; sleep 1; exit 9' INT; echo ready; while :; do sleep 0.02; done"
+    client = subprocess.Popen(
+        [*TS, "-f", "sh", "-c", script], env=spool.env, stderr=subprocess.PIPE, text=True
+    )
+    log = Path(wait_for(lambda: spool.jobs() and spool.jobs()[-1]["output"], what="the job's log"))
+    wait_for(lambda: "ready" in text_of(log), what="the job to start")
+    client.send_signal(signal.SIGINT)
+    _, err = client.communicate(timeout=30)
+    assert (client.returncode, err) == (9, "")
+    assert log.read_text().split() == ["ready", "got-int"]
+
+
+def test_ctrl_c_on_ts_f_removes_a_job_that_has_not_started(spool: Spool) -> None:
+    gate = spool.root / "gate"
+    blocker = spool.submit("sh", "-c", f"until [ -e {gate} ]; do sleep 0.02; done")
+    client = subprocess.Popen([*TS, "-f", "true"], env=spool.env, stderr=subprocess.PIPE, text=True)
+    queued = wait_for(lambda: len(spool.jobs()) == 2 and spool.jobs()[-1]["id"], what="the -f job")
+    client.send_signal(signal.SIGINT)
+    _, err = client.communicate(timeout=30)
+    assert (client.returncode, err) == (130, "")
+    assert [j["id"] for j in spool.jobs()] == [blocker]
+    assert queued != blocker
+    gate.touch()

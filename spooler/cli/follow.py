@@ -78,6 +78,10 @@ def show(inv: Invocation, whole: bool) -> int:
             client.request("wait", id=status["id"], until="start")
             status = _status(client, status["id"])
             whole = True
+        elif status["state"] == "running" and not status["started"]:
+            # Handed to the launcher a moment ago: its log exists once the launcher reports in.
+            client.request("wait", id=status["id"], until="start")
+            status = _status(client, status["id"])
         path = status["output"]
         if not path:
             if status["state"] == "skipped":

@@ -128,11 +128,78 @@ def _send(fields: dict[str, Any], snapshot: bool) -> dict[str, Any]:
     with Client() as client:
         if snapshot:
             _snapshot(client, fields)
-        reply = client.request("submit", fds=fds, **fields)
-        if fields["foreground"] and "id" in reply:
-            # -f: like running the command itself: no id, its exit status
-            reply["exit_status"] = int(check(client.receive())["exit_status"])
+        if not fields["foreground"]:
+            return client.request("submit", fds=fds, **fields)
+        # -f: like running the command itself: no id, its exit status; signals reach the job
+        with ForwardedSignals() as forwarded:
+            reply = client.request("submit", fds=fds, **fields)
+            if "id" in reply:
+                reply["exit_status"] = forwarded.wait(client, int(reply["id"]))
         return reply
+
+
+class ForwardedSignals:
+    """While ``ts -f`` waits, Ctrl-C (and SIGTERM, SIGHUP, SIGQUIT) reach the job, as they would
+    reach a command run in the terminal: a running job gets the signal, a queued one is removed.
+
+    Installed before the job is submitted, so a signal that arrives at any moment is passed on.
+    """
+
+    NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+
+    def __enter__(self) -> ForwardedSignals:
+        import signal
+
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.old_wakeup = signal.set_wakeup_fd(self.wake_w)
+        sigs = [getattr(signal, name) for name in self.NAMES]
+        self.old_handlers = {sig: signal.signal(sig, lambda *_: None) for sig in sigs}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        signal.set_wakeup_fd(self.old_wakeup)
+        for sig, handler in self.old_handlers.items():
+            signal.signal(sig, handler)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+    def wait(self, client: Client, job: int) -> int:
+        """The job's exit status (128 + the signal when a signal removed it before it started)."""
+        import select
+
+        removed_by = 0
+        while True:
+            ready, _, _ = select.select([client.fileno(), self.wake_r], [], [])
+            if client.fileno() in ready:
+                done = check(client.receive())
+                if done.get("removed") and removed_by:
+                    return 128 + removed_by
+                return int(done["exit_status"])
+            for signum in os.read(self.wake_r, 64):
+                if _forward(job, signum):
+                    removed_by = signum
+
+
+def _forward(job: int, signum: int) -> bool:
+    """Pass a signal the client received on to its job, over a second connection (the first
+    one is waiting).  True if the job had not started and was removed instead."""
+    from spooler.errors import SpoolerError
+
+    with Client() as client:
+        for _ in range(3):  # the job may start (or end) between the two requests
+            try:
+                state = client.request("job_field", id=job, field="state")["value"]
+                if state in ("queued", "allocating"):
+                    client.request("remove", id=job)
+                    return True
+                if state == "running":
+                    client.request("kill", id=job, signal=signum, only=True)
+                return False
+            except SpoolerError:
+                continue
+    return False
 
 
 def enqueue(inv: Invocation) -> int:

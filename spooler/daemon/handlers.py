@@ -18,7 +18,7 @@ from spooler.daemon.select import has_filter, select
 from spooler.daemon.server import Connection, Handler
 from spooler.daemon.spooler import Spooler
 from spooler.daemon.submit import add_waiter, submit, wait_reply
-from spooler.jobs import Job
+from spooler.jobs import Job, JobState
 
 Reply = dict[str, Any] | None
 OK: dict[str, Any] = {"ok": True}
@@ -79,19 +79,31 @@ def _field(job: Job, name: str) -> Any:
 
 
 def job_field(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
+    """One field of a job; the pid of a job handed to the launcher a moment ago once it is known."""
     default = v.optional_str(msg, "default", 8) or "added"
     job = sp.get(v.job_id(msg), default)
-    return {"ok": True, "id": job.id, "value": _field(job, v.string(msg, "field", 32))}
+    name = v.string(msg, "field", 32)
+    if name == "pid" and job.state is JobState.RUNNING and not sp.has_started(job):
+
+        def reply(now: Job | None, job_id: int) -> dict[str, Any]:
+            return {"ok": True, "id": job_id, "value": now.pid if now else None}
+
+        add_waiter(sp, job.id, conn, until_start=True, reply=reply)
+        return None
+    value = _field(job, name)
+    if name == "status":
+        value["started"] = sp.has_started(job)
+    return {"ok": True, "id": job.id, "value": value}
 
 
 def wait(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
-    """Reply when the job ends; with ``until: "start"``, as soon as it is no longer waiting."""
+    """Reply when the job ends; with ``until: "start"``, once its process runs or it cannot start."""
     job = sp.get(v.job_id(msg), v.optional_str(msg, "default", 8) or "added")
     until = v.optional_str(msg, "until", 8) or "end"
     if until not in ("start", "end"):
         raise v.bad('until must be "start" or "end"')
     until_start = until == "start"
-    if job.state.is_done or (until_start and not job.state.is_waiting):
+    if job.state.is_done or (until_start and sp.has_started(job)):
         return wait_reply(job, job.id)
     add_waiter(sp, job.id, conn, until_start)
     return None
@@ -135,7 +147,7 @@ def kill(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
             msg = {"filter": {"states": ["running"]}}
         return _bulk(sp, msg, lambda j: j.state.is_active and bool(j.pid), sp.kill)
     job = sp.get(v.job_id(msg), "run")
-    sp.kill(job, v.integer(msg, "signal", 1, 64, int(signal.SIGTERM)))
+    sp.kill(job, v.integer(msg, "signal", 1, 64, int(signal.SIGTERM)), escalate=not v.flag(msg, "only"))
     return {"ok": True, "id": job.id}
 
 

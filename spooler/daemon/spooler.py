@@ -105,7 +105,8 @@ class Spooler:
         self.adoption = Adoption(loop, self._adopted_exited)  # jobs started by an earlier daemon
         self._adopted_ids: set[int] = set()
         self.launcher = Launcher(loop, self.runs_dir, self._note, self._launcher_lost)
-        self.pending_kills: dict[int, int] = {}  # job id -> signal, for jobs whose pid is not known yet
+        # job id -> (signal, escalate) for jobs killed before their pid was known
+        self.pending_kills: dict[int, tuple[int, bool]] = {}
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -336,7 +337,10 @@ class Spooler:
         self.busy_slots += job.slots
         self.last_run = job.id
         self.record(job)
-        self._wake_starters(job.id, job)
+
+    def has_started(self, job: Job) -> bool:
+        """Its process runs: the launcher reported it (so its log exists), or it was adopted."""
+        return job.state is JobState.RUNNING and (job.shim_pid is not None or job.pid is not None)
 
     def job_env(self, job: Job) -> dict[str, str]:
         """The environment hooks and mail run with: the job's own, as it was started."""
@@ -374,9 +378,10 @@ class Spooler:
         if kind == "started":
             job.shim_pid, job.pid = shim_pid, note[3] or None
             self.record(job)  # where the next daemon finds it if this one dies
-            sig = self.pending_kills.pop(job.id, None)
-            if sig is not None and job.pid:
-                self._signal(job, sig)
+            self._wake_starters(job.id, job)
+            pending = self.pending_kills.pop(job.id, None)
+            if pending is not None and job.pid:
+                self._signal(job, *pending)
         elif kind == "ended":
             code, sig = runner.decode_wait_status(int(note[3]))
             self._finish(job, code, sig, str(note[4] or ""), float(note[5]))
@@ -490,8 +495,7 @@ class Spooler:
             return
         job.transition(JobState.LOST, time.time())
         job.reason = "was running when the daemon stopped, and its exit status was never recorded"
-        self.record(job)
-        self.done_order[job.id] = None
+        self._ended(job)  # wakes anyone waiting on it: its launcher may have died under this daemon
 
     def _launcher_lost(self) -> None:
         """The launcher died (it should not): watch its orphaned jobs until they end."""
@@ -558,20 +562,22 @@ class Spooler:
             raise RequestError("invalid", f"job {job.id} is running; kill it first (ts -k {job.id})")
         self.delete(job)
 
-    def kill(self, job: Job, sig: int = signal.SIGTERM) -> None:
+    def kill(self, job: Job, sig: int = signal.SIGTERM, escalate: bool = True) -> None:
+        """Signal the job's process group; unless told not to, SIGKILL whatever is left after the
+        grace period.  (``ts -f`` forwards Ctrl-C without escalation, as a terminal would.)"""
         if job.state is not JobState.RUNNING:
             raise RequestError("invalid", f"job {job.id} is not running (it is {job.state.value})")
         job.killed = True  # a job the user killed is not retried
         if job.shim_pid is None:  # just launched: signalled as soon as its shim reports its pid
-            self.pending_kills[job.id] = sig
+            self.pending_kills[job.id] = (sig, escalate)
             return
-        if not job.pid or not self._signal(job, sig):
+        if not job.pid or not self._signal(job, sig, escalate):
             raise RequestError("invalid", f"job {job.id} has no process left to signal")
 
-    def _signal(self, job: Job, sig: int) -> bool:
+    def _signal(self, job: Job, sig: int, escalate: bool = True) -> bool:
         if not job.pid or not runner.kill_group(job.pid, sig):
             return False
-        if sig != signal.SIGKILL:
+        if escalate and sig != signal.SIGKILL:
             # Whatever ignores the signal, or outlives the job in its process group, is killed
             # after the grace period: nothing of a killed job survives.
             self.loop.call_later(self.config.kill_grace, runner.kill_group, job.pid, signal.SIGKILL)

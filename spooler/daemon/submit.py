@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from spooler import protocol
@@ -187,12 +188,19 @@ def wait_reply(job: Job | None, job_id: int) -> dict[str, Any]:
     return {"ok": True, "id": job.id, "exit_status": job.exit_status, "state": job.state.value}
 
 
-def add_waiter(sp: Spooler, job_id: int, conn: Connection, until_start: bool = False) -> None:
-    """Reply on ``conn`` when the job ends (or is removed), or with ``until_start`` when it starts."""
+def add_waiter(
+    sp: Spooler,
+    job_id: int,
+    conn: Connection,
+    until_start: bool = False,
+    reply: Callable[[Job | None, int], dict[str, Any]] = wait_reply,
+) -> None:
+    """Reply on ``conn`` when the job ends (or is removed), or with ``until_start`` as soon as its
+    process is running (its log exists and its pid is known) or it can no longer start."""
     conn.defer()
 
     def done(ended: Job | None) -> None:
-        conn.reply_deferred(wait_reply(ended, job_id))
+        conn.reply_deferred(reply(ended, job_id))
 
     table = sp.start_waiters if until_start else sp.waiters
     table.setdefault(job_id, []).append(done)
