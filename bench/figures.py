@@ -4,6 +4,7 @@ returns plain numbers; ``run.py`` turns them into the table.  No asserts on timi
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,7 +313,30 @@ def scale(ctx: Context, levels: tuple[int, ...], enqueue_rounds: int, list_round
         levels_out[level] = entry
     on.stop()
     off.stop()
-    return {"levels": levels_out, "empty_rss": empty_rss, "enqueue_rounds": enqueue_rounds}
+    return {
+        "levels": levels_out,
+        "empty_rss": empty_rss,
+        "enqueue_rounds": enqueue_rounds,
+        "compactions": compactions(Path(on.env["TS_SAVELIST"] + ".log")),
+    }
+
+
+_BACKGROUND = re.compile(
+    r"compacted in the background by process \d+ in ([\d.]+) s \(the daemon paused ([\d.]+) ms\)"
+)
+_IN_PLACE = re.compile(r"compacted in place in ([\d.]+) s")
+
+
+def compactions(daemon_log: Path) -> dict[str, list[float]]:
+    """What the daemon's log says its save-list compactions cost: seconds each took in the
+    background, milliseconds the daemon paused to start each, seconds of those done in place."""
+    text = daemon_log.read_text() if daemon_log.exists() else ""
+    background = _BACKGROUND.findall(text)
+    return {
+        "background_s": [float(took) for took, _ in background],
+        "pause_ms": [float(paused) for _, paused in background],
+        "in_place_s": [float(took) for took in _IN_PLACE.findall(text)],
+    }
 
 
 def _hwm_mb(pid: int) -> float:

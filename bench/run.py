@@ -276,6 +276,16 @@ def scale_rows(table: Table, sc: dict[str, Any]) -> None:
         "flat: <= 1.5x",
         verdict(ratio <= 1.5),
     )
+    comp = sc.get("compactions") or {}
+    if comp.get("pause_ms"):
+        longest, pause = max(comp["background_s"]), max(comp["pause_ms"])
+        table.add(
+            f"4. Scale: save-list compaction up to {fmt_n(hi)} jobs ({len(comp['pause_ms'])} compactions)",
+            f"longest {longest:.2f} s in its child process; the daemon paused at most {pause:.1f} ms "
+            f"to start one (done in place, requests would wait the whole {longest:.2f} s)",
+            "pause <= 100 ms",
+            verdict(pause <= 100),
+        )
     notes = [f"4: empty daemon RSS {sc['empty_rss']:.0f} MiB"]
     for k in keys:
         e = levels[k]

@@ -107,7 +107,7 @@ def name_process(name: bytes) -> None:
         _LIBC.prctl(_PR_SET_NAME, name, 0, 0, 0)
 
 
-def _close_fds_except(keep: set[int]) -> None:
+def close_fds_except(keep: set[int]) -> None:
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd > 2 and fd not in keep:
@@ -124,7 +124,7 @@ def run_shim(spec: Launch, stdout_fd: int, stderr_fd: int, notify: socket.socket
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     os.setsid()
-    _close_fds_except({stdout_fd, stderr_fd, notify.fileno(), exits.fd})
+    close_fds_except({stdout_fd, stderr_fd, notify.fileno(), exits.fd})
     out, err = stdout_fd, stderr_fd
     if spec.compress:
         pipe_read, out = os.pipe()

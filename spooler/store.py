@@ -10,6 +10,12 @@ replaying a journal on top of a snapshot that already contains part of it is har
 record torn by a crash is detected by its CRC and everything before it is kept.  A file that
 cannot be read is moved aside (never deleted) and the daemon starts from what it could recover.
 
+Compaction runs in a forked child while the daemon goes on serving (:meth:`Store.rotate`): the
+journal is renamed ``<savelist>.journal.prev`` and a fresh one started; the child writes the
+snapshot of the state at the fork, and the previous journal is deleted once it is in place.
+Loading replays the snapshot, the previous journal, then the journal, so a crash at any point of
+this leaves a complete list.
+
 fsync policy: :meth:`Store.commit` fsyncs the journal; the daemon calls it before it answers a
 request that changed the list (so a printed job id is on disk), unless ``TS_FSYNC=0``.  State
 changes made by the daemon itself (a job started or ended) are written at once but fsynced with
@@ -90,6 +96,7 @@ class Store:
     def __init__(self, path: str, *, fsync: bool = True) -> None:
         self.path = path
         self.journal_path = path + ".journal"
+        self.prev_journal_path = path + ".journal.prev"  # being folded into the snapshot
         self.fsync = fsync
         self._fd = -1
         self._journal_bytes = 0
@@ -101,7 +108,8 @@ class Store:
     def load(self) -> Loaded:
         loaded = Loaded()
         self._load_snapshot(loaded)
-        self._load_journal(loaded)
+        self._load_journal(loaded, self.prev_journal_path)
+        self._load_journal(loaded, self.journal_path)
         return loaded
 
     def _move_aside(self, path: str, why: str, loaded: Loaded) -> None:
@@ -142,9 +150,9 @@ class Store:
         except Exception as exc:
             loaded.warnings.append(f"save-list {self.path}: part of it could not be read ({exc})")
 
-    def _load_journal(self, loaded: Loaded) -> None:
+    def _load_journal(self, loaded: Loaded, path: str) -> None:
         try:
-            with open(self.journal_path, "rb") as f:
+            with open(path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             return
@@ -169,9 +177,9 @@ class Store:
                 # A torn tail is the unacknowledged write a crash interrupted; anything else is
                 # kept aside for the user.  Either way the records before it stand.
                 if problem != "ends in a torn record":
-                    self._move_aside(self.journal_path, f"{problem} at byte {pos}", loaded)
+                    self._move_aside(path, f"{problem} at byte {pos}", loaded)
                 else:
-                    loaded.warnings.append(f"journal {self.journal_path} {problem} at byte {pos}; ignored it")
+                    loaded.warnings.append(f"journal {path} {problem} at byte {pos}; ignored it")
                 break
             pos += _RECORD.size + length
 
@@ -226,8 +234,8 @@ class Store:
     def needs_compaction(self) -> bool:
         return self._journal_bytes > max(MIN_COMPACT_BYTES, self._snapshot_bytes)
 
-    def compact(self, snapshot: Loaded) -> None:
-        """Write the whole state as the new snapshot and start an empty journal."""
+    def write_snapshot(self, snapshot: Loaded) -> int:
+        """Replace the snapshot file with ``snapshot``; its size in bytes."""
         data: bytes = msgpack.packb(
             {
                 "format": FORMAT,
@@ -241,9 +249,14 @@ class Store:
             use_bin_type=True,
         )
         write_atomic(self.path, data)
-        self._snapshot_bytes = len(data)
-        # Records now in the snapshot may stay in the journal if we crash before this
-        # truncation: replaying them is harmless (see the module docstring).
+        return len(data)
+
+    def compact(self, snapshot: Loaded) -> None:
+        """Write the whole state as the new snapshot and start an empty journal, here and now."""
+        self._snapshot_bytes = self.write_snapshot(snapshot)
+        # Records now in the snapshot may stay in the journals if we crash before they are
+        # removed: replaying them is harmless (see the module docstring).
+        self._drop_prev_journal()
         if self._fd >= 0:
             os.ftruncate(self._fd, 0)
             if self.fsync:
@@ -253,3 +266,29 @@ class Store:
                 os.truncate(self.journal_path, 0)
         self._journal_bytes = 0
         self._unsynced = False
+
+    def rotate(self) -> bool:
+        """Begin a compaction in the background: the journal so far becomes the previous journal
+        and appends go to a new one.  The caller then writes the snapshot of the state as it is
+        now (in a child process) and calls :meth:`rotated`.  False, and nothing done, while a
+        previous journal is still there (an earlier background compaction failed)."""
+        if os.path.exists(self.prev_journal_path):
+            return False
+        self.commit()
+        os.rename(self.journal_path, self.prev_journal_path)
+        _fsync_dir(self.path)
+        os.close(self._fd)
+        self.open()
+        return True
+
+    def rotated(self, ok: bool) -> None:
+        """The background compaction ended: if the snapshot was written, the previous journal is
+        in it.  If not, the previous journal stays, and the next compaction is done in place."""
+        if ok:
+            self._snapshot_bytes = os.stat(self.path).st_size
+            self._drop_prev_journal()
+
+    def _drop_prev_journal(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.prev_journal_path)
+            _fsync_dir(self.path)

@@ -118,8 +118,9 @@ class Spool:
             return None
         for proc in psutil.process_iter(["pid", "cmdline", "name"]):
             cmd = proc.info["cmdline"] or []
-            # Job shims are forks of the daemon: same command line, named ts-shim.
-            if "spooler.daemon" in cmd and str(self.socket) in cmd and proc.info["name"] != "ts-shim":
+            # Job shims and compaction children are forks of the daemon with its command line.
+            forked = proc.info["name"] in ("ts-shim", "ts-compact")
+            if "spooler.daemon" in cmd and str(self.socket) in cmd and not forked:
                 return int(proc.info["pid"])
         return None
 

@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import TS, Spool, alive, wait_for
+from conftest import TS, Spool, alive, text_of, wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -203,3 +203,35 @@ def test_a_dead_launcher_is_replaced_and_its_jobs_are_not_forgotten(spool: Spool
     assert "exit status" in record["reason"]
     _, err = waiter.communicate(timeout=30)  # whoever waited on it is told
     assert waiter.returncode != 0 and "Traceback" not in err
+
+
+def _queue_behind_a_gate(spool: Spool, count: int) -> list[int]:
+    gate = spool.root / "gate"
+    spool.submit("sh", "-c", f"until [ -e {gate} ]; do sleep 0.05; done")
+    lines = "".join(f"echo {i}\n" for i in range(count))
+    return [int(i) for i in spool.ts("--batch", "-", input=lines).split()]
+
+
+def test_compaction_runs_beside_the_daemon(spool: Spool) -> None:
+    # 12,000 job records (about 5 MB) outgrow the 4 MiB the journal may reach before compaction.
+    ids = _queue_behind_a_gate(spool, 12_000)
+    daemon = spool.daemon_pid()
+    prev = Path(f"{spool.savelist}.journal.prev")
+    log = Path(f"{spool.savelist}.log")
+    wait_for(lambda: "compacted in the background" in text_of(log), what="a background compaction")
+    wait_for(lambda: not prev.exists(), what="the previous journal to be folded in")
+    assert os.path.getsize(f"{spool.savelist}.journal") < os.path.getsize(spool.savelist)
+    assert spool.daemon_pid() == daemon
+    assert [j["id"] for j in spool.jobs()][1:] == ids
+    kill_daemon(spool)
+    assert [j["id"] for j in spool.jobs()][1:] == ids  # read back by the next daemon
+    (spool.root / "gate").touch()
+
+
+def test_kill_9_while_compacting_loses_nothing(spool: Spool) -> None:
+    ids = _queue_behind_a_gate(spool, 12_000)
+    kill_daemon(spool)  # most likely while its compaction child still writes the snapshot
+    listed = spool.jobs()  # the next daemon starts once that child has let go of the lock
+    assert [j["id"] for j in listed][1:] == ids
+    assert spool.submit("true") == ids[-1] + 1
+    (spool.root / "gate").touch()

@@ -98,7 +98,7 @@ def run(
         os.makedirs(os.path.dirname(config.savelist), mode=0o700, exist_ok=True)
         _setup_logging(config.savelist + ".log", foreground)
         loop = asyncio.new_event_loop()
-        spooler = Spooler(config, loop)
+        spooler = Spooler(config, loop, keep_fds=frozenset({lock}))
         spooler.load()
         listener = bind(sock)
     except Exception as exc:
@@ -126,7 +126,7 @@ def run(
             os.unlink(sock)
         server.close()
         spooler.shutdown_jobs()
-        spooler.store.close()
+        spooler.close()
         log.info("daemon %d stopped; running jobs continue and are adopted by the next daemon", os.getpid())
         os.close(lock)
     return 0

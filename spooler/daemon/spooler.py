@@ -24,6 +24,7 @@ import msgpack
 from spooler import exits, runner, scheduler
 from spooler.commands import needs_shell
 from spooler.daemon import launch
+from spooler.daemon.compaction import Compactor
 from spooler.daemon.config import StartupConfig
 from spooler.daemon.errors import RequestError
 from spooler.daemon.gpus import GpuManager
@@ -78,11 +79,15 @@ _COPIED_FIELDS = tuple(
 
 
 class Spooler:
-    def __init__(self, config: StartupConfig, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, config: StartupConfig, loop: asyncio.AbstractEventLoop, keep_fds: frozenset[int] = frozenset()
+    ) -> None:
+        """``keep_fds``: the lock file, which a compaction child holds until its snapshot is in place."""
         self.config = config
         self.settings = config.settings
         self.loop = loop
         self.store = Store(config.savelist, fsync=config.fsync)
+        self.compactor = Compactor(self.store, self.snapshot, keep_fds)
         self.runs_dir = config.savelist + ".runs"
         self.snapshots_dir = snapshots_dir(config.savelist)
         self.jobs: dict[int, Job] = {}
@@ -156,9 +161,18 @@ class Spooler:
         )
 
     def compact(self) -> None:
+        """Compact the save-list here and now (at start-up, or when the background way failed)."""
+        began = time.monotonic()
         snapshot = self.snapshot()
         self.store.compact(snapshot)
         self.envs = snapshot.envs  # environments no job uses any more are dropped with it
+        log.info("save-list compacted in place in %.3f s", time.monotonic() - began)
+
+    def _compact_in_background(self) -> None:
+        used_envs = {j.env_key for j in self.jobs.values()}
+        self.envs = {k: v for k, v in self.envs.items() if k in used_envs}
+        if not self.compactor.start():
+            self.compact()
 
     def save(self, job: Job) -> None:
         self.store.put_job(job.to_record())
@@ -178,8 +192,13 @@ class Spooler:
     def commit(self) -> None:
         """Called before replies go out: make acknowledged changes durable, compact if due."""
         self.store.commit()
-        if self.store.needs_compaction:
-            self.compact()
+        if self.store.needs_compaction and not self.compactor.running:
+            self._compact_in_background()
+
+    def close(self) -> None:
+        """At shutdown: the save-list is complete and synced when this returns."""
+        self.compactor.wait()
+        self.store.close()
 
     def _env_key(self, env: dict[str, str]) -> str:
         """Identical environments (the usual case for a sweep) are stored once."""
@@ -352,12 +371,13 @@ class Spooler:
         """SIGCHLD: collect every child that has exited."""
         while True:
             try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
+                pid, wait_status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            self.helpers.reaped(pid)
+            if not self.compactor.reaped(pid, wait_status):
+                self.helpers.reaped(pid)
 
     def _collect(self, job: Job, logs: dict[int, list[exits.Exit]] | None = None) -> exits.Exit | None:
         """How this run of the job ended, from the launchers' exit logs; None if not recorded."""
