@@ -166,6 +166,8 @@ def spool(tmp_path: Path) -> Iterator[Spool]:
     s = Spool(tmp_path)
     yield s
     s.stop()
+    # Shown by pytest only when the test failed: what the daemon saw.
+    print("--- daemon log (tail) ---", *text_of(Path(f"{s.savelist}.log")).splitlines()[-40:], sep="\n")
 
 
 @pytest.fixture

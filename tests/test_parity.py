@@ -310,7 +310,8 @@ def test_a_running_hook_does_not_keep_the_daemon_lock(spool: Spool, tmp_path: Pa
     started = tmp_path / "hook-started"
     hook.write_text(f"#!/bin/sh\ntouch {started}\nsleep 300\n")
     hook.chmod(0o755)
-    spool.run("-f", "true", env={"TS_ONFINISH": str(hook)})
+    done = spool.run("-f", "true", env={"TS_ONFINISH": str(hook)})
+    assert done.returncode == 0, done.stderr
     wait_for(started.exists, what="the hook to start")
     assert spool.run("-K", timeout=10).returncode == 0  # returns once the lock is free
     assert spool.run("-l").returncode == 0  # and a new daemon can take it
