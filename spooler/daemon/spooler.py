@@ -226,10 +226,11 @@ class Spooler:
         return job
 
     def ordered(self) -> Iterator[Job]:
-        """Running jobs, then waiting ones in queue order, then ended ones (as ``ts -l``)."""
+        """Running jobs, then waiting ones in queue order, then ended ones in the order they
+        ended (as the original's ``ts -l``)."""
         yield from sorted(self.running.values(), key=lambda j: j.id)
         yield from self.queue
-        yield from (j for j in self.jobs.values() if j.state.is_done)
+        yield from (self.jobs[i] for i in self.done_order if i in self.jobs)
 
     @property
     def running_count(self) -> int:
