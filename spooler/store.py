@@ -29,6 +29,7 @@ import os
 import struct
 import time
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,19 +78,69 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, whole."""
+def write_atomic(path: str, chunks: Iterable[bytes]) -> int:
+    """Replace ``path`` with the bytes of ``chunks`` so that a crash leaves the old or the new
+    file, whole.  Returns the size written."""
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    size = 0
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        for chunk in chunks:
+            view = memoryview(chunk)
+            size += len(view)
+            while view:
+                view = view[os.write(fd, view) :]
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
     os.replace(tmp, path)
     _fsync_dir(path)
+    return size
+
+
+@dataclass
+class Snapshot:
+    """What a compaction writes.  Job records are made one at a time as the file is written,
+    so the whole list is never held twice in memory."""
+
+    jobs: Iterable[dict[str, Any]]
+    job_count: int
+    envs: dict[str, dict[str, str]]
+    settings: dict[str, Any]
+    next_id: int
+
+
+def _packed(snapshot: Snapshot, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """The snapshot file's bytes (one msgpack map, as the loader reads it), in chunks."""
+    packer = msgpack.Packer(use_bin_type=True)
+    head = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "written": time.time(),
+        "next_id": snapshot.next_id,
+        "settings": snapshot.settings,
+        "envs": snapshot.envs,
+    }
+    buf = bytearray(packer.pack_map_header(len(head) + 1))
+    for key, value in head.items():
+        buf += packer.pack(key)
+        buf += packer.pack(value)
+    buf += packer.pack("jobs")
+    buf += packer.pack_array_header(snapshot.job_count)
+    written = 0
+    for record in snapshot.jobs:
+        buf += packer.pack(record)
+        written += 1
+        if len(buf) >= chunk_size:
+            yield bytes(buf)
+            buf.clear()
+    if written != snapshot.job_count:
+        raise RuntimeError(f"snapshot of {snapshot.job_count} jobs produced {written}")
+    yield bytes(buf)
 
 
 class Store:
@@ -234,24 +285,11 @@ class Store:
     def needs_compaction(self) -> bool:
         return self._journal_bytes > max(MIN_COMPACT_BYTES, self._snapshot_bytes)
 
-    def write_snapshot(self, snapshot: Loaded) -> int:
+    def write_snapshot(self, snapshot: Snapshot) -> int:
         """Replace the snapshot file with ``snapshot``; its size in bytes."""
-        data: bytes = msgpack.packb(
-            {
-                "format": FORMAT,
-                "version": FORMAT_VERSION,
-                "written": time.time(),
-                "next_id": snapshot.next_id,
-                "settings": snapshot.settings,
-                "envs": snapshot.envs,
-                "jobs": list(snapshot.jobs.values()),
-            },
-            use_bin_type=True,
-        )
-        write_atomic(self.path, data)
-        return len(data)
+        return write_atomic(self.path, _packed(snapshot))
 
-    def compact(self, snapshot: Loaded) -> None:
+    def compact(self, snapshot: Snapshot) -> None:
         """Write the whole state as the new snapshot and start an empty journal, here and now."""
         self._snapshot_bytes = self.write_snapshot(snapshot)
         # Records now in the snapshot may stay in the journals if we crash before they are

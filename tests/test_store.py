@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from spooler.store import Loaded, Store
+from spooler.store import Snapshot, Store
 
 
 def job(job_id: int, state: str) -> dict[str, object]:
@@ -16,8 +16,9 @@ def state_of(path: Path) -> dict[int, str]:
     return {i: str(r["state"]) for i, r in Store(str(path)).load().jobs.items()}
 
 
-def snapshot(jobs: dict[int, str]) -> Loaded:
-    return Loaded(jobs={i: job(i, s) for i, s in jobs.items()}, next_id=max(jobs, default=-1) + 1)
+def snapshot(jobs: dict[int, str]) -> Snapshot:
+    records = [job(i, s) for i, s in jobs.items()]
+    return Snapshot(jobs=iter(records), job_count=len(records), envs={}, settings={}, next_id=len(records))
 
 
 def test_background_compaction_keeps_every_change_at_every_step(tmp_path: Path) -> None:

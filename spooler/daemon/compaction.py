@@ -21,13 +21,13 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from spooler import runner
-from spooler.store import Loaded, Store
+from spooler.store import Snapshot, Store
 
 log = logging.getLogger(__name__)
 
 
 class Compactor:
-    def __init__(self, store: Store, state: Callable[[], Loaded], keep_fds: frozenset[int]) -> None:
+    def __init__(self, store: Store, state: Callable[[], Snapshot], keep_fds: frozenset[int]) -> None:
         self.store = store
         self.state = state  # builds the snapshot of the job list; called in the child
         self.keep_fds = keep_fds  # the lock file

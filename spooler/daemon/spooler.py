@@ -33,7 +33,7 @@ from spooler.daemon.jobqueue import JobQueue
 from spooler.daemon.launcher import Launcher
 from spooler.daemon.recovery import Adoption
 from spooler.jobs import Job, JobState
-from spooler.store import Loaded, Store
+from spooler.store import Snapshot, Store
 
 log = logging.getLogger("spooler")
 
@@ -151,10 +151,11 @@ class Spooler:
         self.launcher.start()
         self.compact()
 
-    def snapshot(self) -> Loaded:
+    def snapshot(self) -> Snapshot:
         used_envs = {j.env_key for j in self.jobs.values()}
-        return Loaded(
-            jobs={j.id: j.to_record() for j in self.jobs.values()},
+        return Snapshot(
+            jobs=(j.to_record() for j in self.jobs.values()),
+            job_count=len(self.jobs),
             envs={k: v for k, v in self.envs.items() if k in used_envs},
             settings=self.settings.to_record(),
             next_id=self.next_id,
