@@ -22,7 +22,7 @@ from typing import Any
 
 from spooler import client, protocol, template
 from spooler.commands import needs_shell
-from spooler.errors import DaemonUnavailable, RemoteError, UsageError
+from spooler.errors import DaemonUnavailable, PartlyQueued, RemoteError, UsageError
 
 Command = str | Sequence[str]
 
@@ -156,7 +156,10 @@ class Client(client.Client):
         if not items:
             raise UsageError("a sweep needs at least one run")
         reply = self.request("submit", items=items, sweep=name, **self._fields(cwd, env, options))
-        return [int(i) for i in reply["ids"]]
+        ids = [int(i) for i in reply["ids"]]
+        if reply.get("partial"):
+            raise PartlyQueued(str(reply["partial"]), ids)
+        return ids
 
     # -- looking -----------------------------------------------------------------------------
 

@@ -39,3 +39,11 @@ class QueueFull(RemoteError):
     """``-B`` was given and the queue is at its limit (exit 2, as in the original)."""
 
     exit_status = 2
+
+
+class PartlyQueued(RemoteError):
+    """Only some jobs of a batch or sweep could be recorded (a full disk); ``ids`` are queued."""
+
+    def __init__(self, message: str, ids: list[int]) -> None:
+        super().__init__(message, "internal")
+        self.ids = ids

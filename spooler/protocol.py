@@ -18,7 +18,7 @@ TYPE_CHECKING = False  # typing costs ts about 2 ms of start-up; only the type c
 if TYPE_CHECKING:
     from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: wait until=start, kill only, status.started
 
 # Checked against the length prefix before any buffer is allocated.  A batch of 100,000
 # commands with a large captured environment stays well below it.

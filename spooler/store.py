@@ -40,6 +40,7 @@ FORMAT_VERSION = 1
 _RECORD = struct.Struct(">II")  # length, crc32 of the body
 _MAX_RECORD = 256 * 1024 * 1024
 MIN_COMPACT_BYTES = 4 * 1024 * 1024
+COMPACT_RETRY_SECONDS = 10.0
 
 
 @dataclass
@@ -153,6 +154,9 @@ class Store:
         self._journal_bytes = 0
         self._snapshot_bytes = 0
         self._unsynced = False
+        self._missing = False  # a change could not be appended: only a snapshot can save it
+        self._missing_at_rotation = False
+        self._retry_at = 0.0  # after a failed compaction: when to try again if no room shows
 
     # -- loading -------------------------------------------------------------------------
 
@@ -283,7 +287,30 @@ class Store:
 
     @property
     def needs_compaction(self) -> bool:
-        return self._journal_bytes > max(MIN_COMPACT_BYTES, self._snapshot_bytes)
+        due = self._journal_bytes > max(MIN_COMPACT_BYTES, self._snapshot_bytes)
+        if not (due or self._missing):
+            return False
+        # After a failure (a full disk), not at every change: once there is room again, or
+        # after a while.
+        return not self._retry_at or time.monotonic() >= self._retry_at or self._has_room()
+
+    def _has_room(self) -> bool:
+        try:
+            fs = os.statvfs(os.path.dirname(self.path) or ".")
+        except OSError:
+            return False
+        # The new snapshot is at most the old one plus the journal, and is written beside it.
+        needed = self._snapshot_bytes + self._journal_bytes + 64 * 1024
+        return fs.f_bavail * fs.f_frsize >= needed
+
+    def missed(self) -> None:
+        """A change the daemon made could not be appended (a full disk): the next snapshot,
+        written as soon as there is room, must carry it."""
+        self._missing = True
+
+    def postpone_compaction(self) -> None:
+        """A compaction failed (a full disk): try again once there is room, or after a while."""
+        self._retry_at = time.monotonic() + COMPACT_RETRY_SECONDS
 
     def write_snapshot(self, snapshot: Snapshot) -> int:
         """Replace the snapshot file with ``snapshot``; its size in bytes."""
@@ -292,9 +319,11 @@ class Store:
     def compact(self, snapshot: Snapshot) -> None:
         """Write the whole state as the new snapshot and start an empty journal, here and now."""
         self._snapshot_bytes = self.write_snapshot(snapshot)
+        self._missing = False
+        self._retry_at = 0.0
         # Records now in the snapshot may stay in the journals if we crash before they are
         # removed: replaying them is harmless (see the module docstring).
-        self._drop_prev_journal()
+        self.drop_prev_journal()
         if self._fd >= 0:
             os.ftruncate(self._fd, 0)
             if self.fsync:
@@ -314,9 +343,24 @@ class Store:
             return False
         self.commit()
         os.rename(self.journal_path, self.prev_journal_path)
-        _fsync_dir(self.path)
+        try:
+            fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError:
+            os.rename(self.prev_journal_path, self.journal_path)  # as it was: appends go on
+            raise
+        try:
+            _fsync_dir(self.path)
+        except OSError:
+            os.close(fd)
+            os.unlink(self.journal_path)
+            os.rename(self.prev_journal_path, self.journal_path)
+            raise
         os.close(self._fd)
-        self.open()
+        self._fd = fd
+        self._journal_bytes = 0
+        # The snapshot of this moment carries what was missing; what is missed from now on
+        # must wait for the next one.
+        self._missing_at_rotation, self._missing = self._missing, False
         return True
 
     def rotated(self, ok: bool) -> None:
@@ -324,9 +368,15 @@ class Store:
         in it.  If not, the previous journal stays, and the next compaction is done in place."""
         if ok:
             self._snapshot_bytes = os.stat(self.path).st_size
-            self._drop_prev_journal()
+            self._retry_at = 0.0
+            self.drop_prev_journal()  # the child did; a no-op unless it died just before
+        else:
+            self._missing = self._missing or self._missing_at_rotation
 
-    def _drop_prev_journal(self) -> None:
+    def drop_prev_journal(self) -> None:
+        """The snapshot now holds what the previous journal held (called by the compaction
+        child as soon as its snapshot is in place, so that a daemon dying meanwhile does not
+        leave older records to be replayed over it)."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.prev_journal_path)
             _fsync_dir(self.path)

@@ -58,3 +58,21 @@ def test_ctrl_c_on_ts_f_removes_a_job_that_has_not_started(spool: Spool) -> None
     assert [j["id"] for j in spool.jobs()] == [blocker]
     assert queued != blocker
     gate.touch()
+
+
+def test_ctrl_c_on_ts_f_waiting_for_room_in_a_full_queue_queues_nothing(spool: Spool) -> None:
+    spool.env["TS_MAXCONN"] = "3"  # three jobs may wait, three clients may connect
+    gate = spool.root / "gate"
+    kept = [spool.submit("sh", "-c", f"until [ -e {gate} ]; do sleep 0.02; done")]
+    kept += [spool.submit("true") for _ in range(3)]
+    sockets = spool.daemon_sockets()
+    client = subprocess.Popen(
+        [*TS, "-f", "echo", "abandoned"], env=spool.env, stderr=subprocess.PIPE, text=True
+    )
+    wait_for(lambda: spool.daemon_sockets() > sockets, what="ts -f to wait for room")
+    client.send_signal(signal.SIGINT)
+    _, err = client.communicate(timeout=30)
+    assert (client.returncode, err) == (130, "")
+    gate.touch()  # room again: the abandoned submission must not be queued now
+    assert spool.run("-w", str(kept[-1])).returncode == 0
+    assert [j["id"] for j in spool.jobs()] == kept

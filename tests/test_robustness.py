@@ -14,6 +14,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -273,7 +274,19 @@ def test_wrong_shape_is_refused_and_only_that_connection_closes(spool: Spool, va
     assert_same_daemon_answers(spool, pid)
 
 
-@pytest.mark.parametrize("version", [0, 2, PROTOCOL_VERSION + 100, "1", None, [1], True, 1.0])
+@pytest.mark.parametrize(
+    "version",
+    [
+        0,
+        PROTOCOL_VERSION - 1,
+        PROTOCOL_VERSION + 1,
+        str(PROTOCOL_VERSION),
+        None,
+        [1],
+        True,
+        float(PROTOCOL_VERSION),
+    ],
+)
 def test_wrong_protocol_version(spool: Spool, version: Any) -> None:
     pid = start(spool)
     with connect(spool) as bystander, connect(spool) as sock:
@@ -1266,3 +1279,39 @@ def test_peer_with_another_uid_is_refused(world_spool: Spool) -> None:
     assert reply["ok"] is False and reply["code"] == protocol.E_DENIED, reply
     assert "text" not in reply
     assert_same_daemon_answers(spool, pid)
+
+
+OLD_DAEMON = """
+import fcntl, os, signal, socket, struct, sys
+import msgpack
+sock_path, lock_path = sys.argv[1], sys.argv[2]
+lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(lock, fcntl.LOCK_EX)
+server = socket.socket(socket.AF_UNIX)
+server.bind(sock_path)
+server.listen(4)
+print("ready", flush=True)
+while True:
+    conn, _ = server.accept()
+    length = struct.unpack(">I", conn.recv(4))[0]
+    conn.recv(length)
+    body = msgpack.packb({"ok": False, "code": "version", "error": "the running daemon speaks protocol 1"})
+    conn.sendall(struct.pack(">I", len(body)) + body)
+"""
+
+
+def test_ts_K_stops_a_daemon_of_another_version(spool: Spool) -> None:
+    # After an upgrade the old daemon refuses the new protocol, shutdown included: ts -K
+    # still stops it (SIGTERM to the pid the socket names), and the next ts starts a new one.
+    spool.socket.parent.mkdir(parents=True, exist_ok=True)
+    old = subprocess.Popen(
+        [sys.executable, "-c", OLD_DAEMON, str(spool.socket), f"{spool.socket}.lock"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert old.stdout is not None and old.stdout.readline() == "ready\n"
+    listed = spool.run("-l")
+    assert listed.returncode != 0 and "speaks protocol 1" in listed.stderr
+    assert spool.run("-K").returncode == 0
+    assert old.wait(timeout=30) == -signal.SIGTERM
+    assert spool.run("-l").returncode == 0  # its stale socket is replaced by a new daemon

@@ -78,7 +78,7 @@ def show(inv: Invocation, whole: bool) -> int:
             client.request("wait", id=status["id"], until="start")
             status = _status(client, status["id"])
             whole = True
-        elif status["state"] == "running" and not status["started"]:
+        elif status["state"] == "running" and not status.get("started"):
             # Handed to the launcher a moment ago: its log exists once the launcher reports in.
             client.request("wait", id=status["id"], until="start")
             status = _status(client, status["id"])

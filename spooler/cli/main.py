@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from spooler.cli.parse import Invocation, job_id, parse, positive
 from spooler.client import Client
-from spooler.errors import SpoolerError, UsageError
+from spooler.errors import SpoolerError, UsageError, VersionMismatch
 
 TYPE_CHECKING = False  # typing costs ts about 2 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
@@ -195,6 +195,18 @@ def _logdir(inv: Invocation) -> int:
     return 0
 
 
+def _terminate_peer(client: Client) -> None:
+    import signal
+    import socket
+    import struct
+
+    creds = client.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _ = struct.unpack("3i", creds)
+    if uid != os.getuid() or pid <= 1:
+        raise SpoolerError("the daemon on this socket is not yours")
+    os.kill(pid, signal.SIGTERM)
+
+
 def _shutdown(inv: Invocation) -> int:
     """-K: stop the daemon (the list is kept); --reset: drop the list first."""
     drop = inv.action == "reset"
@@ -203,10 +215,18 @@ def _shutdown(inv: Invocation) -> int:
     except SpoolerError:
         print("ts: no daemon is running", file=sys.stderr)
         return 0
-    with client:
-        reply = client.request("shutdown", drop=drop)
-        from spooler.cli.follow import wait_for_daemon_exit
+    from spooler.cli.follow import wait_for_daemon_exit
 
+    with client:
+        try:
+            reply = client.request("shutdown", drop=drop)
+        except VersionMismatch:
+            if drop:
+                raise
+            # A daemon of another version (left running by an upgrade): SIGTERM stops it just
+            # as cleanly, and its pid comes from the socket itself.
+            _terminate_peer(client)
+            reply = {}
         wait_for_daemon_exit()
     if drop and reply.get("running"):
         print(f"ts: {reply['running']} running job(s) were left running", file=sys.stderr)

@@ -132,7 +132,7 @@ def _send(fields: dict[str, Any], snapshot: bool) -> dict[str, Any]:
             return client.request("submit", fds=fds, **fields)
         # -f: like running the command itself: no id, its exit status; signals reach the job
         with ForwardedSignals() as forwarded:
-            reply = client.request("submit", fds=fds, **fields)
+            reply = forwarded.submit(client, fds, fields)
             if "id" in reply:
                 reply["exit_status"] = forwarded.wait(client, int(reply["id"]))
         return reply
@@ -151,35 +151,70 @@ class ForwardedSignals:
         import signal
 
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.early = b""  # signals that came before the job had an id
         self.old_wakeup = signal.set_wakeup_fd(self.wake_w)
         sigs = [getattr(signal, name) for name in self.NAMES]
         self.old_handlers = {sig: signal.signal(sig, lambda *_: None) for sig in sigs}
         return self
 
+    # After a signal, how long the reply to the submission may still take before we conclude
+    # that the daemon holds it back (a full queue) and give up instead of queueing the job.
+    REPLY_GRACE = 0.5
+
     def __exit__(self, *exc: object) -> None:
         import signal
 
-        signal.set_wakeup_fd(self.old_wakeup)
-        for sig, handler in self.old_handlers.items():
+        for sig, handler in self.old_handlers.items():  # first: a signal now is not swallowed
             signal.signal(sig, handler)
+        signal.set_wakeup_fd(self.old_wakeup)
         os.close(self.wake_r)
         os.close(self.wake_w)
+
+    def _signals(self) -> bytes:
+        try:
+            return os.read(self.wake_r, 64)
+        except BlockingIOError:
+            return b""
+
+    def submit(self, client: Client, fds: list[int] | None, fields: dict[str, Any]) -> dict[str, Any]:
+        """Send the submission.  A signal while the daemon holds it back (the queue is full)
+        abandons it: the daemon drops a submission whose client went away."""
+        import select
+        import time
+
+        from spooler import protocol
+
+        client.send(protocol.request("submit", **fields), fds)
+        deadline = None
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([client.fileno(), self.wake_r], [], [], timeout)
+            if client.fileno() in ready:
+                return check(client.receive())  # signals that came meanwhile go to the job
+            if self.wake_r in ready:
+                self.early += self._signals()
+                deadline = deadline or time.monotonic() + self.REPLY_GRACE
+            elif deadline is not None:
+                client.close()
+                return {"exit_status": 128 + self.early[0]}
 
     def wait(self, client: Client, job: int) -> int:
         """The job's exit status (128 + the signal when a signal removed it before it started)."""
         import select
 
         removed_by = 0
+        pending = self.early
         while True:
+            for signum in pending:
+                if _forward(job, signum):
+                    removed_by = signum
             ready, _, _ = select.select([client.fileno(), self.wake_r], [], [])
             if client.fileno() in ready:
                 done = check(client.receive())
                 if done.get("removed") and removed_by:
                     return 128 + removed_by
                 return int(done["exit_status"])
-            for signum in os.read(self.wake_r, 64):
-                if _forward(job, signum):
-                    removed_by = signum
+            pending = self._signals()
 
 
 def _forward(job: int, signum: int) -> bool:
@@ -221,6 +256,15 @@ def enqueue(inv: Invocation) -> int:
     if "exit_status" in reply:
         return int(reply["exit_status"])
     print("\n".join(map(str, reply.get("ids", [reply.get("id")]))))
+    return _partial(reply)
+
+
+def _partial(reply: dict[str, Any]) -> int:
+    """A batch the daemon could record only in part: the ids printed are queued; say so."""
+    if reply.get("partial"):
+        sys.stdout.flush()
+        print(f"ts: {reply['partial']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -273,4 +317,4 @@ def sweep(inv: Invocation) -> int:
     fields.update(items=items, sweep=loaded.name)
     reply = _send(fields, bool(opts.get("snapshot")))
     print("\n".join(map(str, reply["ids"])))
-    return 0
+    return _partial(reply)

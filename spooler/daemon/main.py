@@ -98,7 +98,8 @@ def run(
         os.makedirs(os.path.dirname(config.savelist), mode=0o700, exist_ok=True)
         _setup_logging(config.savelist + ".log", foreground)
         loop = asyncio.new_event_loop()
-        spooler = Spooler(config, loop, keep_fds=frozenset({lock}))
+        log_fds = {h.stream.fileno() for h in log.handlers if isinstance(h, logging.FileHandler) and h.stream}
+        spooler = Spooler(config, loop, keep_fds=frozenset({lock, *log_fds}))
         spooler.load()
         listener = bind(sock)
     except Exception as exc:

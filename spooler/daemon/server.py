@@ -264,7 +264,7 @@ class Server:
             conn.fail(
                 protocol.E_VERSION,
                 f"the running daemon speaks protocol {protocol.PROTOCOL_VERSION} and this ts speaks "
-                f"{_short(version)}: stop the old daemon with its own ts -K (queued jobs are kept) and retry",
+                f"{_short(version)}: restart it with ts -K (queued jobs are kept) and retry",
             )
             return
         op = message.get("op")

@@ -149,7 +149,11 @@ class Spooler:
             self._recover(job, logs)
         exits.remove_logs_of_dead_launchers(self.runs_dir, alive=set())
         self.launcher.start()
-        self.compact()
+        try:
+            self.compact()
+        except OSError as exc:  # a full disk: serve from the journal, compact later
+            self.warnings.append(f"could not compact the save-list: {exc}")
+            self.store.postpone_compaction()
 
     def snapshot(self) -> Snapshot:
         used_envs = {j.env_key for j in self.jobs.values()}
@@ -185,6 +189,7 @@ class Spooler:
             self.save(job)
         except OSError as exc:
             log.error("could not record job %d in the save-list: %s", job.id, exc)
+            self.store.missed()
 
     def save_settings(self) -> None:
         for key, value in self.settings.to_record().items():
@@ -194,7 +199,12 @@ class Spooler:
         """Called before replies go out: make acknowledged changes durable, compact if due."""
         self.store.commit()
         if self.store.needs_compaction and not self.compactor.running:
-            self._compact_in_background()
+            try:
+                self._compact_in_background()
+            except OSError as exc:
+                # The journal holds every change: only the compaction is put off.
+                log.error("could not compact the save-list: %s", exc)
+                self.store.postpone_compaction()
 
     def close(self) -> None:
         """At shutdown: the save-list is complete and synced when this returns."""
@@ -206,8 +216,8 @@ class Spooler:
         packed = msgpack.packb(sorted(env.items()), use_bin_type=True)
         key = hashlib.blake2b(packed, digest_size=12).hexdigest()
         if key not in self.envs:
+            self.store.put_env(key, env)  # first: an environment not recorded is not reused
             self.envs[key] = env
-            self.store.put_env(key, env)
         return sys.intern(key)
 
     # -- lookups -------------------------------------------------------------------------
@@ -253,7 +263,7 @@ class Spooler:
             id=self.next_id,
             command=sub.command,
             cwd=sys.intern(sub.cwd),
-            env_key=self._env_key(sub.env),
+            env_key="",
             shell=needs_shell(sub.command),
             enqueue_time=now,
         )
@@ -262,12 +272,16 @@ class Spooler:
         for name in _COPIED_FIELDS:
             value = getattr(sub, name)
             setattr(job, name, list(value) if isinstance(value, list) else value)
-        self.queue.add(job)
         try:
-            self.save(job)  # first: a job that cannot be recorded is not queued either
+            job.env_key = self._env_key(sub.env)
+            self.queue.add(job)
+            try:
+                self.save(job)  # first: a job that cannot be recorded is not queued either
+            except OSError:
+                self.queue.remove(job)
+                raise
         except OSError as exc:
-            self.queue.remove(job)
-            raise RequestError("internal", f"could not record the job: {exc.strerror}") from None
+            raise RequestError("internal", f"could not record the job: {exc.strerror or exc}") from None
         self.next_id += 1
         self.jobs[job.id] = job
         self.last_added = job.id

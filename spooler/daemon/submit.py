@@ -153,7 +153,14 @@ def submit(sp: Spooler, msg: dict[str, Any], conn: Connection) -> Reply:
     ids: list[int] = []
     for command, args, marker in items:
         template.command, template.args, template.skip_if_exists = command, args, marker
-        ids.append(sp.submit(template, now).id)
+        try:
+            ids.append(sp.submit(template, now).id)
+        except RequestError as exc:
+            if not ids or exc.code != "internal":
+                raise
+            # The save-list cannot be written (a full disk): the jobs recorded so far stay
+            # queued, and the client is told which they are.
+            return {"ok": True, "ids": ids, "partial": f"only {len(ids)} of {len(items)} jobs queued: {exc}"}
         if chain:
             template.after = [*template.after[:-1], ids[-1]]
     return {"ok": True, "ids": ids}
