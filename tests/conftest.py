@@ -124,6 +124,13 @@ class Spool:
                 return int(proc.info["pid"])
         return None
 
+    def kill_daemon(self) -> None:
+        """kill -9 the daemon (its jobs and launcher go on) and wait until it is gone."""
+        pid = self.daemon_pid()
+        assert pid is not None, "the daemon is not running"
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not alive(pid), what="the daemon to die")
+
     def daemon_sockets(self) -> int:
         """How many Unix stream sockets the daemon has open: goes up by one per connected client."""
         import psutil

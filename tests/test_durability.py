@@ -32,13 +32,6 @@ CLIENT = textwrap.dedent(
 )
 
 
-def kill_daemon(spool: Spool) -> None:
-    pid = spool.daemon_pid()
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not alive(pid), what="the daemon to die")
-
-
 def test_kill_9_during_concurrent_enqueues_loses_no_printed_job(spool: Spool) -> None:
     gate = spool.root / "gate"
     spool.submit("sh", "-c", f"until [ -e {gate} ]; do sleep 0.05; done")  # holds the slot
@@ -49,7 +42,7 @@ def test_kill_9_during_concurrent_enqueues_loses_no_printed_job(spool: Spool) ->
         for n in range(8)
     ]
     wait_for(lambda: len(spool.jobs()) > 200, what="some jobs to be queued")
-    kill_daemon(spool)
+    spool.kill_daemon()
     printed: dict[int, str] = {}
     failed = 0
     for proc in clients:
@@ -84,7 +77,7 @@ def test_running_jobs_survive_kill_9_and_their_exit_codes_are_recorded(spool: Sp
     for job in (ok, three, killed, adopted):
         spool.wait_state(job, "running")
     pids = {job: int(spool.ts("-p", str(job))) for job in (ok, three, killed, adopted)}
-    kill_daemon(spool)
+    spool.kill_daemon()
     for pid in pids.values():
         os.kill(pid, 0)  # still running without the daemon
     gate.touch()
@@ -140,7 +133,7 @@ def test_garbage_save_list_is_moved_aside_and_the_daemon_starts(spool: Spool) ->
 def test_truncated_journal_keeps_every_whole_record(spool: Spool) -> None:
     ids = [spool.submit("true", opts=("-L", f"j{i}")) for i in range(5)]
     spool.run("-w", str(ids[-1]))
-    kill_daemon(spool)
+    spool.kill_daemon()
     journal = Path(f"{spool.savelist}.journal")
     data = journal.read_bytes()
     journal.write_bytes(data[:-7])  # tear the last record
@@ -223,14 +216,14 @@ def test_compaction_runs_beside_the_daemon(spool: Spool) -> None:
     assert os.path.getsize(f"{spool.savelist}.journal") < os.path.getsize(spool.savelist)
     assert spool.daemon_pid() == daemon
     assert [j["id"] for j in spool.jobs()][1:] == ids
-    kill_daemon(spool)
+    spool.kill_daemon()
     assert [j["id"] for j in spool.jobs()][1:] == ids  # read back by the next daemon
     (spool.root / "gate").touch()
 
 
 def test_kill_9_while_compacting_loses_nothing(spool: Spool) -> None:
     ids = _queue_behind_a_gate(spool, 12_000)
-    kill_daemon(spool)  # most likely while its compaction child still writes the snapshot
+    spool.kill_daemon()  # most likely while its compaction child still writes the snapshot
     listed = spool.jobs()  # the next daemon starts once that child has let go of the lock
     assert [j["id"] for j in listed][1:] == ids
     assert spool.submit("true") == ids[-1] + 1

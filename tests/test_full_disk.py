@@ -8,13 +8,12 @@ that is impossible the tests are skipped with the reason.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Spool, alive, text_of, wait_for
+from conftest import Spool, text_of, wait_for
 
 from spooler.store import Store
 
@@ -58,13 +57,6 @@ def fill(disk: Path, leave: int = 0) -> Path:
     if leave:
         os.truncate(filler, max(0, filler.stat().st_size - leave))
     return filler
-
-
-def kill_daemon(spool: Spool) -> None:
-    pid = spool.daemon_pid()
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not alive(pid), what="the daemon to die")
 
 
 def gate_job(spool: Spool) -> int:
@@ -120,7 +112,7 @@ def test_a_full_disk_under_the_save_list_refuses_new_jobs_and_loses_none(
     later = spool.submit("true")
     assert later == kept[-1] + 1  # refused submissions took no id
     spool.run("-w", str(later))
-    kill_daemon(spool)
+    spool.kill_daemon()
     listed = spool.jobs()
     assert [j["id"] for j in listed] == [*kept, later]
     assert [(j["state"], j["exit_code"]) for j in listed] == [("finished", 0)] * (len(kept) + 1)
@@ -139,7 +131,7 @@ def test_a_batch_cut_short_by_a_full_disk_says_which_jobs_were_queued(small_disk
     assert batch.stderr == (
         f"ts: only {len(printed)} of 500 jobs queued: could not record the job: No space left on device\n"
     )
-    kill_daemon(spool)
+    spool.kill_daemon()
     listed = spool.jobs()
     assert [j["id"] for j in listed] == [first, *printed]  # exactly those, after a restart
     (spool.root / "gate").touch()
@@ -157,7 +149,7 @@ def test_a_compaction_that_cannot_be_written_loses_nothing(roomier_disk: Path, s
     wait_for(lambda: "compaction" in text_of(log) and "failed" in text_of(log), what="the failed compaction")
     assert spool.daemon_pid() is not None
     assert spool.submit("true") == ids[-1] + 1
-    kill_daemon(spool)
+    spool.kill_daemon()
     assert [j["id"] for j in spool.jobs()] == [first, *ids, ids[-1] + 1]
     (spool.root / "gate").touch()
 
