@@ -54,18 +54,6 @@ def _status(client: Client, job: int | None) -> dict[str, Any]:
     return status
 
 
-def _open(path: str, gzipped: bool, running: bool) -> LogReader | None:
-    """The job's log; None while a running job's log is still being created by the launcher."""
-    try:
-        return LogReader(path, gzipped)
-    except FileNotFoundError:
-        if running:
-            return None
-        raise SpoolerError(f"cannot read {path}: it no longer exists") from None
-    except OSError as exc:
-        raise SpoolerError(f"cannot read {path}: {exc.strerror}") from None
-
-
 def show(inv: Invocation, whole: bool) -> int:
     """Print the job's output (the last lines, or all of it) and follow it until the job ends.
 
@@ -74,12 +62,10 @@ def show(inv: Invocation, whole: bool) -> int:
     """
     with Client() as client:
         status = _status(client, job_id(inv.value, inv.action_option))
-        if status["state"] in ("queued", "allocating"):
-            client.request("wait", id=status["id"], until="start")
-            status = _status(client, status["id"])
-            whole = True
-        elif status["state"] == "running" and not status.get("started"):
-            # Handed to the launcher a moment ago: its log exists once the launcher reports in.
+        if status["state"] in ("queued", "allocating", "running") and not status.get("started"):
+            # Not started, or handed to the launcher a moment ago: once the launcher reports
+            # the process, its log exists.
+            whole = whole or status["state"] != "running"
             client.request("wait", id=status["id"], until="start")
             status = _status(client, status["id"])
         path = status["output"]
@@ -87,44 +73,33 @@ def show(inv: Invocation, whole: bool) -> int:
             if status["state"] == "skipped":
                 raise SpoolerError(f"job {status['id']} was skipped and has no output")
             raise SpoolerError(f"job {status['id']} has no output file")
-        running = status["state"] == "running"
-        reader = _open(path, bool(status["gzip"]), running)
-        out = sys.stdout.buffer
-        first = True
-
-        def copy_new() -> None:
-            nonlocal reader, first
-            if reader is None:
-                reader = _open(path, bool(status["gzip"]), True)
-                if reader is None:
-                    return
-            if first and not whole and not status["gzip"]:
-                reader.file.seek(max(0, os.fstat(reader.file.fileno()).st_size - _TAIL_WINDOW))
-            data = reader.read_new()
-            if first and not whole:
-                data = _last_lines(data, TAIL_LINES)
-            first = False
-            if data:
-                out.write(data)
-                out.flush()
-
         try:
-            copy_new()
-            if not running:
+            reader = LogReader(path, bool(status["gzip"]))
+        except OSError as exc:
+            raise SpoolerError(f"cannot read {path}: {exc.strerror}") from None
+        out = sys.stdout.buffer
+        try:
+            if not whole and not status["gzip"]:
+                reader.file.seek(max(0, os.fstat(reader.file.fileno()).st_size - _TAIL_WINDOW))
+            start = reader.read_new()
+            out.write(start if whole else _last_lines(start, TAIL_LINES))
+            out.flush()
+            if status["state"] != "running":
                 return int(status["exit_status"])
             client.send(protocol.request("wait", id=status["id"]))
             while True:
                 ready, _, _ = select.select([client.fileno()], [], [], _POLL)
-                copy_new()
+                chunk = reader.read_new()
+                if chunk:
+                    out.write(chunk)
+                    out.flush()
                 if ready:
                     done = check(client.receive())
-                    copy_new()
-                    if reader is None:
-                        raise SpoolerError(f"cannot read {path}: it was never created")
+                    out.write(reader.read_new())
+                    out.flush()
                     return int(done["exit_status"])
         finally:
-            if reader is not None:
-                reader.close()
+            reader.close()
 
 
 def wait_for_daemon_exit(timeout: float = 15.0) -> None:
