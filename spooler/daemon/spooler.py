@@ -156,26 +156,29 @@ class Spooler:
             self.store.postpone_compaction()
 
     def snapshot(self) -> Snapshot:
-        used_envs = {j.env_key for j in self.jobs.values()}
+        """The whole state, for a compaction; call _drop_unused_envs first."""
         return Snapshot(
             jobs=(j.to_record() for j in self.jobs.values()),
             job_count=len(self.jobs),
-            envs={k: v for k, v in self.envs.items() if k in used_envs},
+            envs=self.envs,
             settings=self.settings.to_record(),
             next_id=self.next_id,
         )
 
+    def _drop_unused_envs(self) -> None:
+        """Environments no job uses any more are not carried into the next snapshot."""
+        used = {j.env_key for j in self.jobs.values()}
+        self.envs = {k: v for k, v in self.envs.items() if k in used}
+
     def compact(self) -> None:
         """Compact the save-list here and now (at start-up, or when the background way failed)."""
         began = time.monotonic()
-        snapshot = self.snapshot()
-        self.store.compact(snapshot)
-        self.envs = snapshot.envs  # environments no job uses any more are dropped with it
+        self._drop_unused_envs()
+        self.store.compact(self.snapshot())
         log.info("save-list compacted in place in %.3f s", time.monotonic() - began)
 
     def _compact_in_background(self) -> None:
-        used_envs = {j.env_key for j in self.jobs.values()}
-        self.envs = {k: v for k, v in self.envs.items() if k in used_envs}
+        self._drop_unused_envs()  # before the fork: the child writes the state as it is then
         if not self.compactor.start():
             self.compact()
 
