@@ -33,6 +33,7 @@ from .errors import UsageError
 from .template import (
     TemplateError,
     assign,
+    brief,
     canonical,
     fill,
     nest,
@@ -139,14 +140,6 @@ def _parse_json(path: str, text: str) -> Any:
         raise SweepError(f"{path}: invalid JSON: nested too deeply") from None
 
 
-def _show(value: Any, limit: int = 40) -> str:
-    try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _dotted(path: Sequence[str | int]) -> str:
     """``["grid", 1, "lr"]`` -> ``grid[1].lr``."""
     out = ""
@@ -170,10 +163,10 @@ class _Checker:
 
     def sweep(self, doc: Any) -> Sweep:
         if not isinstance(doc, dict):
-            self.fail(None, f"a sweep file holds a table (a JSON object), not {_show(doc)}")
+            self.fail(None, f"a sweep file holds a table (a JSON object), not {brief(doc)}")
         for key in doc:
             if key not in _TOP_KEYS:
-                self.fail([key], f"unknown key {_show(key)} (known: {', '.join(_TOP_KEYS)})")
+                self.fail([key], f"unknown key {brief(key)} (known: {', '.join(_TOP_KEYS)})")
         return Sweep(
             name=self.name(doc.get("name")),
             command=self.command(doc.get("command")),
@@ -190,7 +183,7 @@ class _Checker:
             stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem)
             return stem if stem not in ("", ".", "..") else "sweep"
         if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value) or value in (".", ".."):
-            self.fail(["name"], f"name must be letters, digits, ., _ and - only, not {_show(value)}")
+            self.fail(["name"], f"name must be letters, digits, ., _ and - only, not {brief(value)}")
         return value
 
     def command(self, value: Any) -> str | list[str]:
@@ -203,7 +196,7 @@ class _Checker:
         elif isinstance(value, list) and value and all(isinstance(word, str) for word in value):
             words = value
         else:
-            self.fail(["command"], f"command must be a string or a list of strings, not {_show(value)}")
+            self.fail(["command"], f"command must be a string or a list of strings, not {brief(value)}")
         for word in words:
             try:
                 placeholders(word)
@@ -213,7 +206,7 @@ class _Checker:
 
     def base(self, value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):
-            self.fail(["base"], f"base must be a table of arguments, not {_show(value)}")
+            self.fail(["base"], f"base must be a table of arguments, not {brief(value)}")
         self.plain(value, ["base"])
         try:
             return nest(value)
@@ -224,12 +217,12 @@ class _Checker:
         if isinstance(value, dict):
             self.fail(["grid"], "grid must be a list of tables: write [[grid]], not [grid] (TOML)")
         if not isinstance(value, list):
-            self.fail(["grid"], f"grid must be a list of tables, not {_show(value)}")
+            self.fail(["grid"], f"grid must be a list of tables, not {brief(value)}")
         return [self.grid_table(index, table) for index, table in enumerate(value)]
 
     def grid_table(self, index: int, table: Any) -> dict[str, list[Any]]:
         if not isinstance(table, dict):
-            self.fail(["grid", index], f"grid[{index}] must be a table, not {_show(table)}")
+            self.fail(["grid", index], f"grid[{index}] must be a table, not {brief(table)}")
         out: dict[str, list[Any]] = {}
 
         def walk(here: dict[str, Any], prefix: list[str]) -> None:
@@ -247,7 +240,7 @@ class _Checker:
                 if parts[0].startswith("_"):
                     self.fail(where, f"{label}: names starting with _ are reserved for computed values")
                 if not isinstance(value, list):
-                    self.fail(where, f"{label} must be a list, not {_show(value)}")
+                    self.fail(where, f"{label} must be a list, not {brief(value)}")
                 if not value:
                     self.fail(where, f"{label} is an empty list: give at least one value")
                 if name in out:
@@ -270,7 +263,7 @@ class _Checker:
 
     def options(self, value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):
-            self.fail(["options"], f"options must be a table, not {_show(value)}")
+            self.fail(["options"], f"options must be a table, not {brief(value)}")
         for key, item in value.items():
             kind = _OPTIONS.get(key)
             if kind is None:
@@ -287,7 +280,7 @@ class _Checker:
                     isinstance(job, int) and not isinstance(job, bool) for job in item
                 )
             if not ok:
-                self.fail(["options", key], f"options.{key} must be {kind}, not {_show(item)}")
+                self.fail(["options", key], f"options.{key} must be {kind}, not {brief(item)}")
         return dict(value)
 
     def plain(self, value: Any, where: list[str | int]) -> None:

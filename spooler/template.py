@@ -38,12 +38,12 @@ class TemplateError(UsageError):
     """A malformed argument or template, or arguments that do not match their template."""
 
 
-def _show(value: Any, limit: int = 40) -> str:
+def brief(value: Any, limit: int = 40) -> str:
     """A value as it appears in an error message: JSON, on one line, cut short if long."""
     try:
         text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError):  # e.g. a TOML date in a sweep file
+        text = str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -67,7 +67,7 @@ def split_key(key: str) -> list[str]:
     """The components of a dotted argument name; a TemplateError if it is not a valid name."""
     parts = key.split(".")
     if not all(_COMPONENT.fullmatch(part) for part in parts):
-        raise TemplateError(f"invalid argument name {_show(key)}: {_KEY_RULE}")
+        raise TemplateError(f"invalid argument name {brief(key)}: {_KEY_RULE}")
     return parts
 
 
@@ -80,7 +80,7 @@ def nest(table: Mapping[str, Any], *, top: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in table.items():
         if not isinstance(key, str):
-            raise TemplateError(f"invalid argument name {_show(key)}: names are strings")
+            raise TemplateError(f"invalid argument name {brief(key)}: names are strings")
         parts = split_key(key)
         if top and parts[0].startswith("_"):
             raise TemplateError(f"argument {key}: names starting with _ are reserved for computed values")
@@ -122,7 +122,7 @@ def assign(table: dict[str, Any], parts: Sequence[str], value: Any, prefix: Sequ
 
 def _conflict(parts: Sequence[str], old: Any, new: Any) -> TemplateError:
     key = ".".join(parts)
-    return TemplateError(f"argument {key} is both a value and a table ({_show(old)}, then {_show(new)})")
+    return TemplateError(f"argument {key} is both a value and a table ({brief(old)}, then {brief(new)})")
 
 
 def _copy(value: Any) -> Any:
@@ -156,24 +156,24 @@ def build_args(pairs: Sequence[str] = (), blobs: Sequence[str] = ()) -> dict[str
         try:
             obj = json.loads(blob)
         except (ValueError, RecursionError) as err:
-            raise TemplateError(f"--args {_show(blob)}: not valid JSON ({_one_line(err)})") from None
+            raise TemplateError(f"--args {brief(blob)}: not valid JSON ({_one_line(err)})") from None
         if not isinstance(obj, dict):
-            raise TemplateError(f"--args {_show(blob)}: must be a JSON object, not {_show(obj)}")
+            raise TemplateError(f"--args {brief(blob)}: must be a JSON object, not {brief(obj)}")
         try:
             args = merge(args, nest(obj))
         except TemplateError as err:
-            raise TemplateError(f"--args {_show(blob)}: {err}") from None
+            raise TemplateError(f"--args {brief(blob)}: {err}") from None
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep:
-            raise TemplateError(f"--arg {_show(pair)}: expected key=value")
+            raise TemplateError(f"--arg {brief(pair)}: expected key=value")
         if not key:
-            raise TemplateError(f"--arg {_show(pair)}: the key before = is empty")
+            raise TemplateError(f"--arg {brief(pair)}: the key before = is empty")
         value = parse_value(text)
         try:
             args = merge(args, nest({key: value}))
         except TemplateError as err:
-            raise TemplateError(f"--arg {_show(pair)}: {err}") from None
+            raise TemplateError(f"--arg {brief(pair)}: {err}") from None
     return args
 
 
@@ -222,12 +222,12 @@ def _scan(text: str) -> list[tuple[str, int, int]]:
             close = text.find(")", i + 2)
             if close < 0:
                 raise TemplateError(
-                    f"{_show(text)}: position {i + 1}: %( is not closed by ) (write %%( for a literal %()"
+                    f"{brief(text)}: position {i + 1}: %( is not closed by ) (write %%( for a literal %()"
                 )
             name = text[i + 2 : close]
             if not _NAME.fullmatch(name):
                 raise TemplateError(
-                    f"{_show(text)}: position {i + 1}: invalid placeholder %({name}): {_KEY_RULE}"
+                    f"{brief(text)}: position {i + 1}: invalid placeholder %({name}): {_KEY_RULE}"
                     " (write %%( for a literal %()"
                 )
             pieces.append(("text", start, i))
