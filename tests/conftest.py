@@ -29,6 +29,11 @@ def text_of(path: Path) -> str:
         return ""
 
 
+def wait_pid_file(path: Path) -> int:
+    """The pid a job writes to ``path`` (``echo $! > path``), once it is there."""
+    return int(wait_for(lambda: text_of(path).strip(), what=f"a pid in {path.name}"))
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
     """Poll ``predicate`` every 20 ms until it returns something truthy; fail after ``timeout``."""
     end = time.monotonic() + timeout

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TS, Spool, alive, wait_for
+from conftest import TS, Spool, alive, wait_for, wait_pid_file
 
 
 def gate(spool: Spool, name: str = "gate") -> tuple[list[str], Path]:
@@ -209,8 +209,7 @@ def test_remove_queued_job_and_refuse_running_one(spool: Spool) -> None:
 def test_kill_terminates_the_whole_process_group(spool: Spool) -> None:
     pidfile = spool.root / "child.pid"
     job = spool.submit("sh", "-c", f"sleep 300 & echo $! > {pidfile}; wait")
-    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the child's pid")
-    child = int(pidfile.read_text())
+    child = wait_pid_file(pidfile)
     spool.ts("-k", str(job))
     assert spool.run("-w", str(job)).returncode == 255
     assert spool.job(job)["signal"] == "SIGTERM"

@@ -6,26 +6,25 @@ import signal
 import subprocess
 from pathlib import Path
 
-from conftest import TS, Spool, alive, text_of, wait_for
+from conftest import TS, Spool, alive, text_of, wait_for, wait_pid_file
 
 
 def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_period(spool: Spool) -> None:
     spool.env["TS_KILL_GRACE"] = "0.5"
     pidfile = spool.root / "child"
     job = spool.submit("sh", "-c", f"trap '' TERM; sleep 300 & echo $! > {pidfile}; wait; wait")
-    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the child's pid")
+    child = wait_pid_file(pidfile)
     spool.ts("-k", str(job))
     assert spool.run("-w", str(job)).returncode == 255
     assert spool.job(job)["signal"] == "SIGKILL"
-    wait_for(lambda: not alive(int(pidfile.read_text())), what="the child to be killed")
+    wait_for(lambda: not alive(child), what="the child to be killed")
 
 
 def test_children_left_behind_by_a_killed_job_are_killed_too(spool: Spool) -> None:
     spool.env["TS_KILL_GRACE"] = "0.5"
     pidfile = spool.root / "child"
     job = spool.submit("sh", "-c", f"(trap '' TERM; exec sleep 300) & echo $! > {pidfile}; wait")
-    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the child's pid")
-    child = int(pidfile.read_text())
+    child = wait_pid_file(pidfile)
     spool.ts("-k", str(job))
     assert spool.run("-w", str(job)).returncode == 255
     assert spool.job(job)["signal"] == "SIGTERM"  # the job itself obeyed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -13,6 +14,7 @@ import struct
 import subprocess
 import termios
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,16 +202,10 @@ def _read(fd: int, until: float) -> bytes:
     return data
 
 
-@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
-@pytest.mark.parametrize("no_color", [False, True])
-def test_in_a_terminal(spool: Spool, stop: str, no_color: bool) -> None:
-    gate = spool.root / "gate"
-    running = spool.submit("sh", "-c", f"until [ -e {gate} ]; do sleep 0.02; done", opts=("-L", "watchme"))
-    spool.wait_state(running, "running")
-    env = {k: v for k, v in spool.env.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
-    env["TERM"] = "xterm"
-    if no_color:
-        env["NO_COLOR"] = "1"
+@contextlib.contextmanager
+def watch_in_a_terminal(spool: Spool, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``ts --watch`` on a fresh 80x24 pseudo-terminal that is its controlling terminal (so Ctrl-C
+    typed into it is a SIGINT); yields the process and the terminal's master side."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     proc = subprocess.Popen(
@@ -220,11 +216,29 @@ def test_in_a_terminal(spool: Spool, stop: str, no_color: bool) -> None:
         env=env,
         cwd=spool.root,
         start_new_session=True,
-        # The terminal becomes the controlling one, so Ctrl-C typed into it is a SIGINT.
         preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
     )
     os.close(slave)
     try:
+        yield proc, master
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("no_color", [False, True])
+def test_in_a_terminal(spool: Spool, stop: str, no_color: bool) -> None:
+    gate = spool.root / "gate"
+    running = spool.submit("sh", "-c", f"until [ -e {gate} ]; do sleep 0.02; done", opts=("-L", "watchme"))
+    spool.wait_state(running, "running")
+    env = {k: v for k, v in spool.env.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
+    env["TERM"] = "xterm"
+    if no_color:
+        env["NO_COLOR"] = "1"
+    with watch_in_a_terminal(spool, env) as (proc, master):
         shown = b""
         deadline = time.monotonic() + 20
         while b"watchme" not in shown and time.monotonic() < deadline and proc.poll() is None:
@@ -236,11 +250,6 @@ def test_in_a_terminal(spool: Spool, stop: str, no_color: bool) -> None:
             proc.send_signal(signal.SIGTERM)
         shown += _read(master, time.monotonic() + 10)
         assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
     text = shown.decode()
     assert text.startswith("\x1b[?25l")  # cursor hidden first
     assert text.rstrip("\r\n").endswith("\x1b[?25h")  # and shown again last
@@ -257,19 +266,7 @@ def test_daemon_gone_keeps_the_last_frame(spool: Spool, tmp_path: Path) -> None:
     # The view polls through one connection; after ts -K it says so instead of dying or
     # starting a new daemon behind the user's back.
     spool.submit("true")
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    proc = subprocess.Popen(
-        [*TS, "--watch"],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env={**spool.env, "TERM": "xterm"},
-        cwd=spool.root,
-        start_new_session=True,
-    )
-    os.close(slave)
-    try:
+    with watch_in_a_terminal(spool, {**spool.env, "TERM": "xterm"}) as (proc, master):
         shown = _read(master, time.monotonic() + 0.5)
         spool.ts("-K")
         wait_for(lambda: not spool.socket.exists(), what="the daemon to stop")
@@ -281,8 +278,3 @@ def test_daemon_gone_keeps_the_last_frame(spool: Spool, tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         shown += _read(master, time.monotonic() + 5)
         assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
