@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TS, Spool, alive, wait_for, wait_pid_file
+from conftest import TS, Spool, alive, text_of, wait_for, wait_pid_file
 
 
 def gate(spool: Spool, name: str = "gate") -> tuple[list[str], Path]:
@@ -105,7 +105,9 @@ def test_no_output_and_foreground(spool: Spool) -> None:
 def test_tail_and_cat_follow_until_the_job_ends(spool: Spool) -> None:
     path = spool.root / "gate"
     job = spool.submit("sh", "-c", f"seq 1 15; until [ -e {path} ]; do sleep 0.02; done; echo last; exit 6")
-    spool.wait_state(job, "running")
+    log = Path(spool.wait_state(job, "running")["output"])
+    # -t shows the last 10 lines of what is there when it starts: wait until all 15 are.
+    wait_for(lambda: text_of(log).endswith("15\n"), what="the job's first 15 lines")
     follower = subprocess.Popen([*TS, "-t", str(job)], env=spool.env, stdout=subprocess.PIPE, text=True)
     assert follower.stdout is not None
     first = follower.stdout.readline()
