@@ -20,9 +20,10 @@ import select
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from spooler import client, protocol, template
-from spooler.commands import needs_shell
+from spooler import client, protocol
 from spooler.errors import DaemonUnavailable, PartlyQueued, RemoteError, UsageError
+from spooler.prepare import template
+from spooler.protocol import requests as rq
 
 Command = str | Sequence[str]
 
@@ -37,16 +38,16 @@ def _words(command: Command) -> list[str]:
     return words
 
 
-def _filters(
-    state: str | Sequence[str] | None, label: str | None, sweep: str | None, where: str | None
-) -> dict[str, Any]:
-    spec: dict[str, Any] = {}
-    if state is not None:
-        spec["states"] = [state] if isinstance(state, str) else list(state)
-    for key, value in (("label", label), ("sweep", sweep), ("where", where)):
-        if value is not None:
-            spec[key] = value
-    return {"filter": spec} if spec else {}
+def _filter(
+    state: str | Sequence[str] | None = None,
+    label: str | None = None,
+    sweep: str | None = None,
+    where: str | None = None,
+) -> rq.Filter | None:
+    if state is None and label is None and sweep is None and where is None:
+        return None
+    states = [] if state is None else [state] if isinstance(state, str) else list(state)
+    return rq.Filter(states=states, label=label, sweep=sweep, where=where)
 
 
 class Client(client.Client):
@@ -56,6 +57,10 @@ class Client(client.Client):
         self.socket_path = socket
         self.autostart = autostart
         super().__init__(socket, autostart)
+
+    def call(self, request: rq.Request, fds: list[int] | None = None) -> dict[str, Any]:
+        self._reconnect_if_closed()
+        return super().call(request, fds)
 
     def request(self, op: str, *, fds: list[int] | None = None, **fields: Any) -> dict[str, Any]:
         self._reconnect_if_closed()
@@ -70,20 +75,11 @@ class Client(client.Client):
 
     # -- queueing --------------------------------------------------------------------------
 
-    def _fields(
-        self, cwd: str | None, env: Mapping[str, str] | None, options: dict[str, Any]
-    ) -> dict[str, Any]:
-        fields = {k: v for k, v in options.items() if v is not None}
-        fields["cwd"] = os.path.abspath(cwd or os.getcwd())
-        fields["env"] = dict(os.environ if env is None else env)
-        return fields
-
-    def submit(
+    def _submission(
         self,
-        command: Command,
+        cwd: str | None,
+        env: Mapping[str, str] | None,
         *,
-        args: Mapping[str, Any] | None = None,
-        allow_extra: bool = False,
         label: str | None = None,
         slots: int | None = None,
         gpus: int | None = None,
@@ -93,33 +89,53 @@ class Client(client.Client):
         after_ok: Sequence[int] | None = None,
         priority: int | None = None,
         retry: int | None = None,
-        skip_if_exists: str | None = None,
         no_output: bool = False,
         stderr_apart: bool = False,
         gzip: bool = False,
+    ) -> rq.Submit:
+        """What every job of one call shares; the keywords are :meth:`submit`'s."""
+        return rq.Submit(
+            cwd=os.path.abspath(cwd or os.getcwd()),
+            env=dict(os.environ if env is None else env),
+            label=label,
+            slots=1 if slots is None else slots,
+            gpus=gpus or 0,
+            gpu_indices=list(gpu_indices or ()),
+            gpu_mem_mib=gpu_mem_mib,
+            after=list(after or ()),
+            after_ok=list(after_ok or ()),
+            priority=priority or 0,
+            retry=retry or 0,
+            no_output=no_output,
+            stderr_apart=stderr_apart,
+            gzip=gzip,
+        )
+
+    def submit(
+        self,
+        command: Command,
+        *,
+        args: Mapping[str, Any] | None = None,
+        allow_extra: bool = False,
+        skip_if_exists: str | None = None,
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
+        **options: Any,
     ) -> int:
-        """Queue one job; returns its id.  ``args`` fill the command's ``%(name)`` placeholders."""
-        words = _words(command)
-        marker = skip_if_exists
+        """Queue one job; returns its id.  ``args`` fill the command's ``%(name)`` placeholders.
+
+        ``options``: label, slots, gpus, gpu_indices, gpu_mem_mib, after, after_ok, priority,
+        retry, no_output, stderr_apart, gzip (as the ``ts`` options of the same names).
+        """
+        request = self._submission(cwd, env, **options)
+        request.command, request.skip_if_exists = _words(command), skip_if_exists
         if args is not None:
             plain = _json_values(args)
-            extra = {"_name": template.run_name(plain)}
-            words = template.fill(
-                words, plain, shell=needs_shell(words), allow_extra=allow_extra, extra=extra
+            request.command, request.skip_if_exists = template.fill_run(
+                request.command, plain, skip_if_exists, allow_extra=allow_extra
             )
-            if marker:
-                marker = template.fill([marker], plain, shell=False, allow_extra=True, extra=extra)[0]
-            args = plain
-        options = dict(
-            label=label, slots=slots, gpus=gpus, gpu_mem_mib=gpu_mem_mib, priority=priority, retry=retry,
-            gpu_indices=list(gpu_indices) if gpu_indices else None, after=list(after) if after else None,
-            after_ok=list(after_ok) if after_ok else None, skip_if_exists=marker, args=args,
-            no_output=no_output, stderr_apart=stderr_apart, gzip=gzip,
-        )  # fmt: skip
-        reply = self.request("submit", command=words, **self._fields(cwd, env, options))
-        return int(reply["id"])
+            request.args = plain
+        return int(self.call(request)["id"])
 
     def sweep(
         self,
@@ -141,21 +157,13 @@ class Client(client.Client):
         items = []
         for args in runs:
             plain = _json_values(args)
-            extra = {"_name": template.run_name(plain)}
-            item: dict[str, Any] = {
-                "command": template.fill(
-                    words, plain, shell=needs_shell(words), allow_extra=allow_extra, extra=extra
-                ),
-                "args": plain,
-            }
-            if skip_if_exists:
-                item["skip_if_exists"] = template.fill(
-                    [skip_if_exists], plain, shell=False, allow_extra=True, extra=extra
-                )[0]
-            items.append(item)
+            filled, marker = template.fill_run(words, plain, skip_if_exists, allow_extra=allow_extra)
+            items.append(rq.Item(command=filled, args=plain, skip_if_exists=marker))
         if not items:
             raise UsageError("a sweep needs at least one run")
-        reply = self.request("submit", items=items, sweep=name, **self._fields(cwd, env, options))
+        request = self._submission(cwd, env, **options)
+        request.items, request.sweep = items, name
+        reply = self.call(request)
         ids = [int(i) for i in reply["ids"]]
         if reply.get("partial"):
             raise PartlyQueued(str(reply["partial"]), ids)
@@ -172,7 +180,7 @@ class Client(client.Client):
         where: str | None = None,
     ) -> list[dict[str, Any]]:
         """Every job the filters select, as ``ts -M json`` describes it."""
-        reply = self.request("list", format="json", **_filters(state, label, sweep, where))
+        reply = self.call(rq.List(format="json", filter=_filter(state, label, sweep, where)))
         return list(json.loads(reply["text"]))
 
     def job(self, job_id: int) -> dict[str, Any]:
@@ -183,27 +191,30 @@ class Client(client.Client):
 
     def wait(self, job_id: int) -> int:
         """Block until the job ends; returns its exit status (255: killed by a signal or skipped)."""
-        return int(self.request("wait", id=int(job_id))["exit_status"])
+        return int(self.call(rq.Wait(id=int(job_id)))["exit_status"])
 
     # -- acting --------------------------------------------------------------------------------
 
-    def _bulk(self, op: str, job_id: int | None, filters: dict[str, Any]) -> list[int]:
-        if job_id is None and not filters:
-            raise UsageError(f"{op}: give a job id or at least one filter")
-        fields = {"id": int(job_id)} if job_id is not None else dict(filters)
-        reply = self.request(op, **fields)
+    def _bulk(
+        self, kind: type[rq.Kill | rq.Remove | rq.Requeue], job_id: int | None, filters: dict[str, Any]
+    ) -> list[int]:
+        spec = _filter(**_filter_args(filters))
+        if job_id is None and spec is None:
+            raise UsageError(f"{kind.OP}: give a job id or at least one filter")
+        request = kind(id=int(job_id)) if job_id is not None else kind(filter=spec)
+        reply = self.call(request)
         return [int(i) for i in reply.get("ids", [reply.get("id")])]
 
     def kill(self, job_id: int | None = None, **filters: Any) -> list[int]:
         """SIGTERM to a running job (or to every running job the filters select)."""
-        return self._bulk("kill", job_id, _filters(**_filter_args(filters)))
+        return self._bulk(rq.Kill, job_id, filters)
 
     def remove(self, job_id: int | None = None, **filters: Any) -> list[int]:
-        return self._bulk("remove", job_id, _filters(**_filter_args(filters)))
+        return self._bulk(rq.Remove, job_id, filters)
 
     def requeue(self, job_id: int | None = None, **filters: Any) -> list[int]:
         """Put ended jobs back in the queue with fresh attempts, e.g. ``requeue(state="failed")``."""
-        return self._bulk("requeue", job_id, _filters(**_filter_args(filters)))
+        return self._bulk(rq.Requeue, job_id, filters)
 
 
 def _json_values(args: Mapping[str, Any]) -> dict[str, Any]:

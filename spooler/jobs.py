@@ -1,13 +1,15 @@
-"""Jobs and their states.
+"""Jobs and their states, shared by both sides of the socket.
 
 Every change of state goes through :meth:`Job.transition`, which checks that the move is allowed
-and records its time, so no code path can, say, finish a job that never ran.
+and records its time, so no code path can, say, finish a job that never ran.  :func:`job_data`
+is the field model users see: the keys of ``ts -M json`` and the names ``--where`` knows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import signal as signals
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,3 +163,56 @@ class Job:
 
 
 _FIELDS = dataclasses.fields(Job)
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signals.Signals(number).name
+    except ValueError:
+        return f"SIG{number}"
+
+
+def run_time(job: Job, now: float) -> float | None:
+    if job.start_time is None:
+        return None
+    return (job.end_time or now) - job.start_time
+
+
+def job_data(job: Job, now: float) -> dict[str, Any]:
+    """Every field of a job, with stable keys, for ``-M json`` and ``-M tab``."""
+    return {
+        "id": job.id,
+        "state": job.state.value,
+        "command": job.command_text,
+        "argv": job.command,
+        "label": job.label,
+        "output": job.log_path,
+        "stderr_output": (job.log_path + ".e") if job.log_path and job.stderr_apart else None,
+        "exit_code": job.exit_code,
+        "signal": signal_name(job.signal) if job.signal is not None else None,
+        "exit_status": job.exit_status if job.state.is_done else None,
+        "enqueue_time": job.enqueue_time,
+        "start_time": job.start_time,
+        "end_time": job.end_time,
+        "run_time": run_time(job, now),
+        "slots": job.slots,
+        "depends_on": job.after,
+        "depends_on_success": job.after_ok,
+        "gpus_requested": job.gpus,
+        "gpu_indices_requested": job.gpu_indices,
+        "gpus": job.assigned_gpus,
+        "gpu_mem_mib": job.gpu_mem_mib,
+        "pid": job.pid,
+        "cwd": job.cwd,
+        "reason": job.reason or None,
+        "priority": job.priority,
+        "retries": job.max_retries,
+        "attempt": job.attempt,
+        "attempts": job.attempts,
+        "args": job.args,
+        "sweep": job.sweep,
+        "skip_if_exists": job.skip_if_exists,
+        "snapshot": job.snapshot,
+        "snapshot_info": job.snapshot_info,
+        "result": job.result,
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from spooler import exits
+from spooler.daemon.launcher import exits
 
 
 def test_records_are_read_back_by_job(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import Spool, text_of, wait_for
 
-from spooler.store import Store
+from spooler.daemon.store import Store
 
 
 def _mount_tmpfs(path: Path, size: str) -> Iterator[Path]:

@@ -1,4 +1,4 @@
-"""spooler.gpu against the real NVML: runs only where an NVIDIA GPU and driver exist."""
+"""The GPU inventory and placement against the real NVML: runs only where an NVIDIA GPU and driver exist."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from spooler.gpu import GpuInfo, GpuInventory, choose_gpus, describe, open_inventory
+from spooler.daemon.gpus.inventory import GpuInfo, GpuInventory, open_inventory
+from spooler.daemon.gpus.placement import choose_gpus, describe
 
 pytestmark = pytest.mark.gpu
 

@@ -1,4 +1,4 @@
-"""spooler.gpu without a GPU: the fake inventory, NVML error wrapping, parsing and GPU choice."""
+"""GPUs without a GPU: the fake inventory, NVML error wrapping, parsing and GPU placement."""
 
 from __future__ import annotations
 
@@ -12,19 +12,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spooler.gpu import (
+from spooler.cli.sizes import parse_size
+from spooler.daemon.gpus.inventory import (
     FakeInventory,
     GpuError,
     GpuInfo,
-    Holder,
     NoGpus,
     NvmlInventory,
-    choose_gpus,
-    describe,
     open_inventory,
-    parse_size,
     parse_visible,
 )
+from spooler.daemon.gpus.placement import Holder, choose_gpus, describe
 
 GIB = 1024
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from spooler.daemon.scheduler import plan
 from spooler.jobs import Job, JobState, TransitionError
-from spooler.scheduler import plan
 
 S = JobState
 ALLOWED = {

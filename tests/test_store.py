@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from spooler.store import Snapshot, Store
+from spooler.daemon.store import Snapshot, Store
 
 
 def job(job_id: int, state: str) -> dict[str, object]:

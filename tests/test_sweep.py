@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from spooler.errors import UsageError
-from spooler.sweep import Sweep, SweepError, commands, expand, load_sweep
-from spooler.template import run_name
+from spooler.prepare.sweep import Sweep, SweepError, commands, expand, load_sweep
+from spooler.prepare.template import run_name
 
 FULL_TOML = """\
 name = "lr-sweep"

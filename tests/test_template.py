@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spooler.errors import UsageError
-from spooler.template import (
+from spooler.prepare.template import (
     TemplateError,
     assign,
     build_args,

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spooler.daemon.where import WhereError, compile_where
 from spooler.errors import UsageError
 from spooler.jobs import JobState
-from spooler.where import WhereError, compile_where
 
 JOB: dict[str, Any] = {
     "id": 3,

@@ -58,13 +58,14 @@ def _queue() -> list[dict[str, Any]]:
     """The daemon's jobs, or none at all when no daemon answers quickly."""
     try:
         from spooler.client import Client, connect
+        from spooler.protocol.requests import List
 
         sock = connect(autostart=False)
         sock.settimeout(_DAEMON_TIMEOUT)
         client = Client.__new__(Client)  # Client() would start a daemon when none runs
         client.sock = sock
         with client:
-            jobs = json.loads(client.request("list", format="json")["text"])
+            jobs = json.loads(client.call(List(format="json"))["text"])
     except Exception:  # no daemon, another protocol version, a timeout: just no ids
         return []
     return [job for job in jobs if isinstance(job, dict)] if isinstance(jobs, list) else []

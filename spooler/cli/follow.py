@@ -13,10 +13,11 @@ import sys
 import time
 from typing import Any
 
-from spooler import paths, protocol
+from spooler import paths
 from spooler.cli.parse import Invocation, job_id
 from spooler.client import Client, check
 from spooler.errors import SpoolerError
+from spooler.protocol.requests import JobField, Wait
 
 TAIL_LINES = 10
 _POLL = 0.2  # how often a growing log is read while the job runs
@@ -49,7 +50,7 @@ def _last_lines(data: bytes, count: int) -> bytes:
 
 
 def _status(client: Client, job: int | None) -> dict[str, Any]:
-    reply = client.request("job_field", id=job, field="status", default="run")
+    reply = client.call(JobField(id=job, field="status", default="run"))
     status: dict[str, Any] = reply["value"]
     return status
 
@@ -66,7 +67,7 @@ def show(inv: Invocation, whole: bool) -> int:
             # Not started, or handed to the launcher a moment ago: once the launcher reports
             # the process, its log exists.
             whole = whole or status["state"] != "running"
-            client.request("wait", id=status["id"], until="start")
+            client.call(Wait(id=status["id"], until="start"))
             status = _status(client, status["id"])
         path = status["output"]
         if not path:
@@ -86,7 +87,7 @@ def show(inv: Invocation, whole: bool) -> int:
             out.flush()
             if status["state"] != "running":
                 return int(status["exit_status"])
-            client.send(protocol.request("wait", id=status["id"]))
+            client.send(Wait(id=status["id"]).wire())
             while True:
                 ready, _, _ = select.select([client.fileno()], [], [], _POLL)
                 chunk = reader.read_new()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from spooler.cli.parse import Invocation, job_id, parse, positive
 from spooler.client import Client
 from spooler.errors import SpoolerError, UsageError, VersionMismatch
+from spooler.protocol import requests as rq
 
 TYPE_CHECKING = False  # typing costs ts about 2 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
@@ -22,12 +23,15 @@ def _print(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
 
 
-def _filter(inv: Invocation) -> dict[str, Any]:
-    """The filter fields of a request (-l, -r, -k, --requeue)."""
-    spec = {k: v for k, v in inv.filters.items() if k != "ids_only"}
-    if "states" in spec:
-        spec["states"] = [s.strip() for s in spec["states"].split(",") if s.strip()]
-    return {"filter": spec} if spec else {}
+def _filter(inv: Invocation) -> rq.Filter | None:
+    """The filter of a request (-l, -r, -k, --requeue), if the command line has one."""
+    given = inv.filters
+    if not any(key != "ids_only" for key in given):
+        return None
+    states = [s.strip() for s in given.get("states", "").split(",") if s.strip()]
+    return rq.Filter(
+        states=states, label=given.get("label"), sweep=given.get("sweep"), where=given.get("where")
+    )
 
 
 def _list(inv: Invocation) -> int:
@@ -35,11 +39,15 @@ def _list(inv: Invocation) -> int:
     if inv.list_format == "default" and sys.stdout.isatty():
         width = os.get_terminal_size(sys.stdout.fileno()).columns
         color = not os.environ.get("NO_COLOR")
-    fields = _filter(inv)
-    if inv.filters.get("ids_only"):
-        fields["ids_only"] = True
+    request = rq.List(
+        format=inv.list_format,
+        width=width,
+        color=color,
+        ids_only=bool(inv.filters.get("ids_only")),
+        filter=_filter(inv),
+    )
     with Client() as client:
-        reply = client.request("list", format=inv.list_format, width=width, color=color, **fields)
+        reply = client.call(request)
     sys.stdout.write(reply["text"])
     return 0
 
@@ -48,12 +56,12 @@ def _bulk(op: str) -> Callable[[Invocation], int]:
     """-r, -k and --requeue: one job by id, or every job the filters select."""
 
     def action(inv: Invocation) -> int:
-        fields = _filter(inv)
-        target = job_id(inv.value, inv.action_option)
-        if target is not None:
-            fields["id"] = target
+        spec, target = _filter(inv), job_id(inv.value, inv.action_option)
+        request: rq.Request = {"remove": rq.Remove, "kill": rq.Kill, "requeue": rq.Requeue}[op](
+            id=target, filter=spec
+        )
         with Client() as client:
-            reply = client.request(op, **fields)
+            reply = client.call(request)
         if "ids" in reply:
             if reply["ids"]:
                 _print("\n".join(map(str, reply["ids"])))
@@ -68,12 +76,11 @@ def _bulk(op: str) -> Callable[[Invocation], int]:
 def _set_priority(inv: Invocation) -> int:
     from spooler.cli.submit import _integer
 
+    request = rq.Priority(
+        id=job_id(inv.value, "--priority"), set=_integer(inv.job["priority"], "--priority", -1_000_000)
+    )
     with Client() as client:
-        client.request(
-            "priority",
-            id=job_id(inv.value, "--priority"),
-            set=_integer(inv.job["priority"], "--priority", -1_000_000),
-        )
+        client.call(request)
     return 0
 
 
@@ -91,20 +98,20 @@ def _sweep(inv: Invocation) -> int:
 
 def _gpu_list(inv: Invocation) -> int:
     with Client() as client:
-        reply = client.request("list", gpu_jobs=True)
+        reply = client.call(rq.List(gpu_jobs=True))
     sys.stdout.write(reply["text"])
     return 0
 
 
 def _gpu_free_perc(inv: Invocation) -> int:
-    fields: dict[str, Any] = {}
+    request = rq.GpuFreePerc()
     if inv.action == "set_gpu_free_perc":
         value = inv.value or ""
         if not value.isdigit() or not 1 <= int(value) <= 100:
             raise UsageError(f"--set_gpu_free_perc: {value!r} is not a percentage from 1 to 100")
-        fields["set"] = int(value)
+        request.set = int(value)
     with Client() as client:
-        reply = client.request("gpu_free_perc", **fields)
+        reply = client.call(request)
     if inv.action == "get_gpu_free_perc":
         _print(str(reply["value"]))
     return 0
@@ -112,10 +119,9 @@ def _gpu_free_perc(inv: Invocation) -> int:
 
 def _field(field: str, default: str) -> Callable[[Invocation], int]:
     def action(inv: Invocation) -> int:
+        request = rq.JobField(id=job_id(inv.value, inv.action_option), field=field, default=default)
         with Client() as client:
-            reply = client.request(
-                "job_field", id=job_id(inv.value, inv.action_option), field=field, default=default
-            )
+            reply = client.call(request)
         value = reply["value"]
         if value is None:
             raise SpoolerError(f"job {reply['id']} has no {field} yet")
@@ -125,13 +131,13 @@ def _field(field: str, default: str) -> Callable[[Invocation], int]:
     return action
 
 
-def _simple(op: str, key: str = "", **fixed: Any) -> Callable[[Invocation], int]:
+def _simple(kind: type[rq.Request], with_id: bool = False, **fixed: Any) -> Callable[[Invocation], int]:
     def action(inv: Invocation) -> int:
         fields = dict(fixed)
-        if key:
-            fields[key] = job_id(inv.value, inv.action_option)
+        if with_id:
+            fields["id"] = job_id(inv.value, inv.action_option)
         with Client() as client:
-            reply = client.request(op, **fields)
+            reply = client.call(kind(**fields))
         if "value" in reply:
             _print(str(reply["value"]))
         return 0
@@ -141,16 +147,16 @@ def _simple(op: str, key: str = "", **fixed: Any) -> Callable[[Invocation], int]
 
 def _wait(inv: Invocation) -> int:
     with Client() as client:
-        reply = client.request("wait", id=job_id(inv.value, inv.action_option))
+        reply = client.call(rq.Wait(id=job_id(inv.value, inv.action_option)))
     if reply.get("removed"):
         print(f"ts: job {reply['id']} was removed before it ended", file=sys.stderr)
     return int(reply["exit_status"])
 
 
 def _slots(inv: Invocation) -> int:
-    fields: dict[str, Any] = {} if inv.value is None else {"set": positive(inv.value, "-S")}
+    request = rq.Slots(set=None if inv.value is None else positive(inv.value, "-S"))
     with Client() as client:
-        reply = client.request("slots", **fields)
+        reply = client.call(request)
     if inv.value is None:
         _print(str(reply["slots"]))
     return 0
@@ -161,22 +167,20 @@ def _swap(inv: Invocation) -> int:
     if not sep or not a.isdigit() or not b.isdigit():
         raise UsageError(f"-U: {inv.value!r} is not two job ids like 3-5")
     with Client() as client:
-        client.request("swap", a=int(a), b=int(b))
+        client.call(rq.Swap(a=int(a), b=int(b)))
     return 0
 
 
 def _env(inv: Invocation) -> int:
     value = inv.value or ""
-    fields: dict[str, Any] = {"name": value}
+    request = rq.Env(name=value, unset=inv.action == "unsetenv")
     if inv.action == "setenv":
         name, eq, val = value.partition("=")
         if not eq or not name:
             raise UsageError(f"--setenv: {value!r} is not VAR=value")
-        fields = {"name": name, "set": val}
-    elif inv.action == "unsetenv":
-        fields["unset"] = True
+        request = rq.Env(name=name, set=val)
     with Client() as client:
-        reply = client.request("env", **fields)
+        reply = client.call(request)
     if inv.action == "getenv":
         if reply["value"] is None:
             raise SpoolerError(f"{value} is not set in the daemon's environment")
@@ -185,11 +189,9 @@ def _env(inv: Invocation) -> int:
 
 
 def _logdir(inv: Invocation) -> int:
-    fields: dict[str, Any] = (
-        {"set": os.path.abspath(inv.value)} if inv.action == "set_logdir" and inv.value else {}
-    )
+    request = rq.Logdir(set=os.path.abspath(inv.value) if inv.action == "set_logdir" and inv.value else None)
     with Client() as client:
-        reply = client.request("logdir", **fields)
+        reply = client.call(request)
     if inv.action == "get_logdir":
         _print(reply["value"])
     return 0
@@ -219,7 +221,7 @@ def _shutdown(inv: Invocation) -> int:
 
     with client:
         try:
-            reply = client.request("shutdown", drop=drop)
+            reply = client.call(rq.Shutdown(drop=drop))
         except VersionMismatch:
             if drop:
                 raise
@@ -266,9 +268,10 @@ def _watch(inv: Invocation) -> int:
     return watch(inv)
 
 
-def _print_text(op: str, inv: Invocation) -> int:
+def _print_text(kind: type[rq.Info] | type[rq.GpuStatus], inv: Invocation) -> int:
+    request = rq.Info(id=job_id(inv.value, inv.action_option)) if kind is rq.Info else rq.GpuStatus()
     with Client() as client:
-        reply = client.request(op, id=job_id(inv.value, inv.action_option))
+        reply = client.call(request)
     sys.stdout.write(reply["text"])
     return 0
 
@@ -283,22 +286,22 @@ ACTIONS: dict[str, Callable[[Invocation], int]] = {
     "state": _field("state", "added"),
     "label": _field("label", "added"),
     "full_cmd": _field("command", "added"),
-    "info": lambda inv: _print_text("info", inv),
+    "info": lambda inv: _print_text(rq.Info, inv),
     "remove": _bulk("remove"),
     "requeue": _bulk("requeue"),
     "set_priority": _set_priority,
     "sweep": _sweep,
     "wait": _wait,
     "kill": _bulk("kill"),
-    "kill_all": _simple("kill", all=True),
-    "urgent": _simple("urgent", "id"),
+    "kill_all": _simple(rq.Kill, all=True),
+    "urgent": _simple(rq.Urgent, with_id=True),
     "swap": _swap,
     "slots": _slots,
-    "clear": _simple("clear"),
+    "clear": _simple(rq.Clear),
     "shutdown": _shutdown,
     "reset": _shutdown,
-    "count_running": _simple("count_running"),
-    "last_id": _simple("last_id"),
+    "count_running": _simple(rq.CountRunning),
+    "last_id": _simple(rq.LastId),
     "getenv": _env,
     "setenv": _env,
     "unsetenv": _env,
@@ -307,7 +310,7 @@ ACTIONS: dict[str, Callable[[Invocation], int]] = {
     "gpu_list": _gpu_list,
     "get_gpu_free_perc": _gpu_free_perc,
     "set_gpu_free_perc": _gpu_free_perc,
-    "gpu_status": lambda inv: _print_text("gpu_status", inv),
+    "gpu_status": lambda inv: _print_text(rq.GpuStatus, inv),
     "watch": _watch,
     "daemon": _daemon,
     "help": _help,

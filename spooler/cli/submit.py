@@ -11,8 +11,9 @@ import sys
 
 from spooler.cli.parse import Invocation, id_list, positive
 from spooler.client import Client, check
-from spooler.commands import display, from_line, needs_shell
+from spooler.commands import display, from_line
 from spooler.errors import UsageError
+from spooler.protocol.requests import Item, Submit
 
 TYPE_CHECKING = False  # typing costs ts about 2 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
@@ -31,52 +32,53 @@ def _ids(value: Any, option: str) -> list[int]:
     return [int(v) for v in value] if isinstance(value, list) else id_list(str(value), option)
 
 
-def shared_fields(opts: dict[str, Any]) -> dict[str, Any]:
-    """The request fields every job of one ``ts`` call shares."""
+def submission(opts: dict[str, Any]) -> Submit:
+    """The submission of one ``ts`` call, with what every job of it shares (the command, batch
+    or sweep items are added by the caller)."""
     try:
         cwd = os.getcwd()
     except OSError:
         raise UsageError("the current directory no longer exists") from None
-    fields: dict[str, Any] = {
-        "cwd": cwd,
-        "env": dict(os.environ),
-        "label": opts.get("label"),
-        "no_output": bool(opts.get("no_output")),
-        "stderr_apart": bool(opts.get("stderr_apart")),
-        "gzip": bool(opts.get("gzip")),
-        "log_name": opts.get("log_name"),
-        "mail": bool(opts.get("mail")),
-        "after_last": bool(opts.get("after_last")),
-        "foreground": bool(opts.get("foreground")),
-        "no_block": bool(opts.get("no_block")),
-    }
+    req = Submit(
+        cwd=cwd,
+        env=dict(os.environ),
+        label=opts.get("label"),
+        no_output=bool(opts.get("no_output")),
+        stderr_apart=bool(opts.get("stderr_apart")),
+        gzip=bool(opts.get("gzip")),
+        log_name=opts.get("log_name"),
+        mail=bool(opts.get("mail")),
+        after_last=bool(opts.get("after_last")),
+        foreground=bool(opts.get("foreground")),
+        no_block=bool(opts.get("no_block")),
+    )
     if "slots" in opts:
-        fields["slots"] = positive(str(opts["slots"]), "-N")
+        req.slots = positive(str(opts["slots"]), "-N")
     if "gpus" in opts:
-        fields["gpus"] = positive(str(opts["gpus"]), "-G")
+        req.gpus = positive(str(opts["gpus"]), "-G")
     if "gpu_indices" in opts:
-        fields["gpu_indices"] = _ids(opts["gpu_indices"], "-g")
+        req.gpu_indices = _ids(opts["gpu_indices"], "-g")
     if "gpu_mem" in opts:
-        from spooler.gpu import parse_size
+        from spooler.cli.sizes import parse_size
 
         try:
-            fields["gpu_mem_mib"] = parse_size(str(opts["gpu_mem"]))
+            req.gpu_mem_mib = parse_size(str(opts["gpu_mem"]))
         except ValueError as exc:
             raise UsageError(f"--gpu_mem: {exc}") from None
     if "after" in opts:
-        fields["after"] = _ids(opts["after"], "-D")
+        req.after = _ids(opts["after"], "-D")
     if "after_ok" in opts:
-        fields["after_ok"] = _ids(opts["after_ok"], "-W")
+        req.after_ok = _ids(opts["after_ok"], "-W")
     if "priority" in opts:
-        fields["priority"] = _integer(opts["priority"], "--priority", -1_000_000)
+        req.priority = _integer(opts["priority"], "--priority", -1_000_000)
     if "retry" in opts:
-        fields["retry"] = _integer(opts["retry"], "--retry", 0)
+        req.retry = _integer(opts["retry"], "--retry", 0)
     onfinish = os.environ.get("TS_ONFINISH")
     if onfinish:
         _check_program(onfinish, "TS_ONFINISH")
     if os.environ.get("TS_ENV"):
-        fields["env_info"] = _ts_env(os.environ["TS_ENV"])
-    return fields
+        req.env_info = _ts_env(os.environ["TS_ENV"])
+    return req
 
 
 def _check_program(program: str, variable: str) -> None:
@@ -96,12 +98,13 @@ def _ts_env(command: str) -> str:
     return done.stdout
 
 
-def _snapshot(client: Client, fields: dict[str, Any]) -> None:
-    from spooler import snapshot
+def _snapshot(client: Client, req: Submit) -> None:
+    from spooler.prepare import snapshot
+    from spooler.protocol.requests import Ping
 
-    where = client.request("ping")["snapshots"]
-    taken = snapshot.take(fields["cwd"], where)
-    fields.update(cwd=taken.cwd, snapshot=taken.path, snapshot_info=taken.info)
+    where = client.call(Ping())["snapshots"]
+    taken = snapshot.take(req.cwd, where)
+    req.cwd, req.snapshot, req.snapshot_info = taken.cwd, taken.path, taken.info
 
 
 def _templated(
@@ -111,28 +114,23 @@ def _templated(
     marker = opts.get("skip_if_exists")
     if "arg" not in opts and "args" not in opts:
         return command, None, marker
-    from spooler import template
+    from spooler.prepare import template
 
     args = template.build_args(opts.get("arg", []), opts.get("args", []))
-    extra = {"_name": template.run_name(args)}
-    filled = template.fill(
-        command, args, shell=needs_shell(command), allow_extra=bool(opts.get("allow_extra")), extra=extra
-    )
-    if marker:
-        marker = template.fill([marker], args, shell=False, allow_extra=True, extra=extra)[0]
+    filled, marker = template.fill_run(command, args, marker, allow_extra=bool(opts.get("allow_extra")))
     return filled, args, marker
 
 
-def _send(fields: dict[str, Any], snapshot: bool) -> dict[str, Any]:
-    fds = [1, 2] if fields["foreground"] and fields["no_output"] else None
+def _send(req: Submit, snapshot: bool) -> dict[str, Any]:
+    fds = [1, 2] if req.foreground and req.no_output else None
     with Client() as client:
         if snapshot:
-            _snapshot(client, fields)
-        if not fields["foreground"]:
-            return client.request("submit", fds=fds, **fields)
+            _snapshot(client, req)
+        if not req.foreground:
+            return client.call(req, fds=fds)
         # -f: like running the command itself: no id, its exit status; signals reach the job
         with ForwardedSignals() as forwarded:
-            reply = forwarded.submit(client, fds, fields)
+            reply = forwarded.submit(client, fds, req)
             if "id" in reply:
                 reply["exit_status"] = forwarded.wait(client, int(reply["id"]))
         return reply
@@ -176,15 +174,13 @@ class ForwardedSignals:
         except BlockingIOError:
             return b""
 
-    def submit(self, client: Client, fds: list[int] | None, fields: dict[str, Any]) -> dict[str, Any]:
+    def submit(self, client: Client, fds: list[int] | None, req: Submit) -> dict[str, Any]:
         """Send the submission.  A signal while the daemon holds it back (the queue is full)
         abandons it: the daemon drops a submission whose client went away."""
         import select
         import time
 
-        from spooler import protocol
-
-        client.send(protocol.request("submit", **fields), fds)
+        client.send(req.wire(), fds)
         deadline = None
         while True:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -221,16 +217,17 @@ def _forward(job: int, signum: int) -> bool:
     """Pass a signal the client received on to its job, over a second connection (the first
     one is waiting).  True if the job had not started and was removed instead."""
     from spooler.errors import SpoolerError
+    from spooler.protocol.requests import JobField, Kill, Remove
 
     with Client() as client:
         for _ in range(3):  # the job may start (or end) between the two requests
             try:
-                state = client.request("job_field", id=job, field="state")["value"]
+                state = client.call(JobField(id=job, field="state"))["value"]
                 if state in ("queued", "allocating"):
-                    client.request("remove", id=job)
+                    client.call(Remove(id=job))
                     return True
                 if state == "running":
-                    client.request("kill", id=job, signal=signum, only=True)
+                    client.call(Kill(id=job, signal=signum, only=True))
                 return False
             except SpoolerError:
                 continue
@@ -239,20 +236,16 @@ def _forward(job: int, signum: int) -> bool:
 
 def enqueue(inv: Invocation) -> int:
     opts = inv.job
-    fields = shared_fields(opts)
+    req = submission(opts)
     if "batch" in opts:
         if inv.command:
             raise UsageError("--batch takes its commands from the file, not the command line")
-        fields["batch"] = _read_batch(opts["batch"])
+        req.batch = _read_batch(opts["batch"])
     else:
         if not inv.command or not inv.command[0].strip():
             raise UsageError("empty command")
-        fields["command"], args, marker = _templated(inv.command, opts)
-        if args is not None:
-            fields["args"] = args
-        if marker:
-            fields["skip_if_exists"] = marker
-    reply = _send(fields, bool(opts.get("snapshot")))
+        req.command, req.args, req.skip_if_exists = _templated(inv.command, opts)
+    reply = _send(req, bool(opts.get("snapshot")))
     if "exit_status" in reply:
         return int(reply["exit_status"])
     print("\n".join(map(str, reply.get("ids", [reply.get("id")]))))
@@ -293,28 +286,23 @@ def _read_batch(source: str) -> list[list[str]]:
 
 def sweep(inv: Invocation) -> int:
     """``ts sweep FILE``: every run of the grid, queued at once (or printed with --dry-run)."""
-    from spooler import sweep as sweeps
-    from spooler import template
+    from spooler.prepare import sweep as sweeps
+    from spooler.prepare.template import fill_marker
 
     loaded = sweeps.load_sweep(inv.value or "")
     opts = {**loaded.options, **inv.job}  # the command line wins over the file
     runs = sweeps.commands(loaded, allow_extra=bool(opts.get("allow_extra")))
     marker = opts.get("skip_if_exists")
-    items = []
-    for command, args in runs:
-        item: dict[str, Any] = {"command": command, "args": args}
-        if marker:
-            extra = {"_name": template.run_name(args)}
-            item["skip_if_exists"] = template.fill(
-                [str(marker)], args, shell=False, allow_extra=True, extra=extra
-            )[0]
-        items.append(item)
+    items = [
+        Item(command=command, args=args, skip_if_exists=fill_marker(str(marker), args) if marker else None)
+        for command, args in runs
+    ]
     if opts.get("dry_run"):
         for item in items:
-            print(display(item["command"]))
+            print(display(item.command))
         return 0
-    fields = shared_fields(opts)
-    fields.update(items=items, sweep=loaded.name)
-    reply = _send(fields, bool(opts.get("snapshot")))
+    req = submission(opts)
+    req.items, req.sweep = items, loaded.name
+    reply = _send(req, bool(opts.get("snapshot")))
     print("\n".join(map(str, reply["ids"])))
     return _partial(reply)

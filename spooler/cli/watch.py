@@ -21,7 +21,8 @@ from typing import Any
 from spooler.cli.parse import Invocation
 from spooler.client import Client, connect
 from spooler.errors import SpoolerError
-from spooler.render import duration
+from spooler.protocol import requests as rq
+from spooler.text import duration
 
 REFRESH = 2.0  # seconds between frames
 _RESIZE_CHECK = 0.1  # a resized terminal is redrawn this soon, not at the next frame
@@ -283,9 +284,9 @@ class _Daemon:
             client.sock = connect(autostart=False)
             self.client = client
         try:
-            jobs = json.loads(self.client.request("list", format="json")["text"])
-            gpus = self.client.request("gpu_status", data=True).get("gpus") or []
-            slots = int(self.client.request("slots")["slots"])
+            jobs = json.loads(self.client.call(rq.List(format="json"))["text"])
+            gpus = self.client.call(rq.GpuStatus(data=True)).get("gpus") or []
+            slots = int(self.client.call(rq.Slots())["slots"])
         except BaseException:
             self.close()  # a half-read reply leaves the connection unusable
             raise

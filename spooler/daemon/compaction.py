@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from typing import NoReturn
 
-from spooler import runner
-from spooler.store import Snapshot, Store
+from spooler.daemon.process import close_fds_except, name_process
+from spooler.daemon.store import Snapshot, Store
 
 log = logging.getLogger("spooler")
 
@@ -78,8 +78,8 @@ class Compactor:
                 signal.signal(sig, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)  # like the daemon
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            runner.name_process(b"ts-compact")
-            runner.close_fds_except(set(self.keep_fds))  # clients must see the daemon close, not us
+            name_process(b"ts-compact")
+            close_fds_except(set(self.keep_fds))  # clients must see the daemon close, not us
             self.store.write_snapshot(self.state())
             self.store.drop_prev_journal()
             status = 0

@@ -1,9 +1,9 @@
 """Run the daemon: take the lock, load the save-list, bind the socket, serve until stopped.
 
 ``run()`` is the same in the foreground (``ts --daemon``, systemd, tests) and in the background
-(``spooler.autostart`` forks, detaches and execs ``python -m spooler.daemon`` with a pipe to
-report readiness and the already-locked lock file).  The process is single-threaded: jobs are
-started by forking, which must not happen while other threads exist.
+(the client, ``spooler.client``, forks, detaches and execs ``python -m spooler.daemon`` with a
+pipe to report readiness and the already-locked lock file).  The process is single-threaded:
+the save-list is compacted in a forked child, which must not happen while other threads exist.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -105,8 +106,9 @@ def run(
     except Exception as exc:
         tell(f"error: {exc}")
         return 1
-    server = Server(spooler, listener, HANDLERS, config.max_connections)
-    loop.add_signal_handler(signal.SIGCHLD, spooler.reap)
+    handlers = {op: functools.partial(route, spooler) for op, route in HANDLERS.items()}
+    server = Server(loop, listener, handlers, spooler.commit, config.max_connections)
+    loop.add_signal_handler(signal.SIGCHLD, spooler.reap_children)
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
     loop.add_signal_handler(signal.SIGINT, loop.stop)
     loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP ignored"))
@@ -117,7 +119,7 @@ def run(
     tell("ready")
     if ready_fd is not None:
         os.close(ready_fd)
-    spooler.reap()  # children that ended before the handler was installed
+    spooler.reap_children()  # children that ended before the handler was installed
     spooler.kick()
     try:
         loop.run_forever()

@@ -17,13 +17,13 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from spooler import protocol
-from spooler.daemon.errors import RequestError
-from spooler.daemon.spooler import Spooler
 from spooler.errors import SpoolerError
+from spooler.protocol import RequestError
+from spooler.text import brief
 
 log = logging.getLogger("spooler")
 
@@ -33,13 +33,9 @@ _FDS_SPACE = socket.CMSG_SPACE(2 * array.array("i").itemsize)
 _PEERCRED = struct.Struct("3i")
 
 
-def _short(value: object) -> str:
-    """A value from a request, quoted for an error message without letting it grow the reply."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-Handler = Callable[[Spooler, dict[str, Any], "Connection"], "dict[str, Any] | None"]
+# A request handler, bound to the daemon core: the request map in, the reply map out (or None
+# when it replies later, through the connection).
+Handler = Callable[[dict[str, Any], "Connection"], "dict[str, Any] | None"]
 
 
 class Connection:
@@ -87,11 +83,7 @@ class Connection:
         except OSError:
             self.close()
             return
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds = array.array("i")
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-                self.fds.extend(fds)
+        self.fds.extend(protocol.received_fds(ancdata))
         if not data:
             self.close()
             return
@@ -198,13 +190,15 @@ class Connection:
 class Server:
     def __init__(
         self,
-        spooler: Spooler,
+        loop: asyncio.AbstractEventLoop,
         listener: socket.socket,
-        handlers: dict[str, Handler],
+        handlers: Mapping[str, Handler],
+        commit: Callable[[], None],
         max_connections: int,
     ) -> None:
-        self.spooler = spooler
-        self.loop = spooler.loop
+        """``commit``: makes the changes of the requests handled so far durable; replies wait for it."""
+        self.loop = loop
+        self.commit = commit
         self.listener = listener
         self.handlers = handlers
         self.max_connections = max_connections
@@ -264,16 +258,16 @@ class Server:
             conn.fail(
                 protocol.E_VERSION,
                 f"the running daemon speaks protocol {protocol.PROTOCOL_VERSION} and this ts speaks "
-                f"{_short(version)}: restart it with ts -K (queued jobs are kept) and retry",
+                f"{brief(version, 80)}: restart it with ts -K (queued jobs are kept) and retry",
             )
             return
         op = message.get("op")
         handler = self.handlers.get(op) if isinstance(op, str) else None
         if handler is None:
-            conn.fail(protocol.E_BAD_REQUEST, f"unknown request type {_short(op)}")
+            conn.fail(protocol.E_BAD_REQUEST, f"unknown request type {brief(op, 80)}")
             return
         try:
-            reply = handler(self.spooler, message, conn)
+            reply = handler(message, conn)
         except RequestError as exc:
             reply = protocol.error_reply(exc.code, str(exc))
         except SpoolerError as exc:  # e.g. a --where expression that does not parse
@@ -296,7 +290,7 @@ class Server:
     def _commit_and_send(self) -> None:
         pending, self._pending = self._pending, []
         try:
-            self.spooler.commit()
+            self.commit()
         except OSError as exc:
             log.error("could not write the save-list: %s", exc)
             for conn, _, _ in pending:

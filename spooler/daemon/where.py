@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, NoReturn
 
-from .errors import UsageError
+from spooler.errors import UsageError
 
 Evaluator = Callable[[Mapping[str, Any]], Any]
 

@@ -6,12 +6,12 @@ This runs in the daemon, so the client prints a string and imports nothing to fo
 from __future__ import annotations
 
 import json
-import signal
 import time
 from collections.abc import Iterable
 from typing import Any
 
-from spooler.jobs import Job, JobState
+from spooler.jobs import Job, JobState, job_data, run_time, signal_name
+from spooler.text import duration
 
 HEADERS = ("ID", "State", "Output", "E-Level", "Time", "Command")
 _COLORS = {
@@ -24,42 +24,12 @@ _COLORS = {
 _RESET = "\033[0m"
 
 
-def duration(seconds: float | None) -> str:
-    """Human time: ``0.52s``, ``42s``, ``3m12s``, ``2h05m``, ``3d04h``."""
-    if seconds is None:
-        return ""
-    seconds = max(0.0, seconds)
-    if seconds < 10:
-        return f"{seconds:.2f}s"
-    whole = int(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    if whole < 86400:
-        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
-
-
-def signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"SIG{number}"
-
-
 def exit_text(job: Job) -> str:
     if job.state is not JobState.FINISHED:
         return ""
     if job.signal is not None:
         return signal_name(job.signal)
     return "" if job.exit_code is None else str(job.exit_code)
-
-
-def run_time(job: Job, now: float) -> float | None:
-    if job.start_time is None:
-        return None
-    return (job.end_time or now) - job.start_time
 
 
 def output_text(job: Job) -> str:
@@ -158,46 +128,6 @@ def render_gpu_status(status: dict[str, Any]) -> str:
 
 def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else "…" + text[len(text) - width + 1 :]
-
-
-def job_data(job: Job, now: float) -> dict[str, Any]:
-    """Every field of a job, with stable keys, for ``-M json`` and ``-M tab``."""
-    return {
-        "id": job.id,
-        "state": job.state.value,
-        "command": job.command_text,
-        "argv": job.command,
-        "label": job.label,
-        "output": job.log_path,
-        "stderr_output": (job.log_path + ".e") if job.log_path and job.stderr_apart else None,
-        "exit_code": job.exit_code,
-        "signal": signal_name(job.signal) if job.signal is not None else None,
-        "exit_status": job.exit_status if job.state.is_done else None,
-        "enqueue_time": job.enqueue_time,
-        "start_time": job.start_time,
-        "end_time": job.end_time,
-        "run_time": run_time(job, now),
-        "slots": job.slots,
-        "depends_on": job.after,
-        "depends_on_success": job.after_ok,
-        "gpus_requested": job.gpus,
-        "gpu_indices_requested": job.gpu_indices,
-        "gpus": job.assigned_gpus,
-        "gpu_mem_mib": job.gpu_mem_mib,
-        "pid": job.pid,
-        "cwd": job.cwd,
-        "reason": job.reason or None,
-        "priority": job.priority,
-        "retries": job.max_retries,
-        "attempt": job.attempt,
-        "attempts": job.attempts,
-        "args": job.args,
-        "sweep": job.sweep,
-        "skip_if_exists": job.skip_if_exists,
-        "snapshot": job.snapshot,
-        "snapshot_info": job.snapshot_info,
-        "result": job.result,
-    }
 
 
 def render_json(jobs: Iterable[Job], now: float) -> str:

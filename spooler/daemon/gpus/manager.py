@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from spooler.daemon.config import Settings
-from spooler.daemon.errors import RequestError
-from spooler.gpu import GpuError, GpuInfo, Holder, choose_gpus, describe, open_inventory, parse_visible
+from spooler.daemon.gpus.inventory import GpuError, GpuInfo, open_inventory, parse_visible
+from spooler.daemon.gpus.placement import Holder, choose_gpus, describe
 from spooler.jobs import Job
+from spooler.protocol import RequestError
 
 log = logging.getLogger("spooler")
 

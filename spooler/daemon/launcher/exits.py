@@ -98,3 +98,12 @@ def _is_launcher(pid: int) -> bool:
             return f.read().strip() == b"ts-launcher"
     except OSError:
         return False
+
+
+def decode_wait_status(status: int) -> tuple[int | None, int | None]:
+    """(exit code, signal) from a wait status."""
+    if os.WIFSIGNALED(status):
+        return None, os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status), None
+    return None, None

@@ -1,15 +1,20 @@
-"""Wire protocol between the ``ts`` client and the daemon.
+"""The protocol between ``ts`` (and the Python API) and the daemon, shared by both ends: frames,
+the protocol version and the error codes here, and every request type, declared once, in
+``spooler.protocol.requests`` (built by the client, parsed and validated by the daemon).
 
 A frame is a 4-byte big-endian length followed by that many bytes of msgpack holding one map.
-Every request map carries ``v`` (PROTOCOL_VERSION) and ``op`` (one of the names in OPS); the
-daemon answers each request with one reply map: ``{"ok": True, ...}`` or
+Every request map carries ``v`` (PROTOCOL_VERSION) and ``op`` (one of the request types of
+``spooler.protocol.requests``); the daemon answers each request with one reply map: ``{"ok": True, ...}`` or
 ``{"ok": False, "error": "one line for the user", "code": ...}``.
 
-This module is on the client's hot path: it imports nothing heavier than struct and msgpack.
+This package is on the client's hot path: it imports nothing heavier than struct, socket and
+msgpack.
 """
 
 from __future__ import annotations
 
+import array
+import socket
 import struct
 
 import msgpack
@@ -25,34 +30,6 @@ PROTOCOL_VERSION = 2  # 2: wait until=start, kill only, status.started
 MAX_FRAME = 64 * 1024 * 1024
 
 HEADER = struct.Struct(">I")
-
-# Every request the daemon understands; the daemon's handler table must cover exactly these
-# (a test checks it).  Kept as plain strings so the client needs no enum import.
-OPS = frozenset(
-    {
-        "submit",  # queue one job or a batch
-        "list",  # the job list, rendered or as data
-        "info",  # one job's details
-        "job_field",  # one attribute of one job (-s, -p, -o, -a, -F)
-        "wait",  # reply when a job ends (-w, -f, -c, -t)
-        "remove",  # -r
-        "requeue",  # --requeue
-        "priority",  # --priority N ID
-        "kill",  # -k, -T
-        "clear",  # -C
-        "slots",  # -S
-        "urgent",  # -u
-        "swap",  # -U
-        "count_running",  # -R
-        "last_id",  # -q
-        "logdir",  # --get_logdir / --set_logdir
-        "env",  # --getenv / --setenv / --unsetenv
-        "gpu_free_perc",  # --get_gpu_free_perc / --set_gpu_free_perc
-        "gpu_status",  # --gpu_status
-        "shutdown",  # -K
-        "ping",
-    }
-)
 
 # Error codes a client may branch on.
 E_VERSION = "version"
@@ -104,9 +81,27 @@ def decode(frame: bytes) -> dict[str, Any]:
     return decode_body(body)
 
 
+def received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors that came with a message (``SCM_RIGHTS``), on either side of a socket."""
+    fds = array.array("i")
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return list(fds)
+
+
 def request(op: str, **fields: Any) -> dict[str, Any]:
+    """A request map with any fields (tests and tools; ``ts`` builds typed requests)."""
     return {"v": PROTOCOL_VERSION, "op": op, **fields}
 
 
 def error_reply(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "code": code, "error": message}
+
+
+# The request types need the constants above: imported last, re-exported for both ends.
+from spooler.protocol.requests import OPS as OPS  # noqa: E402
+from spooler.protocol.requests import REQUESTS as REQUESTS  # noqa: E402
+from spooler.protocol.requests import Request as Request  # noqa: E402
+from spooler.protocol.requests import RequestError as RequestError  # noqa: E402
+from spooler.protocol.requests import bad as bad  # noqa: E402

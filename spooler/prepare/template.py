@@ -20,7 +20,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import UsageError
+from spooler.errors import UsageError
+from spooler.text import brief
 
 _COMPONENT = re.compile(r"[A-Za-z0-9_-]+")
 _NAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
@@ -36,15 +37,6 @@ _HASH_CHARS = 12
 
 class TemplateError(UsageError):
     """A malformed argument or template, or arguments that do not match their template."""
-
-
-def brief(value: Any, limit: int = 40) -> str:
-    """A value as it appears in an error message: JSON, on one line, cut short if long."""
-    try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):  # e.g. a TOML date in a sweep file
-        text = str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def parse_value(text: str) -> Any:
@@ -326,6 +318,23 @@ def fill(
         ]
         filled.append("".join(parts))
     return filled
+
+
+def fill_marker(marker: str, args: Mapping[str, Any]) -> str:
+    """A run's ``--skip-if-exists`` path with its placeholders filled (it need not use them all)."""
+    return fill([marker], args, shell=False, allow_extra=True, extra={"_name": run_name(args)})[0]
+
+
+def fill_run(
+    command: list[str], args: Mapping[str, Any], marker: str | None = None, *, allow_extra: bool = False
+) -> tuple[list[str], str | None]:
+    """One run: its command with the arguments filled in (shell-quoted when it runs through
+    ``sh -c``), and its ``--skip-if-exists`` marker filled the same way."""
+    from spooler.commands import needs_shell
+
+    extra = {"_name": run_name(args)}
+    filled = fill(command, args, shell=needs_shell(command), allow_extra=allow_extra, extra=extra)
+    return filled, fill_marker(marker, args) if marker else marker
 
 
 def canonical(args: Mapping[str, Any]) -> str:

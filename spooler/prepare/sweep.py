@@ -29,11 +29,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from .errors import UsageError
-from .template import (
+from spooler.errors import UsageError
+from spooler.prepare.template import (
     TemplateError,
     assign,
-    brief,
     canonical,
     fill,
     nest,
@@ -41,6 +40,7 @@ from .template import (
     run_name,
     split_key,
 )
+from spooler.text import brief
 
 _TOP_KEYS = ("base", "command", "grid", "name", "options")
 # More runs than this is a typo in the grid, not an experiment: refuse it before expanding

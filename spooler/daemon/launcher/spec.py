@@ -1,4 +1,5 @@
-"""What a job is started with: where its output goes and its environment.
+"""What one launch carries, built in the daemon and sent to the launcher: the command, its
+environment, and where its output goes.
 
 Kept apart from the job list so each rule (where output goes, which variables a job sees) is
 written once and can be read without the scheduling around it.
@@ -8,11 +9,42 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+
+import msgpack
 
 from spooler.jobs import Job
-from spooler.runner import Launch
+
+
+@dataclass
+class Launch:
+    """What it takes to start one job (descriptors passed by ``ts -nf`` travel beside it)."""
+
+    job_id: int
+    argv: list[str]
+    shell: bool
+    cwd: str
+    env: dict[str, str]
+    result_path: str  # $TS_RESULT_FILE: removed before the job starts, so none is stale
+    stdout_path: str | None = None  # the log; None: /dev/null (or the descriptors passed)
+    stderr_path: str | None = None  # -E: stderr apart; None: with stdout
+    exclusive: bool = True  # a generated log name must be new; a -O name is truncated
+    compress: bool = False  # -z: gzip stdout (and stderr when it goes to the same place)
+
+    def to_wire(self) -> bytes:
+        data: bytes = msgpack.packb(
+            [
+                self.job_id, self.argv, self.shell, self.cwd, self.env, self.result_path,
+                self.stdout_path, self.stderr_path, self.exclusive, self.compress,
+            ]
+        )  # fmt: skip
+        return data
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> Launch:
+        fields = msgpack.unpackb(data, raw=False)
+        return cls(*fields)
 
 
 def place_output(spec: Launch, job: Job, logdir: str, terminal: bool) -> None:
@@ -54,42 +86,3 @@ def environment(
         env["TS_ARGS"] = json.dumps(job.args)
     env["TS_RESULT_FILE"] = result_file
     return env
-
-
-def read_result(path: str, limit: int) -> tuple[object, str]:
-    """(value, problem) from a job's ``$TS_RESULT_FILE``, which is removed; (None, "") if absent."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError:
-        return None, ""
-    finally:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-    if len(data) > limit:
-        return None, f"result file larger than {limit} bytes: ignored"
-    try:
-        return json.loads(data), ""
-    except ValueError:
-        return None, "result file is not valid JSON: ignored"
-
-
-_last_check: dict[str, tuple[float, bool]] = {}
-
-
-def disk_full(path: str) -> bool:
-    """Is the file system of ``path`` full?  Asked at most once a second per directory."""
-    directory = os.path.dirname(path)
-    now = time.monotonic()
-    checked = _last_check.get(directory)
-    if checked is not None and now - checked[0] < 1.0:
-        return checked[1]
-    try:
-        fs = os.statvfs(directory)
-        full = fs.f_bavail == 0
-    except OSError:
-        full = False
-    _last_check[directory] = (now, full)
-    return full

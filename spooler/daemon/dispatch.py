@@ -1,0 +1,120 @@
+"""Starting jobs: one scheduling pass after anything that may let a job start, and the start itself.
+
+Every event that may let a job start calls :meth:`Dispatcher.kick`, which runs one pass on the
+next turn of the event loop (many events, one pass).  The pass asks the pure scheduler
+(``scheduler.plan``) what to do and applies it: skip, wait for GPUs, or start, which builds the
+launch (``launcher.spec``) and hands it to the launcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from spooler.daemon import scheduler
+from spooler.daemon.events import Events
+from spooler.daemon.gpus.manager import GpuManager
+from spooler.daemon.launcher.spec import Launch, environment, place_output
+from spooler.daemon.outcome import result_path
+from spooler.daemon.running import RunningJobs
+from spooler.daemon.table import JobTable
+from spooler.daemon.terminals import Terminals, close_pair
+from spooler.jobs import Job, JobState
+
+
+class Backend(Protocol):
+    """Where jobs are started: the local launcher (``launcher.handle.Launcher``), or a fake."""
+
+    def start(self) -> None: ...
+
+    def launch(self, spec: Launch, terminal: tuple[int, int] | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        table: JobTable,
+        running: RunningJobs,
+        gpu: GpuManager,
+        events: Events,
+        terminals: Terminals,
+        runs_dir: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self.loop = loop
+        self.table = table
+        self.running = running
+        self.gpu = gpu
+        self.events = events
+        self.terminals = terminals
+        self.runs_dir = runs_dir
+        self.clock = clock
+        self.backend: Backend | None = None  # set once the daemon has started it
+        self.space_waiters: deque[Callable[[], bool]] = deque()  # submitters blocked on a full queue
+        self._kicked = False
+
+    def kick(self) -> None:
+        if not self._kicked:
+            self._kicked = True
+            self.loop.call_soon(self.schedule)
+
+    def schedule(self) -> None:
+        self._kicked = False
+        now = self.clock()
+        settings = self.table.settings
+        decisions = scheduler.plan(
+            self.table.queue,
+            free_slots=settings.slots - self.running.busy_slots,
+            total_slots=settings.slots,
+            outcome=self.table.dependency_outcome,
+            place=self.gpu.placer(self.running),
+        )
+        for job, reason in decisions.skip:
+            self.events.end(job, JobState.SKIPPED, reason, at=now)
+        for job, reason in decisions.allocating:
+            self._allocating(job, reason, now)
+        for job, gpus in decisions.start:
+            self._start(job, now, gpus)
+        # Poll NVML only while a job waits for GPUs (a pass that stopped short of one is re-run
+        # when a slot frees, so it is not forgotten).  Not a scan of the queue: cost stays flat.
+        self.gpu.poll(bool(decisions.allocating), self.kick)
+        while self.space_waiters and self.space_waiters[0]():
+            self.space_waiters.popleft()
+
+    def _allocating(self, job: Job, reason: str, now: float) -> None:
+        if job.state is JobState.QUEUED:
+            job.transition(JobState.ALLOCATING, now)
+        if job.reason != reason:  # saved only when it changes, not at every GPU poll
+            job.reason = reason
+            self.table.record(job)
+
+    def _start(self, job: Job, now: float, gpus: list[int]) -> None:
+        if job.skip_if_exists and os.path.exists(os.path.join(job.cwd, job.skip_if_exists)):
+            self.events.end(job, JobState.SKIPPED, f"{job.skip_if_exists} exists (--skip-if-exists)", at=now)
+            return
+        self.table.queue.remove(job)
+        job.assigned_gpus = gpus
+        terminal = self.terminals.take(job.id)
+        results = result_path(self.runs_dir, job.id)
+        settings = self.table.settings
+        env = environment(self.table.env_of(job), settings.env_overrides, job, results)
+        spec = Launch(
+            job.id, job.command, job.shell, job.cwd, env, results, compress=job.gzip and job.store_output
+        )
+        place_output(spec, job, settings.logdir, terminal is not None)
+        assert self.backend is not None, "jobs start only once the daemon has started its launcher"
+        try:
+            self.backend.launch(spec, terminal)
+        finally:
+            close_pair(terminal)
+        job.transition(JobState.RUNNING, now)
+        job.pid = job.shim_pid = None  # known when the shim reports in
+        self.running.add(job)
+        self.table.last_run = job.id
+        self.table.record(job)

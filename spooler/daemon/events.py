@@ -1,0 +1,125 @@
+"""Every way a job ends, and everything that follows, in one place.
+
+A job ends by :meth:`Events.end`: finished (its process exited), skipped (it never ran) or lost
+(its outcome cannot be known).  That one method takes it out of the running registry or the
+queue, records the outcome, and then either gives it another attempt (``--retry``) or emits the
+end: ``TS_ONFINISH`` and ``-m`` mail, the waiters (``ts -w``, ``-f``), forgetting the oldest
+ended jobs (``TS_MAXFINISHED``) and a scheduling pass (its dependants may start now).  What a
+user's removal of a job must do is here too, so an ended and a removed job wake the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+from spooler.daemon.hooks import Helpers
+from spooler.daemon.launcher.spec import environment
+from spooler.daemon.outcome import disk_full, read_result, result_path
+from spooler.daemon.running import RunningJobs
+from spooler.daemon.table import JobTable
+from spooler.daemon.terminals import Terminals
+from spooler.daemon.waiters import Waiters
+from spooler.jobs import Job, JobState
+
+log = logging.getLogger("spooler")
+
+
+class Events:
+    def __init__(
+        self,
+        table: JobTable,
+        running: RunningJobs,
+        waiters: Waiters,
+        terminals: Terminals,
+        helpers: Helpers,
+        runs_dir: str,
+        kick: Callable[[], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.table = table
+        self.running = running
+        self.waiters = waiters
+        self.terminals = terminals
+        self.helpers = helpers
+        self.runs_dir = runs_dir
+        self.kick = kick
+        self.clock = clock
+        self.snapshots_root = ""  # where ts --snapshot copies live: removed with their last job
+
+    def end(
+        self,
+        job: Job,
+        state: JobState,
+        reason: str = "",
+        *,
+        code: int | None = None,
+        sig: int | None = None,
+        at: float | None = None,
+    ) -> None:
+        """The one way into a done state (``FINISHED`` with ``code``/``sig``, ``SKIPPED``, ``LOST``)."""
+        if job in self.running:
+            self.running.remove(job)
+        elif job.state.is_waiting:
+            self.table.queue.remove(job)
+        job.transition(state, at or self.clock())
+        job.reason = reason
+        if state is JobState.FINISHED:
+            self._outcome(job, code, sig)
+            if job.exit_code != 0 and not job.killed and job.attempt <= job.max_retries:
+                self._retry(job)
+                return
+            env = self.job_env(job)
+            self.helpers.on_finish(job, env)
+            if job.mail:
+                self.helpers.mail(job, env)
+        self.terminals.close(job.id)
+        forget = self.table.ended(job)
+        self.waiters.ended(job.id, job)
+        for old in forget:
+            self.removed(old)
+        self.kick()
+
+    def _outcome(self, job: Job, code: int | None, sig: int | None) -> None:
+        job.exit_code, job.signal = code, sig
+        if code is None and sig is None:
+            job.exit_code = 255
+        # Keep the JSON the job wrote to $TS_RESULT_FILE (usable in --where as result.*).
+        job.result, problem = read_result(result_path(self.runs_dir, job.id))
+        notes = [job.reason, problem]
+        if job.log_path and disk_full(job.log_path):
+            notes.append("the disk holding its output is full: output may be cut")
+        job.reason = "; ".join(filter(None, notes))
+
+    def _retry(self, job: Job) -> None:
+        """--retry: put a job that failed back at its place in the queue for another attempt."""
+        job.archive_attempt()
+        job.transition(JobState.QUEUED, self.clock())
+        job.attempt += 1
+        job.log_path = None
+        self.table.requeued(job, new_seq=False)
+        self.table.record(job)
+        self.kick()
+
+    def removed(self, job: Job) -> None:
+        """Forget a job that is not running (``ts -r``, ``-C``, TS_MAXFINISHED): its waiters are
+        told it was removed, and its snapshot goes with the last job using it."""
+        self.table.delete(job)
+        if job.snapshot and not self.table.snapshot_in_use(job.snapshot):
+            self._remove_snapshot(job.snapshot)
+        self.terminals.close(job.id)
+        self.waiters.ended(job.id, None)
+        self.kick()
+
+    def _remove_snapshot(self, path: str) -> None:
+        """Removed by a helper process, never in the event loop (a snapshot may be large)."""
+        root = os.path.realpath(self.snapshots_root)
+        if os.path.realpath(path).startswith(root + os.sep):
+            self.helpers.spawn(["/bin/rm", "-rf", "--", path], {}, "/")
+        else:
+            log.warning("not removing %s: it is outside %s", path, root)
+
+    def job_env(self, job: Job) -> dict[str, str]:
+        """The environment hooks and mail run with: the job's own, as it was started."""
+        return environment(self.table.env_of(job), self.table.settings.env_overrides, job, "")

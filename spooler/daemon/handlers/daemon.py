@@ -1,0 +1,86 @@
+"""The daemon's own settings and state: slots, the log directory, the jobs' environment, GPUs,
+counts, shutdown and ping."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from spooler import protocol
+from spooler.daemon import render
+from spooler.daemon.server import Connection
+from spooler.daemon.spooler import Spooler
+from spooler.protocol import E_NOT_FOUND, RequestError, bad
+from spooler.protocol import requests as rq
+
+Reply = dict[str, Any] | None
+
+
+def slots(sp: Spooler, req: rq.Slots, conn: Connection) -> Reply:
+    if req.set is not None:
+        sp.set_slots(req.set)
+    return {"ok": True, "slots": sp.settings.slots}
+
+
+def count_running(sp: Spooler, req: rq.CountRunning, conn: Connection) -> Reply:
+    return {"ok": True, "value": len(sp.running)}
+
+
+def last_id(sp: Spooler, req: rq.LastId, conn: Connection) -> Reply:
+    if sp.table.last_added is None:
+        raise RequestError(E_NOT_FOUND, "no job has been added yet")
+    return {"ok": True, "value": sp.table.last_added}
+
+
+def logdir(sp: Spooler, req: rq.Logdir, conn: Connection) -> Reply:
+    if req.set is not None:
+        sp.set_logdir(req.set)
+    return {"ok": True, "value": sp.settings.logdir}
+
+
+def env(sp: Spooler, req: rq.Env, conn: Connection) -> Reply:
+    name = req.name
+    if not name or "=" in name:
+        raise bad(f"invalid variable name {name!r}")
+    overrides = sp.settings.env_overrides
+    if req.set is not None:
+        overrides[name] = req.set
+        sp.table.save_settings()
+    elif req.unset:
+        overrides[name] = None
+        sp.table.save_settings()
+    value = overrides[name] if name in overrides else os.environ.get(name)
+    return {"ok": True, "value": value}
+
+
+def gpu_free_perc(sp: Spooler, req: rq.GpuFreePerc, conn: Connection) -> Reply:
+    if req.set is not None:
+        sp.settings.gpu_free_perc = req.set
+        sp.table.save_settings()
+        sp.kick()
+    return {"ok": True, "value": sp.settings.gpu_free_perc}
+
+
+def gpu_status(sp: Spooler, req: rq.GpuStatus, conn: Connection) -> Reply:
+    status = sp.gpu.status(sp.running)
+    if req.data:
+        return {"ok": True, **status}
+    return {"ok": True, "text": render.render_gpu_status(status)}
+
+
+def shutdown(sp: Spooler, req: rq.Shutdown, conn: Connection) -> Reply:
+    """-K keeps every job for the next daemon; --reset first drops all but the running ones."""
+    if req.drop:
+        for job in [j for j in sp.table.jobs.values() if not j.state.is_active]:
+            sp.events.removed(job)
+    sp.loop.call_soon(sp.loop.stop)
+    return {"ok": True, "running": len(sp.running)}
+
+
+def ping(sp: Spooler, req: rq.Ping, conn: Connection) -> Reply:
+    return {
+        "ok": True,
+        "pid": os.getpid(),
+        "version": protocol.PROTOCOL_VERSION,
+        "snapshots": sp.snapshots_dir,
+    }

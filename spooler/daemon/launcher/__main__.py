@@ -1,0 +1,3 @@
+from spooler.daemon.launcher.process import main
+
+main()

@@ -1,0 +1,175 @@
+"""The launcher process: spawns the jobs the daemon sends, is their parent, reports their ends.
+
+Started once by the daemon (``python -m spooler.daemon.launcher``, see ``handle``) and kept
+small.  It reads launch requests (length-prefixed frames, with the descriptors of ``ts -nf``),
+spawns each job in its own session, records each end in its exit log before reporting it, and
+when the daemon goes away stays until its jobs have ended.  A ``-z`` job gets a shim of its own
+(``shim``), which compresses its output as it comes.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import select
+import signal
+import socket
+import sys
+import time
+
+from spooler.daemon.launcher import exits
+from spooler.daemon.launcher.exits import ExitLog
+from spooler.daemon.launcher.shim import run_shim
+from spooler.daemon.launcher.spawn import open_outputs, prepare, spawn_job, tell
+from spooler.daemon.launcher.spec import Launch
+from spooler.daemon.process import name_process
+from spooler.protocol import HEADER, received_fds
+
+_FD_SPACE = socket.CMSG_SPACE(2 * array.array("i").itemsize)
+
+
+def _receive(sock: socket.socket) -> tuple[bytes, list[int]] | None:
+    """One launch request and the descriptors sent with it; None when the daemon has gone."""
+    header, ancdata, _, _ = sock.recvmsg(HEADER.size, _FD_SPACE)
+    fds = received_fds(ancdata)
+    while header and len(header) < HEADER.size:
+        more = sock.recv(HEADER.size - len(header))
+        if not more:
+            return None
+        header += more
+    if not header:
+        return None
+    (length,) = HEADER.unpack(header)
+    body = bytearray()
+    while len(body) < length:
+        chunk = sock.recv(min(length - len(body), 1 << 20))
+        if not chunk:
+            return None
+        body += chunk
+    return bytes(body), fds
+
+
+def serve(requests: socket.socket, notes: socket.socket, exit_log: ExitLog) -> None:
+    name_process(b"ts-launcher")
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the select below
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)  # the daemon decides when we stop: by going away
+    jobs: dict[int, Launch] = {}  # pid of a job we spawned -> its launch
+    shims: dict[int, int] = {}  # pid of a shim we forked -> its job id
+    daemon_gone = False
+    while not daemon_gone or jobs:
+        watched = [wake_read] if daemon_gone else [requests.fileno(), wake_read]
+        ready, _, _ = select.select(watched, [], [])
+        if wake_read in ready:
+            os.read(wake_read, 4096)
+        _reap(jobs, shims, notes, exit_log)
+        if daemon_gone or requests.fileno() not in ready:
+            continue
+        received = _receive(requests)
+        if received is None:
+            daemon_gone = True  # our jobs keep running; we record their ends, then exit
+            continue
+        body, fds = received
+        try:
+            spec = Launch.from_wire(body)
+        except Exception:
+            for fd in fds:
+                os.close(fd)
+            continue
+        try:
+            prepare(spec)
+            out, err = open_outputs(spec, fds)
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            why = f"ts: cannot create the log file {exc.filename}: {exc.strerror}"
+            _report_failure(spec, why, notes, exit_log)
+            continue
+        try:
+            if spec.compress:
+                _fork_shim(spec, out, err, notes, exit_log, shims, (wake_read, wake_write, requests.fileno()))
+            else:
+                _spawn(spec, out, err, notes, exit_log, jobs)
+        finally:
+            for fd in {out, err}:  # the job (or its shim) has its own copies now
+                os.close(fd)
+
+
+def _spawn(
+    spec: Launch,
+    out: int,
+    err: int,
+    notes: socket.socket,
+    exit_log: ExitLog,
+    jobs: dict[int, Launch],
+) -> None:
+    """Start the job ourselves: no process of ours stands between us and it."""
+    pid, error, status = spawn_job(spec, out, err)
+    os.chdir("/")  # hold no job's directory
+    if pid:
+        jobs[pid] = spec
+        tell(notes, ["started", spec.job_id, pid, pid])
+    else:
+        _report_failure(spec, error, notes, exit_log, status)
+
+
+def _report_failure(
+    spec: Launch, error: str, notes: socket.socket, exit_log: ExitLog, status: int = 127 << 8
+) -> None:
+    """The job could not start: it ends at once, with the reason."""
+    end = time.time()
+    exit_log.record(spec.job_id, 0, status, error, end)
+    tell(notes, ["started", spec.job_id, 0, 0])
+    tell(notes, ["ended", spec.job_id, 0, status, error, end])
+
+
+def _fork_shim(
+    spec: Launch,
+    out: int,
+    err: int,
+    notes: socket.socket,
+    exit_log: ExitLog,
+    shims: dict[int, int],
+    ours: tuple[int, ...],
+) -> None:
+    """-z: a shim of its own compresses the job's output while it runs."""
+    pid = os.fork()
+    if pid == 0:
+        code = 70
+        try:
+            for fd in ours:
+                os.close(fd)
+            code = run_shim(spec, out, err, notes, exit_log)
+        finally:
+            os._exit(code)
+    shims[pid] = spec.job_id
+
+
+def _reap(jobs: dict[int, Launch], shims: dict[int, int], notes: socket.socket, exit_log: ExitLog) -> None:
+    while jobs or shims:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        spec = jobs.pop(pid, None)
+        if spec is not None:
+            # The exit log first: it is what tells the next daemon, if this one is gone.
+            end = time.time()
+            exit_log.record(spec.job_id, pid, status, "", end)
+            tell(notes, ["ended", spec.job_id, pid, status, "", end])
+        else:
+            tell(notes, ["reaped", shims.pop(pid, -1), pid, status])
+
+
+def main() -> None:
+    """``python -m spooler.daemon.launcher REQUESTS NOTES RUNS_DIR``, started by the daemon."""
+    requests = socket.socket(fileno=int(sys.argv[1]))
+    notes = socket.socket(fileno=int(sys.argv[2]))
+    os.set_inheritable(requests.fileno(), False)
+    os.set_inheritable(notes.fileno(), False)
+    serve(requests, notes, ExitLog(exits.log_path(sys.argv[3], os.getpid())))

@@ -1,0 +1,55 @@
+"""What a job leaves behind when it ends, besides its exit status: its result file, and
+whether the disk holding its output filled up while it ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+MAX_RESULT = 1024 * 1024  # bytes of $TS_RESULT_FILE kept with a job
+
+
+def read_result(path: str, limit: int = MAX_RESULT) -> tuple[object, str]:
+    """(value, problem) from a job's ``$TS_RESULT_FILE``, which is removed; (None, "") if absent."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError:
+        return None, ""
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    if len(data) > limit:
+        return None, f"result file larger than {limit} bytes: ignored"
+    try:
+        return json.loads(data), ""
+    except ValueError:
+        return None, "result file is not valid JSON: ignored"
+
+
+_last_check: dict[str, tuple[float, bool]] = {}
+
+
+def disk_full(path: str) -> bool:
+    """Is the file system of ``path`` full?  Asked at most once a second per directory."""
+    directory = os.path.dirname(path)
+    now = time.monotonic()
+    checked = _last_check.get(directory)
+    if checked is not None and now - checked[0] < 1.0:
+        return checked[1]
+    try:
+        fs = os.statvfs(directory)
+        full = fs.f_bavail == 0
+    except OSError:
+        full = False
+    _last_check[directory] = (now, full)
+    return full
+
+
+def result_path(runs_dir: str, job_id: int) -> str:
+    """The job's ``$TS_RESULT_FILE``."""
+    return os.path.join(runs_dir, f"{job_id}.result.json")

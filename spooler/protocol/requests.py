@@ -1,0 +1,486 @@
+"""Every request the daemon understands, declared once for both ends of the socket.
+
+Each request is a class whose annotated attributes are its fields.  The client (``ts``, the
+Python API) builds one with keyword arguments, which the type checker checks, and sends
+:meth:`Request.wire`; the daemon turns the map it receives back into the same class with
+:meth:`Request.parse`, the one validation step: types, ranges and lengths, one clear message
+for the first field that is wrong.  Checks that need the daemon's state (does a job exist?)
+are the handlers' business.
+
+A field's kind comes from its annotation: ``int`` (within ``lo``..``hi``), ``int | None``,
+``bool``, ``str`` (required), ``str | None``, ``list[int]`` (job ids); any other type names a
+``check`` function.  The wire names are the protocol's: they never change without a new
+PROTOCOL_VERSION.
+
+On the client's hot path: no dataclasses, no typing at run time (see ``TYPE_CHECKING``).
+"""
+
+from __future__ import annotations
+
+from spooler.protocol import E_BAD_REQUEST, PROTOCOL_VERSION
+
+TYPE_CHECKING = False  # typing costs ts about 2 ms of start-up; only the type checker needs it
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, ClassVar
+
+    from typing_extensions import Self, dataclass_transform
+else:
+
+    def dataclass_transform(**_: object) -> object:
+        return lambda cls: cls
+
+
+MAX_WORDS = 100_000
+MAX_WORD = 1024 * 1024
+MAX_ENV = 10_000
+MAX_ARGS_JSON = 64 * 1024
+MAX_ID = 2**62
+
+
+class RequestError(Exception):
+    """A request that cannot be carried out; ``code`` is a protocol error code (``E_*``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def bad(message: str) -> RequestError:
+    return RequestError(E_BAD_REQUEST, message)
+
+
+REQUIRED = object()  # the default of a field every request must carry
+
+
+class Field:
+    """How one field is checked; see the module docstring for the kinds."""
+
+    __slots__ = ("check", "default", "factory", "hi", "kind", "lo", "max_len", "nullable")
+
+    def __init__(
+        self,
+        default: Any,
+        factory: Callable[[], Any] | None,
+        lo: int,
+        hi: int,
+        max_len: int,
+        check: Callable[[Any, str], Any] | None,
+        nullable: bool,
+    ) -> None:
+        self.default, self.factory = default, factory
+        self.lo, self.hi, self.max_len = lo, hi, max_len
+        self.check, self.nullable = check, nullable
+        self.kind = ""  # from the annotation, when the class is made
+
+    def fresh(self) -> Any:
+        return self.factory() if self.factory is not None else self.default
+
+    def parse(self, msg: dict[str, Any], name: str) -> Any:
+        value = msg.get(name)
+        if value is None and self.default is REQUIRED:
+            raise bad(f"{name} is required")
+        if name not in msg or (value is None and self.nullable and self.kind != "bool"):
+            return self.fresh()
+        return _KINDS[self.kind](self, value, name)
+
+
+def field(
+    *,
+    default: Any = REQUIRED,
+    default_factory: Callable[[], Any] | None = None,
+    lo: int = 0,
+    hi: int = MAX_ID,
+    max_len: int = 4096,
+    check: Callable[[Any, str], Any] | None = None,
+    nullable: bool = True,
+) -> Any:
+    """A field's default and limits; a field without a default is required.
+    ``nullable=False``: a field sent as nil is refused rather than taken as absent."""
+    if default_factory is not None:
+        default = None
+    return Field(default, default_factory, lo, hi, max_len, check, nullable)
+
+
+# -- the kinds ---------------------------------------------------------------------------------
+
+
+def _int(spec: Field, value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise bad(f"{name} must be a whole number")
+    if not spec.lo <= value <= spec.hi:
+        raise bad(f"{name} must be between {spec.lo} and {spec.hi}, not {value}")
+    return value
+
+
+def _flag(spec: Field, value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise bad(f"{name} must be true or false")
+    return value
+
+
+def _text(spec: Field, value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise bad(f"{name} must be a string")
+    if len(value) > spec.max_len:
+        raise bad(f"{name} is longer than {spec.max_len} characters")
+    if "\0" in value:
+        raise bad(f"{name} contains a NUL character")
+    return value
+
+
+def _ids(spec: Field, value: Any, name: str) -> list[int]:
+    value = value or []
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    ):
+        raise bad(f"{name} must be a list of job ids")
+    return list(dict.fromkeys(value))
+
+
+def _checked(spec: Field, value: Any, name: str) -> Any:
+    assert spec.check is not None
+    return spec.check(value, name)
+
+
+_KINDS: dict[str, Callable[[Field, Any, str], Any]] = {
+    "int": _int,
+    "int | None": _int,
+    "bool": _flag,
+    "str": _text,
+    "str | None": _text,
+    "list[int]": _ids,
+    "": _checked,
+}
+
+
+# -- custom checks -----------------------------------------------------------------------------
+
+
+def command_words(value: Any, what: str = "command") -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise bad(f"{what} must be a non-empty list of words")
+    if len(value) > MAX_WORDS:
+        raise bad(f"{what} has more than {MAX_WORDS} words")
+    for word in value:
+        if not isinstance(word, str) or len(word) > MAX_WORD or "\0" in word:
+            raise bad(f"{what} words must be strings without NUL characters")
+    if not value[0].strip():
+        raise bad("empty command")
+    return list(value)
+
+
+def _command(value: Any, name: str) -> list[str] | None:
+    return command_words(value)
+
+
+def _environment(value: Any, name: str) -> dict[str, str]:
+    if not isinstance(value, dict) or len(value) > MAX_ENV:
+        raise bad(f"{name} must be a map of at most {MAX_ENV} variables")
+    for key, val in value.items():
+        if not isinstance(key, str) or not isinstance(val, str) or "\0" in key + val or "=" in key:
+            raise bad(f"{name} must map variable names to string values")
+    return dict(value)
+
+
+def _arguments(value: Any, name: str) -> dict[str, Any]:
+    import json
+
+    if not isinstance(value, dict):
+        raise bad(f"{name} must be a map")
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        raise bad(f"{name} must hold JSON values only") from None
+    if len(text) > MAX_ARGS_JSON:
+        raise bad(f"{name} are larger than {MAX_ARGS_JSON} bytes of JSON")
+    return value
+
+
+def _batch(value: Any, name: str) -> list[list[str]]:
+    if not isinstance(value, list) or not value:
+        raise bad("batch must be a non-empty list of commands")
+    return [command_words(words, f"batch line {n}") for n, words in enumerate(value, 1)]
+
+
+def _items(value: Any, name: str) -> list[Item]:
+    if not isinstance(value, list) or not value:
+        raise bad("items must be a non-empty list")
+    out = []
+    for n, item in enumerate(value, 1):
+        if not isinstance(item, dict):
+            raise bad(f"item {n} must be a map")
+        out.append(Item.parse(item, f"item {n}"))
+    return out
+
+
+def _filter(value: Any, name: str) -> Filter | None:
+    if not value:
+        return None  # an empty filter selects nothing in particular: no filter
+    if not isinstance(value, dict):
+        raise bad("filter must be a map")
+    return Filter.parse(value)
+
+
+STATES = frozenset({"queued", "allocating", "running", "finished", "skipped", "lost", "failed"})
+
+
+def _states(value: Any, name: str) -> list[str]:
+    if not value:
+        return []
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise bad("filter states must be a list of state names")
+    unknown = [s for s in value if s not in STATES]
+    if unknown:
+        raise bad(f"unknown state {unknown[0]!r} (choose from {', '.join(sorted(STATES))})")
+    return list(value)
+
+
+# -- the base class ----------------------------------------------------------------------------
+
+
+@dataclass_transform(kw_only_default=True, field_specifiers=(field,))
+class Request:
+    """One request type; subclasses name their ``op`` and declare their fields."""
+
+    OP: ClassVar[str] = ""
+    FIELDS: ClassVar[dict[str, Field]] = {}
+
+    def __init_subclass__(cls, op: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.OP = op
+        fields = dict(cls.FIELDS)
+        # Not inspect.get_annotations: importing inspect would cost ts several milliseconds.
+        annotations = cls.__dict__.get("__annotations__", {})  # noqa: RUF063
+        for name, kind in annotations.items():
+            spec = cls.__dict__.get(name)
+            if not isinstance(spec, Field):
+                continue  # a ClassVar
+            spec.kind = "" if spec.check is not None else kind
+            if spec.kind not in _KINDS:
+                raise TypeError(f"{cls.__name__}.{name}: a field of type {kind} needs a check")
+            fields[name] = spec
+            delattr(cls, name)  # instances hold the values; the class holds FIELDS
+        cls.FIELDS = fields
+        if op:
+            REQUESTS[op] = cls
+
+    def __init__(self, **values: Any) -> None:
+        for name, spec in self.FIELDS.items():
+            if name not in values and spec.default is REQUIRED:
+                raise TypeError(f"{type(self).__name__} needs {name}")
+            setattr(self, name, values.pop(name) if name in values else spec.fresh())
+        if values:
+            raise TypeError(f"{type(self).__name__} has no field {sorted(values)[0]!r}")
+
+    def fields(self) -> dict[str, Any]:
+        """The fields that differ from their defaults, as they travel (nested requests as maps)."""
+        out: dict[str, Any] = {}
+        for name, spec in self.FIELDS.items():
+            value = getattr(self, name)
+            if value is None or (spec.default is not REQUIRED and value == spec.fresh()):
+                continue
+            if isinstance(value, Request):
+                value = value.fields()
+            elif isinstance(value, list) and value and isinstance(value[0], Request):
+                value = [v.fields() for v in value]
+            out[name] = value
+        return out
+
+    def wire(self) -> dict[str, Any]:
+        """The request map the client sends."""
+        return {"v": PROTOCOL_VERSION, "op": self.OP, **self.fields()}
+
+    @classmethod
+    def parse(cls, msg: dict[str, Any], where: str = "") -> Self:
+        """The daemon's side: a checked request from a received map (unknown keys are ignored,
+        so an older daemon tolerates a newer client's extras)."""
+        request = cls.__new__(cls)
+        try:
+            for name, spec in cls.FIELDS.items():
+                setattr(request, name, spec.parse(msg, name))
+        except RequestError as exc:
+            if where:
+                raise bad(f"{where}: {exc}") from None
+            raise
+        return request
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.fields()!r})"
+
+
+REQUESTS: dict[str, type[Request]] = {}
+
+
+# -- the requests ------------------------------------------------------------------------------
+# Limits shared by several requests.
+_PRIORITY = 1_000_000
+_PATH = 4096
+
+
+class Item(Request):
+    """One run of a sweep (or of ``Client.sweep``): its command, arguments and marker."""
+
+    command: list[str] = field(check=_command)
+    args: dict[str, Any] | None = field(default=None, check=_arguments)
+    skip_if_exists: str | None = field(default=None, max_len=_PATH)
+
+
+class Filter(Request):
+    """Which jobs ``-l``, ``-r``, ``-k`` and ``--requeue`` act on; every part must hold."""
+
+    states: list[str] = field(default_factory=list, check=_states)  # "failed" too
+    label: str | None = field(default=None, max_len=1024)
+    sweep: str | None = field(default=None, max_len=255)
+    ids: list[int] = field(default_factory=list)
+    where: str | None = field(default=None, max_len=4096)
+
+
+class Submit(Request, op="submit"):
+    """Queue one job (``command``), one per line of a ``--batch`` file, or one per sweep item.
+
+    The names are the user's (``ts`` flags, API keywords, sweep-file keys); the daemon makes
+    the job's fields from them in one place (``no_output`` is ``Job.store_output`` negated,
+    ``retry`` is ``Job.max_retries``).
+    """
+
+    command: list[str] | None = field(default=None, check=_command)
+    batch: list[list[str]] | None = field(default=None, check=_batch)
+    items: list[Item] | None = field(default=None, check=_items)
+    cwd: str = field(max_len=_PATH)
+    env: dict[str, str] = field(check=_environment)
+    label: str | None = field(default=None, max_len=1024)
+    slots: int = field(default=1, lo=1, hi=1_000_000)
+    no_output: bool = field(default=False)  # -n
+    stderr_apart: bool = field(default=False)  # -E
+    gzip: bool = field(default=False)  # -z
+    log_name: str | None = field(default=None, max_len=255)  # -O
+    mail: bool = field(default=False)  # -m
+    after: list[int] = field(default_factory=list)  # -D
+    after_ok: list[int] = field(default_factory=list)  # -W
+    after_last: bool = field(default=False)  # -d
+    env_info: str | None = field(default=None, max_len=1024 * 1024)  # TS_ENV's output
+    foreground: bool = field(default=False)  # -f: a second reply when the job ends
+    no_block: bool = field(default=False)  # -B
+    gpus: int = field(default=0, lo=0, hi=1024)  # -G
+    gpu_indices: list[int] = field(default_factory=list)  # -g
+    gpu_mem_mib: int | None = field(default=None, lo=1, hi=2**40)  # --gpu_mem
+    priority: int = field(default=0, lo=-_PRIORITY, hi=_PRIORITY)
+    retry: int = field(default=0, lo=0, hi=1000)
+    sweep: str | None = field(default=None, max_len=255)
+    args: dict[str, Any] | None = field(default=None, check=_arguments)
+    skip_if_exists: str | None = field(default=None, max_len=_PATH)
+    snapshot: str | None = field(default=None, max_len=_PATH)
+    snapshot_info: str | None = field(default=None, max_len=_PATH)
+
+
+class List(Request, op="list"):
+    format: str | None = field(default=None, max_len=16)  # default, json or tab
+    width: int = field(default=0, lo=0, hi=100_000)
+    color: bool = field(default=False)
+    gpu_jobs: bool = field(default=False)  # -g: only running jobs that hold GPUs
+    ids_only: bool = field(default=False)
+    filter: Filter | None = field(default=None, check=_filter)
+
+
+class Info(Request, op="info"):
+    id: int | None = field(default=None)
+
+
+class JobField(Request, op="job_field"):
+    """One attribute of one job (-s, -p, -o, -a, -F)."""
+
+    id: int | None = field(default=None)
+    default: str | None = field(default=None, max_len=8)  # without an id: "added" or "run"
+    field: str = field(max_len=32)
+
+
+class Wait(Request, op="wait"):
+    """Reply when the job ends (-w, -f, -c, -t); with ``until="start"``, once it runs."""
+
+    id: int | None = field(default=None)
+    default: str | None = field(default=None, max_len=8)
+    until: str | None = field(default=None, max_len=8)
+
+
+class Remove(Request, op="remove"):
+    id: int | None = field(default=None)
+    filter: Filter | None = field(default=None, check=_filter)
+
+
+class Requeue(Request, op="requeue"):
+    id: int | None = field(default=None)
+    filter: Filter | None = field(default=None, check=_filter)
+
+
+class Priority(Request, op="priority"):
+    id: int | None = field(default=None)
+    set: int = field(default=0, lo=-_PRIORITY, hi=_PRIORITY)
+
+
+class Kill(Request, op="kill"):
+    """-k (one job, or every running job the filter selects) and -T (``all``)."""
+
+    id: int | None = field(default=None)
+    all: bool = field(default=False)
+    signal: int = field(default=15, lo=1, hi=64)  # SIGTERM
+    only: bool = field(default=False)  # no SIGKILL after the grace period (ts -f forwarding)
+    filter: Filter | None = field(default=None, check=_filter)
+
+
+class Clear(Request, op="clear"):
+    pass
+
+
+class Slots(Request, op="slots"):
+    set: int | None = field(default=None, lo=1, hi=1_000_000)
+
+
+class Urgent(Request, op="urgent"):
+    id: int | None = field(default=None)
+
+
+class Swap(Request, op="swap"):
+    a: int | None = field(default=None)
+    b: int | None = field(default=None)
+
+
+class CountRunning(Request, op="count_running"):
+    pass
+
+
+class LastId(Request, op="last_id"):
+    pass
+
+
+class Logdir(Request, op="logdir"):
+    set: str | None = field(default=None, max_len=_PATH)
+
+
+class Env(Request, op="env"):
+    """--getenv, --setenv (``set``) and --unsetenv (``unset``)."""
+
+    name: str = field(max_len=1024)
+    set: str | None = field(default=None, max_len=1024 * 1024, nullable=False)
+    unset: bool = field(default=False)
+
+
+class GpuFreePerc(Request, op="gpu_free_perc"):
+    set: int | None = field(default=None, lo=1, hi=100)
+
+
+class GpuStatus(Request, op="gpu_status"):
+    data: bool = field(default=False)  # the rows as data (ts --watch) instead of text
+
+
+class Shutdown(Request, op="shutdown"):
+    """-K keeps every job for the next daemon; ``drop`` (--reset) first drops all but the running."""
+
+    drop: bool = field(default=False)
+
+
+class Ping(Request, op="ping"):
+    pass
+
+
+OPS = frozenset(REQUESTS)
