@@ -101,7 +101,7 @@ def error_reply(code: str, message: str) -> dict[str, Any]:
 
 # The request types need the constants above: imported last, re-exported for both ends.
 from spooler.protocol.requests import OPS as OPS  # noqa: E402
-from spooler.protocol.requests import REQUESTS as REQUESTS  # noqa: E402
-from spooler.protocol.requests import Request as Request  # noqa: E402
-from spooler.protocol.requests import RequestError as RequestError  # noqa: E402
-from spooler.protocol.requests import bad as bad  # noqa: E402
+from spooler.protocol.schema import REQUESTS as REQUESTS  # noqa: E402
+from spooler.protocol.schema import Request as Request  # noqa: E402
+from spooler.protocol.schema import RequestError as RequestError  # noqa: E402
+from spooler.protocol.schema import bad as bad  # noqa: E402
