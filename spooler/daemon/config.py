@@ -73,14 +73,12 @@ class Settings:
 class StartupConfig:
     """Read once when the daemon starts (``TS_*`` variables of the environment it starts in)."""
 
-    socket: str
     savelist: str
     settings: Settings
     max_finished: int
     max_connections: int
     queue_limit: int | None  # TS_MAXCONN also bounds the queue for -B, as in the original
     fsync: bool
-    onfinish: str | None
     kill_grace: float
     warnings: list[str]
 
@@ -95,14 +93,12 @@ class StartupConfig:
         warnings += [warn] if warn else []
         settings = Settings(slots=slots, logdir=paths.tmpdir(env))
         return cls(
-            socket=socket,
             savelist=paths.savelist_path(socket, env),
             settings=settings,
             max_finished=max_finished,
             max_connections=maxconn or DEFAULT_MAX_CONNECTIONS,
             queue_limit=maxconn or None,
             fsync=env.get("TS_FSYNC", "1") not in ("0", "no", "off", "false"),
-            onfinish=env.get("TS_ONFINISH") or None,
             kill_grace=_float_env(env, "TS_KILL_GRACE", DEFAULT_KILL_GRACE, warnings),
             warnings=warnings,
         )

@@ -28,12 +28,6 @@ class JobQueue:
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def __contains__(self, job: object) -> bool:
-        return any(j is job for j in self._jobs)
-
-    def index(self, job: Job) -> int:
-        return self._jobs.index(job)
-
     def restore(self, jobs: list[Job]) -> None:
         """Load saved waiting jobs (their seq and priority say where they go)."""
         self._jobs = sorted(jobs, key=order_key)
