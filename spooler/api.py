@@ -89,6 +89,8 @@ class Client(client.Client):
         after_ok: Sequence[int] | None = None,
         priority: int | None = None,
         retry: int | None = None,
+        retry_timeout: bool = False,
+        time: str | float | None = None,
         no_output: bool = False,
         stderr_apart: bool = False,
         gzip: bool = False,
@@ -106,6 +108,8 @@ class Client(client.Client):
             after_ok=list(after_ok or ()),
             priority=priority or 0,
             retry=retry or 0,
+            retry_timeout=retry_timeout,
+            time_limit=_time_limit(time),
             no_output=no_output,
             stderr_apart=stderr_apart,
             gzip=gzip,
@@ -125,7 +129,8 @@ class Client(client.Client):
         """Queue one job; returns its id.  ``args`` fill the command's ``%(name)`` placeholders.
 
         ``options``: label, slots, gpus, gpu_indices, gpu_mem_mib, after, after_ok, priority,
-        retry, no_output, stderr_apart, gzip (as the ``ts`` options of the same names).
+        retry, retry_timeout, no_output, stderr_apart, gzip (as the ``ts`` options of the same
+        names), and ``time``: the time limit, as ``--time`` takes it ("2h") or in seconds.
         """
         request = self._submission(cwd, env, **options)
         request.command, request.skip_if_exists = _words(command), skip_if_exists
@@ -238,3 +243,19 @@ def _filter_args(filters: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["Client", "DaemonUnavailable"]
+
+
+def _time_limit(value: str | float | None) -> int | None:
+    """``time=``: "90s", "2h", "1:30:00" as ``--time`` takes them, or a number of seconds."""
+    if value is None:
+        return None
+    from spooler.durations import MAX_DURATION, parse_duration
+
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise UsageError(f"time: {exc}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= MAX_DURATION:
+        raise UsageError(f"time: {value!r} is not a duration of 1 s to a year")
+    return round(value)

@@ -23,6 +23,7 @@ class JobState(str, enum.Enum):
     FINISHED = "finished"  # ran and ended; exit_code or signal says how
     SKIPPED = "skipped"  # never ran: a -W dependency failed, or it was skipped on purpose
     LOST = "lost"  # was running when the daemon died and its outcome cannot be known
+    TIMEOUT = "timeout"  # was still running at its time limit (--time), so it was killed
 
     @property
     def is_waiting(self) -> bool:
@@ -34,16 +35,17 @@ class JobState(str, enum.Enum):
 
     @property
     def is_done(self) -> bool:
-        return self in (JobState.FINISHED, JobState.SKIPPED, JobState.LOST)
+        return self in (JobState.FINISHED, JobState.SKIPPED, JobState.LOST, JobState.TIMEOUT)
 
 
 _ALLOWED: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.ALLOCATING, JobState.RUNNING, JobState.SKIPPED}),
     JobState.ALLOCATING: frozenset({JobState.QUEUED, JobState.RUNNING, JobState.SKIPPED}),
-    JobState.RUNNING: frozenset({JobState.FINISHED, JobState.LOST}),
+    JobState.RUNNING: frozenset({JobState.FINISHED, JobState.LOST, JobState.TIMEOUT}),
     JobState.FINISHED: frozenset({JobState.QUEUED}),
     JobState.SKIPPED: frozenset({JobState.QUEUED}),
     JobState.LOST: frozenset({JobState.QUEUED}),
+    JobState.TIMEOUT: frozenset({JobState.QUEUED}),
 }
 
 
@@ -78,6 +80,11 @@ class Job:
     gpu_indices: list[int] | None = None
     gpu_mem_mib: int | None = None
     assigned_gpus: list[int] = field(default_factory=list)
+    # Time limit (--time): killed when still running this many seconds after its start
+    time_limit: int | None = None
+    timed_out: bool = False  # the limit was reached: it ends as TIMEOUT, however it exits
+    retry_timeout: bool = False  # --retry-timeout: a timed-out attempt is retried too
+    oom_free_mib: int | None = None  # ran out of GPU memory: a retry waits for this much free
     # Times (seconds since the epoch) and outcome
     enqueue_time: float = 0.0
     start_time: float | None = None
@@ -113,7 +120,7 @@ class Job:
             self.start_time = self.end_time = None
             self.exit_code = self.signal = self.pid = self.shim_pid = None
             self.assigned_gpus = []
-            self.killed = False
+            self.killed = self.timed_out = False
             self.result = None
         self.state = new
 
@@ -136,10 +143,17 @@ class Job:
 
     @property
     def exit_status(self) -> int:
-        """What ``ts -w`` exits with: the job's exit code, 255 for a signal or a skip."""
+        """What ``ts -w`` exits with: the job's exit code, 255 for a signal or a skip, 124 (as
+        timeout(1)) for a job killed at its time limit."""
         if self.state is JobState.FINISHED and self.exit_code is not None:
             return self.exit_code
-        return 255
+        return 124 if self.state is JobState.TIMEOUT else 255
+
+    def deadline(self) -> float | None:
+        """When a running job reaches its time limit (counted from its real start)."""
+        if self.time_limit is None or self.start_time is None:
+            return None
+        return self.start_time + self.time_limit
 
     @property
     def command_text(self) -> str:
@@ -202,6 +216,7 @@ def job_data(job: Job, now: float) -> dict[str, Any]:
         "gpu_indices_requested": job.gpu_indices,
         "gpus": job.assigned_gpus,
         "gpu_mem_mib": job.gpu_mem_mib,
+        "time_limit": job.time_limit,
         "pid": job.pid,
         "cwd": job.cwd,
         "reason": job.reason or None,

@@ -59,12 +59,28 @@ def test_ts_slots_variable_is_read_at_daemon_start(spool: Spool) -> None:
     assert spool.ts("-S").strip() == "3"
 
 
-@pytest.mark.parametrize("value", ["0", "abc", "-1"])
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5"])
 def test_bad_slot_values_are_refused(spool: Spool, value: str) -> None:
     done = spool.run("-S", value)
     assert done.returncode != 0
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
     assert spool.ts("-S").strip() == "1"
+
+
+def test_zero_slots_drains_running_jobs_go_on_and_nothing_new_starts(spool: Spool) -> None:
+    spool.ts("-S", "2")
+    cmd, path = gate(spool)
+    running = spool.submit(*cmd)
+    spool.wait_state(running, "running")
+    spool.ts("-S", "0")
+    assert spool.ts("-S").strip() == "0"
+    later = spool.submit("true")
+    path.touch()
+    assert spool.run("-w", str(running)).returncode == 0  # the running job went on to its end
+    assert spool.job(later)["state"] == "queued"
+    assert "[run=0/0]" in spool.ts("-l")
+    spool.ts("-S", "1")
+    assert spool.run("-w", str(later)).returncode == 0
 
 
 def test_a_job_needing_more_slots_waits_for_them(spool: Spool) -> None:

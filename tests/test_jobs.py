@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from spooler.daemon.gpus.inventory import GpuInfo
+from spooler.daemon.gpus.placement import GpuPool, Holder
 from spooler.daemon.scheduler import plan
 from spooler.jobs import Job, JobState, TransitionError
 
@@ -17,10 +19,16 @@ ALLOWED = {
     (S.ALLOCATING, S.SKIPPED),
     (S.RUNNING, S.FINISHED),
     (S.RUNNING, S.LOST),
+    (S.RUNNING, S.TIMEOUT),
     (S.FINISHED, S.QUEUED),
     (S.SKIPPED, S.QUEUED),
     (S.LOST, S.QUEUED),
+    (S.TIMEOUT, S.QUEUED),
 }
+
+
+def gpu(index: int, used: int = 0) -> GpuInfo:
+    return GpuInfo(index, "Test GPU", f"GPU-test-{index}", 24000, used)
 
 
 def make(job_id: int = 1, **kwargs: object) -> Job:
@@ -107,14 +115,15 @@ def test_a_job_wider_than_all_slots_does_not_block_the_queue() -> None:
 
 def test_a_job_waiting_for_gpus_does_not_hold_up_cpu_jobs() -> None:
     gpu_job, cpu_job = make(0, gpus=1), make(1)
-    decided = plan(
-        [gpu_job, cpu_job], free_slots=2, total_slots=2, outcome=outcomes({}), place=lambda j: "busy"
-    )
+    decided = plan([gpu_job, cpu_job], free_slots=2, total_slots=2, outcome=outcomes({}), gpus=lambda: "busy")
     assert decided.allocating == [(gpu_job, "busy")]
     assert decided.start == [(cpu_job, [])]
 
 
 def test_placed_gpu_jobs_start_with_their_gpus() -> None:
     job = make(0, gpus=2)
-    decided = plan([job], free_slots=1, total_slots=1, outcome=outcomes({}), place=lambda j: [1, 3])
+    pool = GpuPool(
+        [gpu(i) for i in range(4)], free_perc=90, holders={0: [Holder(9, None)], 2: [Holder(8, None)]}
+    )
+    decided = plan([job], free_slots=1, total_slots=1, outcome=outcomes({}), gpus=lambda: pool)
     assert decided.start == [(job, [1, 3])]

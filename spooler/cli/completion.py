@@ -35,7 +35,7 @@ _PROGRAMS = {"_TS_COMPLETE": "ts", "_TSP_COMPLETE": "tsp"}
 _ID_LISTS = {"swap": "-", "after": ",", "after_ok": ","}
 
 _WAITING = frozenset({"queued", "allocating"})
-_ENDED = frozenset({"finished", "skipped", "lost"})
+_ENDED = frozenset({"finished", "skipped", "lost", "timeout"})
 # Jobs an option can act on at all (the daemon refuses the others); the rest offer every job.
 _STATES: dict[str, frozenset[str]] = {
     "kill": frozenset({"running"}),
@@ -45,7 +45,7 @@ _STATES: dict[str, frozenset[str]] = {
     "requeue": _ENDED,
 }
 # What --state accepts ("failed" is a filter of its own: a bad exit, a signal, skipped, lost).
-_STATE_NAMES = ("queued", "allocating", "running", "finished", "skipped", "lost", "failed")
+_STATE_NAMES = ("queued", "allocating", "running", "finished", "skipped", "lost", "timeout", "failed")
 
 _PATHS = frozenset({"set_logdir", "batch", "skip_if_exists"})
 _DAEMON_TIMEOUT = 1.0  # seconds a stuck daemon may hold up a Tab press

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from spooler.cli.parse import Invocation, job_id, parse, positive
+from spooler.cli.parse import Invocation, job_id, parse
 from spooler.client import Client
 from spooler.errors import SpoolerError, UsageError, VersionMismatch
 from spooler.protocol import requests as rq
@@ -154,7 +154,9 @@ def _wait(inv: Invocation) -> int:
 
 
 def _slots(inv: Invocation) -> int:
-    request = rq.Slots(set=None if inv.value is None else positive(inv.value, "-S"))
+    if inv.value is not None and not (inv.value.isdigit() and inv.value.isascii()):
+        raise UsageError(f"-S: {inv.value!r} is not a whole number (0 drains: no new job starts)")
+    request = rq.Slots(set=None if inv.value is None else int(inv.value))
     with Client() as client:
         reply = client.call(request)
     if inv.value is None:

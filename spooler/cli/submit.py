@@ -73,6 +73,14 @@ def submission(opts: dict[str, Any]) -> Submit:
         req.priority = _integer(opts["priority"], "--priority", -1_000_000)
     if "retry" in opts:
         req.retry = _integer(opts["retry"], "--retry", 0)
+    req.retry_timeout = bool(opts.get("retry_timeout"))
+    if opts.get("time") is not None:
+        from spooler.durations import parse_duration
+
+        try:
+            req.time_limit = parse_duration(str(opts["time"]))
+        except ValueError as exc:
+            raise UsageError(f"--time: {exc}") from None
     onfinish = os.environ.get("TS_ONFINISH")
     if onfinish:
         _check_program(onfinish, "TS_ONFINISH")

@@ -38,7 +38,7 @@ _ROW_COLORS = {
 }
 _BAR_COLOR = "\033[32m"
 _WAITING = ("queued", "allocating")
-_ENDED = ("finished", "skipped", "lost")
+_ENDED = ("finished", "skipped", "lost", "timeout")
 _MIN_JOB_ROWS = 3  # GPU bars give way before the job list shrinks below this
 _HOLDERS_ROOM = 20  # cells kept after a GPU's bar for the ids of the jobs that hold it
 
@@ -48,7 +48,7 @@ _HOLDERS_ROOM = 20  # cells kept after a GPU's bar for the ids of the jobs that 
 
 def failed(job: dict[str, Any]) -> bool:
     """Ended badly: a non-zero exit, a signal, skipped for a failed dependency, or lost."""
-    if job["state"] in ("skipped", "lost"):
+    if job["state"] in ("skipped", "lost", "timeout"):
         return True
     return job["state"] == "finished" and (job.get("exit_code") != 0 or job.get("signal") is not None)
 

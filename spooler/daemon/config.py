@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spooler import paths
+from spooler.durations import parse_duration
+
+POLICIES = ("backfill", "greedy", "fcfs")  # see spooler.daemon.scheduler
 
 DEFAULT_MAX_FINISHED = 1000
 DEFAULT_MAX_CONNECTIONS = 512
@@ -59,7 +62,7 @@ class Settings:
         }
 
     def update_from_record(self, record: Mapping[str, Any]) -> None:
-        if isinstance(record.get("slots"), int) and record["slots"] >= 1:
+        if isinstance(record.get("slots"), int) and record["slots"] >= 0:  # 0: drained
             self.slots = record["slots"]
         if isinstance(record.get("logdir"), str):
             self.logdir = record["logdir"]
@@ -81,6 +84,8 @@ class StartupConfig:
     fsync: bool
     kill_grace: float
     warnings: list[str]
+    policy: str = "backfill"  # TS_SCHED_POLICY: how GPU jobs are ordered (see scheduler)
+    default_time: int | None = None  # TS_DEFAULT_TIME: the limit of a job given no --time
 
     @classmethod
     def from_env(cls, socket: str, env: Mapping[str, str] = os.environ) -> StartupConfig:
@@ -92,6 +97,16 @@ class StartupConfig:
         maxconn, warn = _int_env(env, "TS_MAXCONN", 0, 1)
         warnings += [warn] if warn else []
         settings = Settings(slots=slots, logdir=paths.tmpdir(env))
+        policy = env.get("TS_SCHED_POLICY") or "backfill"
+        if policy not in POLICIES:
+            warnings.append(f"TS_SCHED_POLICY={policy!r} is not one of {', '.join(POLICIES)}; using backfill")
+            policy = "backfill"
+        default_time = None
+        if env.get("TS_DEFAULT_TIME"):
+            try:
+                default_time = parse_duration(env["TS_DEFAULT_TIME"])
+            except ValueError as exc:
+                warnings.append(f"TS_DEFAULT_TIME: {exc}; jobs without --time have no limit")
         return cls(
             savelist=paths.savelist_path(socket, env),
             settings=settings,
@@ -101,4 +116,6 @@ class StartupConfig:
             fsync=env.get("TS_FSYNC", "1") not in ("0", "no", "off", "false"),
             kill_grace=_float_env(env, "TS_KILL_GRACE", DEFAULT_KILL_GRACE, warnings),
             warnings=warnings,
+            policy=policy,
+            default_time=default_time,
         )

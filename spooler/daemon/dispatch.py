@@ -58,6 +58,8 @@ class Dispatcher:
         self.backend: Backend | None = None  # set once the daemon has started it
         self.space_waiters: deque[Callable[[], bool]] = deque()  # submitters blocked on a full queue
         self._kicked = False
+        self.policy = "backfill"  # see scheduler: backfill, greedy or fcfs
+        self.earmarked: dict[int, int] = {}  # GPU index -> the job it is held for (last pass)
 
     def kick(self) -> None:
         if not self._kicked:
@@ -73,8 +75,12 @@ class Dispatcher:
             free_slots=settings.slots - self.running.busy_slots,
             total_slots=settings.slots,
             outcome=self.table.dependency_outcome,
-            place=self.gpu.placer(self.running),
+            gpus=lambda: self.gpu.pool(self.running),  # NVML is read only if a GPU job is reached
+            now=now,
+            policy=self.policy,
         )
+        earmark = decisions.earmark
+        self.earmarked = {i: earmark.job.id for i in earmark.gpus} if earmark else {}
         for job, reason in decisions.skip:
             self.events.end(job, JobState.SKIPPED, reason, at=now)
         for job, reason in decisions.allocating:

@@ -21,6 +21,7 @@ from spooler.daemon.running import RunningJobs
 from spooler.daemon.table import JobTable
 from spooler.daemon.terminals import Terminals
 from spooler.daemon.waiters import Waiters
+from spooler.durations import format_duration
 from spooler.jobs import Job, JobState
 
 log = logging.getLogger("spooler")
@@ -58,16 +59,22 @@ class Events:
         sig: int | None = None,
         at: float | None = None,
     ) -> None:
-        """The one way into a done state (``FINISHED`` with ``code``/``sig``, ``SKIPPED``, ``LOST``)."""
+        """The one way into a done state (``FINISHED`` with ``code``/``sig``, ``SKIPPED``, ``LOST``;
+        a job that ``FINISHED`` after its time limit fired ends as ``TIMEOUT``)."""
         if job in self.running:
             self.running.remove(job)
         elif job.state.is_waiting:
             self.table.queue.remove(job)
+        if state is JobState.FINISHED and job.timed_out:
+            state = JobState.TIMEOUT
+            reason = "; ".join(
+                filter(None, [f"reached its time limit ({format_duration(job.time_limit or 0)})", reason])
+            )
         job.transition(state, at or self.clock())
         job.reason = reason
-        if state is JobState.FINISHED:
+        if state in (JobState.FINISHED, JobState.TIMEOUT):
             self._outcome(job, code, sig)
-            if job.exit_code != 0 and not job.killed and job.attempt <= job.max_retries:
+            if self._retries(job):
                 self._retry(job)
                 return
             env = self.job_env(job)
@@ -80,6 +87,16 @@ class Events:
         for old in forget:
             self.removed(old)
         self.kick()
+
+    @staticmethod
+    def _retries(job: Job) -> bool:
+        """--retry: a failed attempt runs again, unless the user killed it; a timed-out one only
+        with --retry-timeout."""
+        if job.killed or job.attempt > job.max_retries:
+            return False
+        if job.state is JobState.TIMEOUT:
+            return job.retry_timeout
+        return job.exit_code != 0
 
     def _outcome(self, job: Job, code: int | None, sig: int | None) -> None:
         job.exit_code, job.signal = code, sig

@@ -12,10 +12,10 @@ from spooler.protocol.requests import Filter
 
 
 def is_failed(job: Job) -> bool:
-    """Ended badly: a non-zero exit, a signal, a skip or a lost outcome."""
+    """Ended badly: a non-zero exit, a signal, a skip, a lost outcome or a time limit reached."""
     if job.state is JobState.FINISHED:
         return job.exit_code != 0 or job.signal is not None
-    return job.state in (JobState.SKIPPED, JobState.LOST)
+    return job.state in (JobState.SKIPPED, JobState.LOST, JobState.TIMEOUT)
 
 
 def predicate(spec: Filter) -> Callable[[Job], bool]:

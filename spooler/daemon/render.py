@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from spooler.durations import format_duration
 from spooler.jobs import Job, JobState, job_data, run_time, signal_name
 from spooler.text import duration
 
@@ -20,12 +21,13 @@ _COLORS = {
     JobState.ALLOCATING: "\033[35m",
     JobState.SKIPPED: "\033[2m",
     JobState.LOST: "\033[1;31m",
+    JobState.TIMEOUT: "\033[1;31m",
 }
 _RESET = "\033[0m"
 
 
 def exit_text(job: Job) -> str:
-    if job.state is not JobState.FINISHED:
+    if job.state not in (JobState.FINISHED, JobState.TIMEOUT):
         return ""
     if job.signal is not None:
         return signal_name(job.signal)
@@ -119,11 +121,37 @@ def render_gpu_status(status: dict[str, Any]) -> str:
             f"{g['used_mib']}/{g['total_mib']} MiB",
             "yes" if g["free"] else "no",
             "yes" if g["visible"] else "no",
-            ",".join(map(str, g["held_by"])) or "-",
+            _holders_cell(g),
         ]
         for g in status["gpus"]
     ]
-    return tabulate(rows, headers=["GPU", "Name", "Memory used", "Free", "Visible", "Jobs"]) + "\n"
+    text = tabulate(rows, headers=["GPU", "Name", "Memory used", "Free", "Visible", "Jobs"]) + "\n"
+    foreign = [(g["index"], p) for g in status["gpus"] for p in g.get("foreign_processes", ())]
+    if foreign:
+        lines = [
+            [
+                index,
+                p["pid"],
+                p["user"],
+                "?" if p["used_mib"] is None else f"{p['used_mib']} MiB",
+                p["command"],
+            ]
+            for index, p in foreign
+        ]
+        text += "\nProcesses outside this spooler:\n"
+        text += tabulate(lines, headers=["GPU", "PID", "User", "Memory", "Command"]) + "\n"
+    if status.get("leases"):
+        text += f"\nGPU leases: {status['leases']}\n"
+    return text
+
+
+def _holders_cell(gpu: dict[str, Any]) -> str:
+    """Who has the GPU: our jobs, other spoolers' leases, the job it is earmarked for."""
+    parts = [",".join(map(str, gpu["held_by"]))] if gpu["held_by"] else []
+    parts += gpu.get("held_elsewhere", [])
+    if gpu.get("earmarked_for") is not None:
+        parts.append(f"held for job {gpu['earmarked_for']}")
+    return "; ".join(parts) or "-"
 
 
 def _fit(text: str, width: int) -> str:
@@ -161,11 +189,13 @@ def _when(stamp: float | None) -> str:
 
 
 def render_info(job: Job, now: float) -> str:
-    if job.state is JobState.FINISHED:
+    if job.state in (JobState.FINISHED, JobState.TIMEOUT):
         if job.signal is not None:
             status = f"killed by signal {job.signal} ({signal_name(job.signal)})"
         else:
             status = f"died with exit code {job.exit_code}"
+        if job.state is JobState.TIMEOUT:
+            status = f"timed out ({status})"
     else:
         status = job.state.value
     lines = [
@@ -192,6 +222,12 @@ def render_info(job: Job, now: float) -> str:
             wanted += f", sharing, {job.gpu_mem_mib} MiB each"
         lines.append(f"GPUs required: {wanted}")
         lines.append(f"GPUs assigned: {', '.join(map(str, job.assigned_gpus)) or '-'}")
+    if job.time_limit:
+        limit = f"Time limit: {format_duration(job.time_limit)}"
+        deadline = job.deadline()
+        if job.state is JobState.RUNNING and deadline is not None:
+            limit += f" ({format_duration(deadline - now)} left)" if deadline > now else " (reached)"
+        lines.append(limit)
     if job.pid:
         lines.append(f"PID: {job.pid}")
     if job.reason:

@@ -8,9 +8,11 @@ the job table.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from spooler.jobs import Job
+
+Observer = Callable[[Job], None]
 
 
 class RunningJobs:
@@ -20,6 +22,9 @@ class RunningJobs:
         self._busy = 0
         # job id -> (signal, escalate) for jobs killed before their pid was known
         self._pending_kills: dict[int, tuple[int, bool]] = {}
+        # What must follow a job in or out (its time limit is armed and cancelled here).
+        self.on_enter: list[Observer] = []
+        self.on_leave: list[Observer] = []
 
     def add(self, job: Job, *, adopted: bool = False) -> None:
         if job.id in self._jobs:
@@ -28,6 +33,8 @@ class RunningJobs:
         self._busy += job.slots
         if adopted:
             self._adopted.add(job.id)
+        for observer in self.on_enter:
+            observer(job)
 
     def remove(self, job: Job) -> None:
         if self._jobs.pop(job.id, None) is None:
@@ -35,6 +42,8 @@ class RunningJobs:
         self._busy -= job.slots
         self._adopted.discard(job.id)
         self._pending_kills.pop(job.id, None)
+        for observer in self.on_leave:
+            observer(job)
 
     @property
     def busy_slots(self) -> int:

@@ -1,29 +1,58 @@
-"""Which waiting jobs may start now.  Pure: no I/O, no clock; the daemon applies the decisions.
+"""Which waiting jobs may start now.  Pure: no I/O; the time is passed in; the daemon applies
+the decisions.
 
-Policy, in queue order:
+Policy, in queue order (priority, then first in, first out):
 - a job whose dependencies have not all ended is passed over (jobs behind it may start);
 - a ``-W`` job whose dependency failed, was skipped or was removed is skipped;
-- a job that needs GPUs that are not free is passed over with the reason (it is *allocating*),
-  so GPU jobs never hold up CPU jobs;
 - a job that needs more slots than are free stops the pass, so a wide job is never starved by
-  narrow ones queued after it; one wider than all the slots waits for ``-S`` without blocking.
+  narrow ones queued after it; one wider than all the slots waits for ``-S`` without blocking
+  (so ``-S 0`` drains: nothing starts);
+- GPU jobs never hold up CPU jobs.  The first GPU job that cannot start gets the GPUs that suit
+  it *earmarked* as they come free (SLURM's reservation for the first waiting job), and later
+  jobs may only take GPUs nobody has earmarked, so a 4-GPU job is not starved by a stream of
+  1-GPU jobs queued after it;
+- backfill (EASY, as SLURM's): a later job may use earmarked GPUs when its ``--time`` makes it
+  end before the earliest moment the earmarked job could start, computed from the time limits of
+  the jobs holding the GPUs it waits for.  A job without ``--time`` never backfills.
+
+Two other policies exist for comparison (``TS_SCHED_POLICY``, used by ``bench/gpu_trace.py``):
+``greedy`` (no earmarks: any job that fits starts, the old pass-over) and ``fcfs`` (strict
+first come, first served among GPU jobs: the first that cannot start stops every later one).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from spooler.daemon.gpus.placement import Want
+from spooler.durations import format_duration
 from spooler.jobs import Job
 
 # outcome(job, dependency id): None while the dependency has not ended, else whether it succeeded.
 Outcome = Callable[[Job, int], "bool | None"]
-# place(job): the GPU indices reserved for a job that needs GPUs, or why it must wait.
-Place = Callable[[Job], "list[int] | str"]
 
 
-def _no_gpus(job: Job) -> list[int] | str:
-    return "no GPUs are managed here"
+class Gpus(Protocol):
+    """The GPUs for one pass (``gpus.placement.GpuPool``)."""
+
+    def choose(self, want: Want, exclude: Iterable[int] = ()) -> list[int] | str: ...
+
+    def fitting(self, want: Want, exclude: Iterable[int] = ()) -> tuple[list[int], list[str]]: ...
+
+    def take(self, job: Job, indices: list[int], until: float | None = None) -> None: ...
+
+    def start_by(self, want: Want, fit: list[int]) -> float | None: ...
+
+
+@dataclass
+class Earmark:
+    """GPUs held for the first GPU job that cannot start."""
+
+    job: Job
+    gpus: list[int]  # free now, kept for it
+    start_by: float | None  # the earliest it could start (time limits of the holders); None: unknown
 
 
 @dataclass
@@ -31,6 +60,8 @@ class Plan:
     start: list[tuple[Job, list[int]]] = field(default_factory=list)  # with the GPUs reserved
     skip: list[tuple[Job, str]] = field(default_factory=list)
     allocating: list[tuple[Job, str]] = field(default_factory=list)
+    earmark: Earmark | None = None
+    backfilled: list[Job] = field(default_factory=list)  # started on earmarked GPUs
 
 
 def dependency_verdict(job: Job, outcome: Outcome) -> tuple[bool, str]:
@@ -48,9 +79,19 @@ def dependency_verdict(job: Job, outcome: Outcome) -> tuple[bool, str]:
 
 
 def plan(
-    queue: Iterable[Job], free_slots: int, total_slots: int, outcome: Outcome, place: Place = _no_gpus
+    queue: Iterable[Job],
+    free_slots: int,
+    total_slots: int,
+    outcome: Outcome,
+    gpus: Callable[[], Gpus | str] = lambda: "no GPUs are managed here",
+    *,
+    now: float = 0.0,
+    policy: str = "backfill",
 ) -> Plan:
+    """``gpus()``: the pool, or why GPUs cannot be placed now (every GPU job then waits with it);
+    called once, when the first GPU job is reached."""
     decisions = Plan()
+    pool: Gpus | str | None = None
     for job in queue:
         ready, skip_reason = dependency_verdict(job, outcome)
         if skip_reason:
@@ -62,10 +103,81 @@ def plan(
             continue
         if job.slots > free_slots:
             break
-        placed = place(job) if job.gpus or job.gpu_indices else []
-        if isinstance(placed, str):
-            decisions.allocating.append((job, placed))
-            continue
+        if job.gpus or job.gpu_indices:
+            if pool is None:
+                pool = gpus()
+            placed = _place(job, pool, decisions, now, policy)
+            if placed is None:
+                continue
+        else:
+            placed = []
         decisions.start.append((job, placed))
         free_slots -= job.slots
     return decisions
+
+
+def _place(job: Job, gpus: Gpus | str, decisions: Plan, now: float, policy: str) -> list[int] | None:
+    """The GPUs the job starts on, or None (it waits, with its reason in ``decisions``)."""
+    if isinstance(gpus, str):
+        decisions.allocating.append((job, gpus))
+        return None
+    want = Want.of(job)
+    until = now + job.time_limit if job.time_limit else None
+    earmark = decisions.earmark
+    if earmark is not None and policy == "fcfs":
+        decisions.allocating.append((job, f"waiting behind job {earmark.job.id} (first come, first served)"))
+        return None
+    held_back = earmark.gpus if earmark is not None else []
+    chosen = gpus.choose(want, exclude=held_back)
+    if isinstance(chosen, list):
+        gpus.take(job, chosen, until)
+        return chosen
+    if earmark is None:
+        if policy != "greedy":
+            fit, _ = gpus.fitting(want)
+            fit = fit[: want.count]
+            decisions.earmark = Earmark(job, fit, gpus.start_by(want, fit))
+            chosen = f"{chosen}; {_held_for_it(decisions.earmark, now)}"
+        decisions.allocating.append((job, chosen))
+        return None
+    if not held_back or isinstance(gpus.choose(want), str):
+        decisions.allocating.append((job, chosen))  # earmarks are not what stops it
+        return None
+    if (
+        policy == "backfill"
+        and until is not None
+        and earmark.start_by is not None
+        and until <= earmark.start_by
+    ):
+        backfill = gpus.choose(want)
+        assert isinstance(backfill, list)
+        gpus.take(job, backfill, until)
+        decisions.backfilled.append(job)
+        return backfill
+    decisions.allocating.append((job, _held_for_other(earmark, job, now)))
+    return None
+
+
+def _gpu_list(indices: list[int]) -> str:
+    return f"GPU{'s' if len(indices) > 1 else ''} {', '.join(map(str, sorted(indices)))}"
+
+
+def _held_for_it(earmark: Earmark, now: float) -> str:
+    held = (
+        f"{_gpu_list(earmark.gpus)} held for it"
+        if earmark.gpus
+        else "the next GPUs to come free are held for it"
+    )
+    if earmark.start_by is None:
+        return f"{held} (when it can start is not known: a job holding GPUs it needs has no --time)"
+    return f"{held}; it can start within {format_duration(earmark.start_by - now)} at the latest"
+
+
+def _held_for_other(earmark: Earmark, job: Job, now: float) -> str:
+    text = f"{_gpu_list(earmark.gpus)} held for job {earmark.job.id}, queued before it"
+    if earmark.start_by is None:
+        return text
+    window = format_duration(earmark.start_by - now)
+    if job.time_limit is None:
+        return f"{text} (with --time under {window} it could run first)"
+    return f"{text} (its --time {format_duration(job.time_limit)} would not end within {window})"

@@ -31,6 +31,7 @@ from spooler.daemon.gpus.manager import GpuManager
 from spooler.daemon.hooks import Helpers, find_sendmail
 from spooler.daemon.launcher import exits
 from spooler.daemon.launcher.handle import Launcher
+from spooler.daemon.limits import TimeLimits
 from spooler.daemon.process import kill_group
 from spooler.daemon.reaper import Reaper
 from spooler.daemon.recovery import Adoption
@@ -81,6 +82,8 @@ class Spooler:
         self.dispatcher = Dispatcher(
             loop, self.table, self.running, self.gpu, self.events, self.terminals, self.runs_dir, clock
         )
+        self.dispatcher.policy = config.policy
+        self.limits = TimeLimits(loop, self.table, self.running, self.signal, clock)
         self.reaper = Reaper(
             loop, self.table, self.running, self.events, self.waiters, self.runs_dir, self.signal, adoption
         )
@@ -121,6 +124,7 @@ class Spooler:
     def shutdown_jobs(self) -> None:
         """Stop adopting and launching: running jobs keep running in their own sessions."""
         self.reaper.close()
+        self.limits.close()
         self.backend.close()
         self.gpu.close()
 
@@ -170,6 +174,8 @@ class Spooler:
         if limit is not None and len(self.table.queue) >= limit:
             raise RequestError(E_QUEUE_FULL, f"the queue is full ({limit} jobs waiting, TS_MAXCONN)")
         job = job_of(request, command, self.clock())
+        if job.time_limit is None:
+            job.time_limit = self.config.default_time
         try:
             self.table.add(job, request.env)
         except OSError as exc:
@@ -287,6 +293,8 @@ def job_of(request: Submit, command: list[str], now: float) -> Job:
         gpu_mem_mib=request.gpu_mem_mib,
         priority=request.priority,
         max_retries=request.retry,
+        retry_timeout=request.retry_timeout,
+        time_limit=request.time_limit,
         args=request.args,
         sweep=request.sweep,
         skip_if_exists=request.skip_if_exists,

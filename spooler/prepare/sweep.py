@@ -56,6 +56,8 @@ _OPTIONS: dict[str, str] = {
     "label": _STR,
     "priority": _INT,
     "retry": _INT,
+    "retry_timeout": _BOOL,
+    "time": _STR,
     "skip_if_exists": _STR,
     "snapshot": _BOOL,
     "allow_extra": _BOOL,

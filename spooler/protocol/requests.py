@@ -9,6 +9,7 @@ protocol's: they never change without a new PROTOCOL_VERSION.
 
 from __future__ import annotations
 
+from spooler.durations import MAX_DURATION
 from spooler.protocol.schema import REQUESTS, bad, field
 from spooler.protocol.schema import Request as Request  # the base of every request, for both ends
 
@@ -90,7 +91,7 @@ def _filter(value: Any, name: str) -> Filter | None:
     return Filter.parse(value)
 
 
-STATES = frozenset({"queued", "allocating", "running", "finished", "skipped", "lost", "failed"})
+STATES = frozenset({"queued", "allocating", "running", "finished", "skipped", "lost", "timeout", "failed"})
 
 
 def _states(value: Any, name: str) -> list[str]:
@@ -159,6 +160,8 @@ class Submit(Request, op="submit"):
     gpu_mem_mib: int | None = field(default=None, lo=1, hi=2**40)  # --gpu_mem
     priority: int = field(default=0, lo=-_PRIORITY, hi=_PRIORITY)
     retry: int = field(default=0, lo=0, hi=1000)
+    retry_timeout: bool = field(default=False)  # --retry-timeout: retry an attempt that timed out
+    time_limit: int | None = field(default=None, lo=1, hi=MAX_DURATION)  # --time, in seconds
     sweep: str | None = field(default=None, max_len=255)
     args: dict[str, Any] | None = field(default=None, check=_arguments)
     skip_if_exists: str | None = field(default=None, max_len=_PATH)
@@ -225,7 +228,7 @@ class Clear(Request, op="clear"):
 
 
 class Slots(Request, op="slots"):
-    set: int | None = field(default=None, lo=1, hi=1_000_000)
+    set: int | None = field(default=None, lo=0, hi=1_000_000)  # 0 drains: nothing new starts
 
 
 class Urgent(Request, op="urgent"):

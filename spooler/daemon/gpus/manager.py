@@ -15,14 +15,13 @@ from typing import Any
 
 from spooler.daemon.config import Settings
 from spooler.daemon.gpus.inventory import GpuError, GpuInfo, open_inventory, parse_visible
-from spooler.daemon.gpus.placement import Holder, choose_gpus, describe
+from spooler.daemon.gpus.placement import GpuPool, Holder, describe
 from spooler.jobs import Job
 from spooler.protocol import RequestError
 
 log = logging.getLogger("spooler")
 
 DEFAULT_POLL = 1.0
-Placer = Callable[[Job], "list[int] | str"]
 
 
 class GpuManager:
@@ -35,6 +34,7 @@ class GpuManager:
             self.poll_interval = max(0.05, float(env.get("TS_GPU_POLL", DEFAULT_POLL)))
         except ValueError:
             self.poll_interval = DEFAULT_POLL
+        self.ignore_mib = _int(env, "TS_GPU_IGNORE_MIB", 0)
         self._timer: asyncio.TimerHandle | None = None
         if self.inventory.kind == "none":
             log.info("GPUs: none usable (%s)", getattr(self.inventory, "reason", ""))
@@ -88,52 +88,24 @@ class GpuManager:
     def holders(running: Iterable[Job]) -> dict[int, list[Holder]]:
         held: dict[int, list[Holder]] = {}
         for job in running:
+            mem = job.gpu_mem_mib if not job.gpu_indices else None
             for index in job.assigned_gpus:
-                held.setdefault(index, []).append(Holder(job.id, job.gpu_mem_mib))
+                held.setdefault(index, []).append(Holder(job.id, mem, job.deadline()))
         return held
 
-    def placer(self, running: Iterable[Job]) -> Placer:
-        """A function that places jobs for one scheduling pass, reading NVML at most once."""
-        held = self.holders(running)
-        snapshot: list[GpuInfo] | None = None
-        failure = ""
-        visible = self.visible()
-
-        def place(job: Job) -> list[int] | str:
-            nonlocal snapshot, failure
-            if job.gpu_indices:
-                # -g: exactly these GPUs, without the memory check, but never one a job of ours holds.
-                busy = [i for i in job.gpu_indices if held.get(i)]
-                if busy:
-                    who = ", ".join(f"GPU {i} held by job {held[i][0].job_id}" for i in busy)
-                    return f"waiting for {who}"
-                chosen = list(job.gpu_indices)
-            else:
-                if snapshot is None and not failure:
-                    try:
-                        snapshot = self.read()
-                    except GpuError as exc:
-                        failure = f"GPUs cannot be read: {exc}"
-                if snapshot is None:
-                    return failure
-                result = choose_gpus(
-                    snapshot,
-                    count=job.gpus,
-                    free_perc=self.settings.gpu_free_perc,
-                    holders=held,
-                    visible=visible,
-                    mem_mib=job.gpu_mem_mib,
-                )
-                if isinstance(result, str):
-                    return result
-                chosen = result
-            for index in chosen:
-                held.setdefault(index, []).append(
-                    Holder(job.id, job.gpu_mem_mib if not job.gpu_indices else None)
-                )
-            return chosen
-
-        return place
+    def pool(self, running: Iterable[Job]) -> GpuPool | str:
+        """The GPUs for one scheduling pass (NVML read once), or why they cannot be read."""
+        try:
+            gpus = self.read()
+        except GpuError as exc:
+            return f"GPUs cannot be read: {exc}"
+        return GpuPool(
+            gpus,
+            free_perc=self.settings.gpu_free_perc,
+            holders=self.holders(running),
+            visible=self.visible(),
+            ignore_mib=self.ignore_mib,
+        )
 
     def poll(self, waiting: bool, kick: Callable[[], None]) -> None:
         """Re-examine waiting GPU jobs every poll interval, and only while there are some."""
@@ -147,19 +119,34 @@ class GpuManager:
         self._timer = None
         kick()
 
-    def status(self, running: Iterable[Job]) -> dict[str, Any]:
+    def status(self, running: Iterable[Job], earmarked: Mapping[int, int] | None = None) -> dict[str, Any]:
         if not self.present:
             return {"kind": "none", "reason": getattr(self.inventory, "reason", ""), "gpus": []}
         try:
             gpus = self.read()
         except GpuError as exc:
             return {"kind": self.inventory.kind, "reason": str(exc), "gpus": []}
-        rows = describe(gpus, self.settings.gpu_free_perc, self.holders(running), self.visible())
+        rows = describe(
+            gpus,
+            self.settings.gpu_free_perc,
+            self.holders(running),
+            self.visible(),
+            earmarked=earmarked,
+            ignore_mib=self.ignore_mib,
+        )
         return {"kind": self.inventory.kind, "reason": "", "gpus": rows}
 
     def close(self) -> None:
         self.poll(False, lambda: None)
         self.inventory.close()
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return max(0, int(env.get(name, default)))
+    except ValueError:
+        log.warning("ignoring %s=%r: not a whole number", name, env.get(name))
+        return default
 
 
 def _span(indices: Iterable[int]) -> str:

@@ -62,7 +62,7 @@ def gpu_free_perc(sp: Spooler, req: rq.GpuFreePerc, conn: Connection) -> Reply:
 
 
 def gpu_status(sp: Spooler, req: rq.GpuStatus, conn: Connection) -> Reply:
-    status = sp.gpu.status(sp.running)
+    status = sp.gpu.status(sp.running, sp.dispatcher.earmarked)
     if req.data:
         return {"ok": True, **status}
     return {"ok": True, "text": render.render_gpu_status(status)}
