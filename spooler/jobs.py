@@ -84,6 +84,7 @@ class Job:
     time_limit: int | None = None
     timed_out: bool = False  # the limit was reached: it ends as TIMEOUT, however it exits
     retry_timeout: bool = False  # --retry-timeout: a timed-out attempt is retried too
+    gpu_free_at_start: int | None = None  # MiB free on the least free of its GPUs when placed
     oom_free_mib: int | None = None  # ran out of GPU memory: a retry waits for this much free
     # Times (seconds since the epoch) and outcome
     enqueue_time: float = 0.0
@@ -134,6 +135,7 @@ class Job:
                 "output": self.log_path,
                 "start_time": self.start_time,
                 "end_time": self.end_time,
+                "reason": self.reason,
             }
         )
 

@@ -130,7 +130,31 @@ def test_bad_time_values_get_one_line(spool: Spool, value: str) -> None:
 
 def test_time_in_a_sweep_file(spool: Spool) -> None:
     sweep = spool.root / "sweep.json"
-    sweep.write_text(json.dumps({"command": "sleep %(s)", "grid": [{"s": [0, 60]}], "options": {"time": "1s"}}))
+    sweep.write_text(
+        json.dumps({"command": "sleep %(s)", "grid": [{"s": [0, 60]}], "options": {"time": "1s"}})
+    )
     ids = [int(i) for i in spool.ts("sweep", str(sweep)).split()]
     spool.ts("-S", "2")
     assert [spool.run("-w", str(i)).returncode for i in ids] == [0, 124]
+
+
+def test_cuda_out_of_memory_is_named_and_the_retry_waits_for_the_memory(spool: Spool) -> None:
+    from test_gpu import write_gpus
+
+    path = fake_gpus(spool, [0])
+    gate = spool.root / "gate"
+    script = (
+        f'if [ "$TS_ATTEMPT" = 1 ]; then until [ -e {gate} ]; do sleep 0.02; done; '
+        'echo "torch.OutOfMemoryError: CUDA out of memory." >&2; exit 1; fi'
+    )
+    job = spool.submit("sh", "-c", script, opts=("-G", "1", "--retry", "1"))
+    spool.wait_state(job, "running")
+    # Meanwhile some memory is taken elsewhere: the retry must wait until it is free again.
+    spool.ts("--set_gpu_free_perc", "50")
+    write_gpus(path, [1000])
+    gate.touch()
+    wait_for(lambda: "ran out with" in (spool.job(job)["reason"] or ""), what="the retry to wait for memory")
+    assert spool.job(job)["attempt"] == 2
+    assert "CUDA ran out of GPU memory" in spool.ts("-i", str(job))
+    write_gpus(path, [0])
+    assert spool.run("-w", str(job)).returncode == 0

@@ -17,6 +17,7 @@ from typing import Protocol
 from spooler.daemon import scheduler
 from spooler.daemon.events import Events
 from spooler.daemon.gpus.manager import GpuManager
+from spooler.daemon.gpus.placement import GpuPool
 from spooler.daemon.launcher.spec import Launch, environment, place_output
 from spooler.daemon.outcome import result_path
 from spooler.daemon.running import RunningJobs
@@ -70,12 +71,13 @@ class Dispatcher:
         self._kicked = False
         now = self.clock()
         settings = self.table.settings
+        pools: list[GpuPool | str] = []
         decisions = scheduler.plan(
             self.table.queue,
             free_slots=settings.slots - self.running.busy_slots,
             total_slots=settings.slots,
             outcome=self.table.dependency_outcome,
-            gpus=lambda: self.gpu.pool(self.running),  # NVML is read only if a GPU job is reached
+            gpus=lambda: self._pool(pools),  # NVML is read only if a GPU job is reached
             now=now,
             policy=self.policy,
         )
@@ -86,12 +88,18 @@ class Dispatcher:
         for job, reason in decisions.allocating:
             self._allocating(job, reason, now)
         for job, gpus in decisions.start:
+            if gpus and isinstance(pools[0], GpuPool):
+                job.gpu_free_at_start = pools[0].least_free(gpus)
             self._start(job, now, gpus)
         # Poll NVML only while a job waits for GPUs (a pass that stopped short of one is re-run
         # when a slot frees, so it is not forgotten).  Not a scan of the queue: cost stays flat.
         self.gpu.poll(bool(decisions.allocating), self.kick)
         while self.space_waiters and self.space_waiters[0]():
             self.space_waiters.popleft()
+
+    def _pool(self, pools: list[GpuPool | str]) -> GpuPool | str:
+        pools.append(self.gpu.pool(self.running))
+        return pools[0]
 
     def _allocating(self, job: Job, reason: str, now: float) -> None:
         if job.state is JobState.QUEUED:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from spooler.daemon.hooks import Helpers
 from spooler.daemon.launcher.spec import environment
-from spooler.daemon.outcome import disk_full, read_result, result_path
+from spooler.daemon.outcome import cuda_out_of_memory, disk_full, read_result, result_path
 from spooler.daemon.running import RunningJobs
 from spooler.daemon.table import JobTable
 from spooler.daemon.terminals import Terminals
@@ -107,6 +107,12 @@ class Events:
         notes = [job.reason, problem]
         if job.log_path and disk_full(job.log_path):
             notes.append("the disk holding its output is full: output may be cut")
+        if job.assigned_gpus and job.exit_code != 0 and job.log_path:
+            errors = job.log_path + ".e" if job.stderr_apart else None
+            if cuda_out_of_memory(job.log_path, errors):
+                notes.append("CUDA ran out of GPU memory (its output says so)")
+                # A retry waits for a GPU with at least the memory this attempt started with.
+                job.oom_free_mib = job.gpu_free_at_start
         job.reason = "; ".join(filter(None, notes))
 
     def _retry(self, job: Job) -> None:

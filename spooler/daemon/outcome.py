@@ -1,5 +1,5 @@
-"""What a job leaves behind when it ends, besides its exit status: its result file, and
-whether the disk holding its output filled up while it ran.
+"""What a job leaves behind when it ends, besides its exit status: its result file, whether
+the disk holding its output filled up while it ran, and whether CUDA ran out of memory.
 """
 
 from __future__ import annotations
@@ -53,3 +53,26 @@ def disk_full(path: str) -> bool:
 def result_path(runs_dir: str, job_id: int) -> str:
     """The job's ``$TS_RESULT_FILE``."""
     return os.path.join(runs_dir, f"{job_id}.result.json")
+
+
+OOM_SIGNS = (b"CUDA out of memory", b"CUBLAS_STATUS_ALLOC_FAILED", b"CUDA_ERROR_OUT_OF_MEMORY")
+_TAIL = 16 * 1024
+
+
+def cuda_out_of_memory(*logs: str | None) -> bool:
+    """Do the last lines of the job's output say that CUDA ran out of memory?  (PyTorch's
+    ``torch.OutOfMemoryError`` says "CUDA out of memory"; cuBLAS and the driver API have their
+    own words.)  Compressed logs are not read."""
+    for path in logs:
+        if not path or path.endswith(".gz"):
+            continue
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - _TAIL))
+                tail = f.read(_TAIL)
+        except OSError:
+            continue
+        if any(sign in tail for sign in OOM_SIGNS):
+            return True
+    return False

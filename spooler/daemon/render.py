@@ -252,7 +252,8 @@ def render_info(job: Job, now: float) -> str:
         lines.append(f"Attempt: {job.attempt} (retries allowed: {job.max_retries})")
         for old in job.attempts:
             outcome = signal_name(old["signal"]) if old.get("signal") else f"exit {old.get('exit_code')}"
-            lines.append(f"  attempt {old.get('attempt')}: {outcome}, output {old.get('output') or '-'}")
+            why = f" ({old['reason']})" if old.get("reason") else ""
+            lines.append(f"  attempt {old.get('attempt')}: {outcome}{why}, output {old.get('output') or '-'}")
     if job.result is not None:
         lines.append(f"Result: {json.dumps(job.result, sort_keys=True)}")
     if job.env_info:

@@ -194,6 +194,7 @@ class Spooler:
         job.transition(JobState.QUEUED, self.clock())
         job.attempt = 1
         job.log_path = None
+        job.oom_free_mib = None
         job.reason = ""
         job.dep_outcomes.clear()
         self.table.requeued(job, new_seq=True)

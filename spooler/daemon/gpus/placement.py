@@ -164,6 +164,11 @@ class GpuPool:
         for index in indices:
             self.held.setdefault(index, []).append(Holder(job.id, mem, until))
 
+    def least_free(self, indices: Sequence[int]) -> int | None:
+        """The free memory (MiB) of the least free of these GPUs, as NVML reported it."""
+        free = [g.free_mib for g in self.gpus if g.index in indices]
+        return min(free) if free else None
+
     def start_by(self, want: Want, fit: Sequence[int]) -> float | None:
         """The earliest time the job could have all its GPUs, if the jobs holding the others end
         at their time limits; None when that cannot be known (a holder without a limit, another
