@@ -27,7 +27,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -80,16 +80,19 @@ class Launcher:
         # The launcher never writes on the request socket: readable means it has gone.
         self.loop.add_reader(requests.fileno(), self._gone)
 
-    def launch(self, spec: Launch, terminal: tuple[int, int] | None = None) -> None:
-        """Send one launch; ``terminal``: the client's stdout and stderr, for ``ts -nf``."""
+    def launch(self, spec: Launch, terminal: tuple[int, int] | None = None, keep: Sequence[int] = ()) -> None:
+        """Send one launch; ``terminal``: the client's stdout and stderr, for ``ts -nf``;
+        ``keep``: descriptors the launcher holds open until the job ends (its GPU leases)."""
+        spec.kept_fds = len(keep)
         body = spec.to_wire()
         frame = HEADER.pack(len(body)) + body
-        ancillary = []
+        fds: list[int] = []
         if terminal is not None:
             # One descriptor when both streams share it: received apart, two copies would look
             # like two destinations.
             fds = [terminal[0]] if terminal[0] == terminal[1] else list(terminal)
-            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+        fds += keep
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds else []
         for attempt in (1, 2):
             assert self.requests is not None
             try:

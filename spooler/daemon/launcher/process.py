@@ -25,12 +25,14 @@ from spooler.daemon.launcher.spec import Launch
 from spooler.daemon.process import name_process
 from spooler.protocol import HEADER, received_fds
 
-_FD_SPACE = socket.CMSG_SPACE(2 * array.array("i").itemsize)
+MAX_KEPT_FDS = 64  # two per GPU lease: enough for a job on 32 GPUs
+_FD_SPACE = socket.CMSG_SPACE((2 + MAX_KEPT_FDS) * array.array("i").itemsize)
 
 
 def _receive(sock: socket.socket) -> tuple[bytes, list[int]] | None:
     """One launch request and the descriptors sent with it; None when the daemon has gone."""
-    header, ancdata, _, _ = sock.recvmsg(HEADER.size, _FD_SPACE)
+    # Close-on-exec: a job spawned later must not inherit another job's descriptors.
+    header, ancdata, _, _ = sock.recvmsg(HEADER.size, _FD_SPACE, socket.MSG_CMSG_CLOEXEC)
     fds = received_fds(ancdata)
     while header and len(header) < HEADER.size:
         more = sock.recv(HEADER.size - len(header))
@@ -59,13 +61,14 @@ def serve(requests: socket.socket, notes: socket.socket, exit_log: ExitLog) -> N
         signal.signal(sig, signal.SIG_IGN)  # the daemon decides when we stop: by going away
     jobs: dict[int, Launch] = {}  # pid of a job we spawned -> its launch
     shims: dict[int, int] = {}  # pid of a shim we forked -> its job id
+    kept: dict[int, list[int]] = {}  # pid of a job or shim -> descriptors held until it ends
     daemon_gone = False
     while not daemon_gone or jobs:
         watched = [wake_read] if daemon_gone else [requests.fileno(), wake_read]
         ready, _, _ = select.select(watched, [], [])
         if wake_read in ready:
             os.read(wake_read, 4096)
-        _reap(jobs, shims, notes, exit_log)
+        _reap(jobs, shims, notes, exit_log, kept)
         if daemon_gone or requests.fileno() not in ready:
             continue
         received = _receive(requests)
@@ -76,26 +79,33 @@ def serve(requests: socket.socket, notes: socket.socket, exit_log: ExitLog) -> N
         try:
             spec = Launch.from_wire(body)
         except Exception:
-            for fd in fds:
-                os.close(fd)
+            _close(fds)
             continue
+        split = len(fds) - min(spec.kept_fds, len(fds))
+        fds, keep = fds[:split], fds[split:]
         try:
             prepare(spec)
             out, err = open_outputs(spec, fds)
         except OSError as exc:
-            for fd in fds:
-                os.close(fd)
+            _close(fds + keep)
             why = f"ts: cannot create the log file {exc.filename}: {exc.strerror}"
             _report_failure(spec, why, notes, exit_log)
             continue
         try:
             if spec.compress:
-                _fork_shim(spec, out, err, notes, exit_log, shims, (wake_read, wake_write, requests.fileno()))
+                # The shim must not hold other jobs' leases (or our sockets) for its lifetime.
+                others = [fd for held in kept.values() for fd in held]
+                ours = (wake_read, wake_write, requests.fileno(), *others)
+                pid = _fork_shim(spec, out, err, notes, exit_log, shims, ours)
             else:
-                _spawn(spec, out, err, notes, exit_log, jobs)
+                pid = _spawn(spec, out, err, notes, exit_log, jobs)
         finally:
             for fd in {out, err}:  # the job (or its shim) has its own copies now
                 os.close(fd)
+        if pid:
+            kept[pid] = keep
+        else:
+            _close(keep)
 
 
 def _spawn(
@@ -105,8 +115,8 @@ def _spawn(
     notes: socket.socket,
     exit_log: ExitLog,
     jobs: dict[int, Launch],
-) -> None:
-    """Start the job ourselves: no process of ours stands between us and it."""
+) -> int:
+    """Start the job ourselves: no process of ours stands between us and it.  Its pid, or 0."""
     pid, error, status = spawn_job(spec, out, err)
     os.chdir("/")  # hold no job's directory
     if pid:
@@ -114,6 +124,12 @@ def _spawn(
         tell(notes, ["started", spec.job_id, pid, pid])
     else:
         _report_failure(spec, error, notes, exit_log, status)
+    return pid
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _report_failure(
@@ -134,8 +150,8 @@ def _fork_shim(
     exit_log: ExitLog,
     shims: dict[int, int],
     ours: tuple[int, ...],
-) -> None:
-    """-z: a shim of its own compresses the job's output while it runs."""
+) -> int:
+    """-z: a shim of its own compresses the job's output while it runs.  The shim's pid."""
     pid = os.fork()
     if pid == 0:
         code = 70
@@ -146,9 +162,16 @@ def _fork_shim(
         finally:
             os._exit(code)
     shims[pid] = spec.job_id
+    return pid
 
 
-def _reap(jobs: dict[int, Launch], shims: dict[int, int], notes: socket.socket, exit_log: ExitLog) -> None:
+def _reap(
+    jobs: dict[int, Launch],
+    shims: dict[int, int],
+    notes: socket.socket,
+    exit_log: ExitLog,
+    kept: dict[int, list[int]],
+) -> None:
     while jobs or shims:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -156,6 +179,7 @@ def _reap(jobs: dict[int, Launch], shims: dict[int, int], notes: socket.socket, 
             return
         if pid == 0:
             return
+        _close(kept.pop(pid, []))  # the job's GPU leases end with it
         spec = jobs.pop(pid, None)
         if spec is not None:
             # The exit log first: it is what tells the next daemon, if this one is gone.

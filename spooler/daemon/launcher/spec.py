@@ -31,12 +31,15 @@ class Launch:
     stderr_path: str | None = None  # -E: stderr apart; None: with stdout
     exclusive: bool = True  # a generated log name must be new; a -O name is truncated
     compress: bool = False  # -z: gzip stdout (and stderr when it goes to the same place)
+    # How many of the descriptors sent with the launch (the last ones) the launcher keeps open
+    # until the job ends: the job's machine-wide GPU leases, which last as long as they are open.
+    kept_fds: int = 0
 
     def to_wire(self) -> bytes:
         data: bytes = msgpack.packb(
             [
                 self.job_id, self.argv, self.shell, self.cwd, self.env, self.result_path,
-                self.stdout_path, self.stderr_path, self.exclusive, self.compress,
+                self.stdout_path, self.stderr_path, self.exclusive, self.compress, self.kept_fds,
             ]
         )  # fmt: skip
         return data
