@@ -195,3 +195,25 @@ def running_spool(spool: Spool) -> Spool:
 
 def have(program: str) -> bool:
     return shutil.which(program) is not None
+
+
+@pytest.fixture
+def make_core(tmp_path: Path) -> Iterator[Any]:
+    """Cores of the in-process harness (``core_harness.Core``), closed at the end of the test."""
+    from core_harness import Core
+
+    cores: list[Core] = []
+
+    def make(slots: int = 1, **env: str) -> Core:
+        core = Core(tmp_path, env=env, slots=slots)
+        cores.append(core)
+        return core
+
+    yield make
+    for core in reversed(cores):
+        core.close()
+
+
+@pytest.fixture
+def core(make_core: Any) -> Any:
+    return make_core()

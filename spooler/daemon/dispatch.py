@@ -113,6 +113,11 @@ class Dispatcher:
             self.events.end(job, JobState.SKIPPED, f"{job.skip_if_exists} exists (--skip-if-exists)", at=now)
             return
         self.table.queue.remove(job)
+        # Remember how its dependencies ended: a retry must see the same even if they are
+        # removed (ts -C, TS_MAXFINISHED) while it runs.
+        for dep in (*job.after, *job.after_ok):
+            if dep in self.table.jobs:
+                job.dep_outcomes[dep] = self.table.jobs[dep].succeeded
         job.assigned_gpus = gpus
         terminal = self.terminals.take(job.id)
         results = result_path(self.runs_dir, job.id)

@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from spooler.jobs import Job
 
 
-def order_key(job: Job) -> tuple[int, float]:
-    return (-job.priority, job.seq)
+def order_key(job: Job) -> tuple[int, float, int]:
+    # The id breaks ties (-u may give a job the seq of one now running that comes back for a
+    # retry), so the order after a restart is the order before it.
+    return (-job.priority, job.seq, job.id)
 
 
 class JobQueue:

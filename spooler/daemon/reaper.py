@@ -45,6 +45,7 @@ class Reaper:
         self.runs_dir = runs_dir
         self.signal = signal
         self.adoption = adoption or Adoption(loop, self.adopted_exited)
+        self._reported_shims: set[int] = set()  # -z shims whose job's end was reported
 
     def _collect(self, job: Job, logs: ExitLogs | None = None) -> exits.Exit | None:
         """How this run of the job ended, from the launchers' exit logs; None if not recorded."""
@@ -58,6 +59,9 @@ class Reaper:
     def note(self, note: list[Any]) -> None:
         """A report from the launcher or a shim (see spooler.daemon.launcher.handle)."""
         kind, job_id, shim_pid = note[0], note[1], note[2]
+        if kind == "reaped" and shim_pid in self._reported_shims:
+            self._reported_shims.discard(shim_pid)  # its job's end was reported already
+            return
         job = self.running.get(job_id)
         if job is None or job.shim_pid not in (None, shim_pid) or self.running.is_adopted(job.id):
             return  # an earlier attempt's late report, or a job adopted from an earlier daemon
@@ -69,6 +73,10 @@ class Reaper:
             if pending is not None and job.pid:
                 self.signal(job, *pending)
         elif kind == "ended":
+            if job.gzip and job.store_output and shim_pid:
+                # A -z job's shim is reaped after it reports: that report must not end the next
+                # attempt of a retried job, launched meanwhile.
+                self._reported_shims.add(shim_pid)
             self._finish(job, int(note[3]), str(note[4] or ""), float(note[5]))
         elif kind == "reaped":  # the shim died without reporting the end
             record = self._collect(job)

@@ -219,12 +219,11 @@ class Spooler:
         grace period.  (``ts -f`` forwards Ctrl-C without escalation, as a terminal would.)"""
         if job.state is not JobState.RUNNING:
             raise RequestError(E_INVALID, f"job {job.id} is not running (it is {job.state.value})")
-        job.killed = True  # a job the user killed is not retried
         if job.shim_pid is None:  # just launched: signalled as soon as its shim reports its pid
             self.running.kill_when_started(job, sig, escalate)
-            return
-        if not job.pid or not self.signal(job, sig, escalate):
+        elif not job.pid or not self.signal(job, sig, escalate):
             raise RequestError(E_INVALID, f"job {job.id} has no process left to signal")
+        job.killed = True  # a job the user killed is not retried
 
     def signal(self, job: Job, sig: int, escalate: bool = True) -> bool:
         if not job.pid or not kill_group(job.pid, sig):
