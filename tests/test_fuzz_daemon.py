@@ -31,7 +31,8 @@ from raw_socket import (
 )
 
 from spooler import protocol
-from spooler.protocol import HEADER, MAX_FRAME, OPS, PROTOCOL_VERSION
+from spooler.protocol import HEADER, MAX_FRAME, PROTOCOL_VERSION
+from spooler.protocol.requests import OPS
 
 FUZZ_FRAMES = int(os.environ.get("SPOOLER_FUZZ_FRAMES", "10000"))
 FUZZ_SEED = int(os.environ.get("SPOOLER_FUZZ_SEED", "1730"))

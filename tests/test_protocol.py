@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from spooler import protocol
 from spooler.protocol import HEADER, MAX_FRAME, FrameError
+from spooler.protocol.requests import OPS
 
 # Values msgpack carries losslessly (lists, not tuples; no NaN, which is never equal to itself).
 scalars = (
@@ -208,7 +209,7 @@ def test_request_carries_version_and_op() -> None:
 
 
 @given(
-    st.sampled_from(sorted(protocol.OPS)),
+    st.sampled_from(sorted(OPS)),
     st.dictionaries(st.text().filter(lambda k: k not in ("v", "op")), values, max_size=4),
 )
 def test_request_round_trips_with_any_fields(op: str, fields: dict[str, Any]) -> None:
@@ -229,9 +230,9 @@ def test_protocol_version_is_a_positive_int() -> None:
 def test_handler_table_covers_exactly_the_protocol_ops() -> None:
     from spooler.daemon.handlers import HANDLERS
 
-    assert set(HANDLERS) == set(protocol.OPS)
+    assert set(HANDLERS) == set(OPS)
     assert all(callable(handler) for handler in HANDLERS.values())
 
 
 def test_ops_are_plain_strings() -> None:
-    assert all(isinstance(op, str) and op for op in protocol.OPS)
+    assert all(isinstance(op, str) and op for op in OPS)

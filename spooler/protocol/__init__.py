@@ -41,6 +41,18 @@ E_DENIED = "denied"
 E_INTERNAL = "internal"
 
 
+class RequestError(Exception):
+    """A request that cannot be carried out; ``code`` is a protocol error code (``E_*``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def bad(message: str) -> RequestError:
+    return RequestError(E_BAD_REQUEST, message)
+
+
 class FrameError(Exception):
     """A frame that cannot be decoded: oversized, truncated, not msgpack, or not a map."""
 
@@ -97,11 +109,3 @@ def request(op: str, **fields: Any) -> dict[str, Any]:
 
 def error_reply(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "code": code, "error": message}
-
-
-# The request types need the constants above: imported last, re-exported for both ends.
-from spooler.protocol.requests import OPS as OPS  # noqa: E402
-from spooler.protocol.schema import REQUESTS as REQUESTS  # noqa: E402
-from spooler.protocol.schema import Request as Request  # noqa: E402
-from spooler.protocol.schema import RequestError as RequestError  # noqa: E402
-from spooler.protocol.schema import bad as bad  # noqa: E402

@@ -15,7 +15,7 @@ On the client's hot path: no dataclasses, no typing at run time (see ``TYPE_CHEC
 
 from __future__ import annotations
 
-from spooler.protocol import E_BAD_REQUEST, PROTOCOL_VERSION
+from spooler.protocol import PROTOCOL_VERSION, RequestError, bad
 
 TYPE_CHECKING = False  # typing costs ts about 2 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
@@ -30,18 +30,6 @@ else:
 
 
 MAX_ID = 2**62
-
-
-class RequestError(Exception):
-    """A request that cannot be carried out; ``code`` is a protocol error code (``E_*``)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def bad(message: str) -> RequestError:
-    return RequestError(E_BAD_REQUEST, message)
 
 
 REQUIRED = object()  # the default of a field every request must carry
