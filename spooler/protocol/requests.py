@@ -10,7 +10,8 @@ protocol's: they never change without a new PROTOCOL_VERSION.
 from __future__ import annotations
 
 from spooler.durations import MAX_DURATION
-from spooler.protocol.schema import REQUESTS, bad, field
+from spooler.protocol import bad
+from spooler.protocol.schema import REQUESTS, field
 from spooler.protocol.schema import Request as Request  # the base of every request, for both ends
 
 TYPE_CHECKING = False  # typing costs ts about 2 ms of start-up; only the type checker needs it
