@@ -70,6 +70,8 @@ class Spool:
             TS_SAVELIST=str(self.savelist),
             TMPDIR=str(self.logdir),
             XDG_STATE_HOME=str(root / "xdg"),
+            # Fake GPUs have the same UUIDs in every test: their leases stay in the test's own directory.
+            TS_GPU_LEASE_DIR=str(root / "gpu-leases"),
         )
 
     def run(

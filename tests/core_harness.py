@@ -17,7 +17,7 @@ import itertools
 import json
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,7 @@ class FakeBackend:
     def start(self) -> None:
         self.started = True
 
-    def launch(self, spec: Launch, terminal: tuple[int, int] | None = None) -> None:
+    def launch(self, spec: Launch, terminal: tuple[int, int] | None = None, keep: Sequence[int] = ()) -> None:
         self.launches.append(spec)
 
     def close(self) -> None:

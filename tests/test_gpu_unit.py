@@ -644,6 +644,7 @@ def test_describe() -> None:
         "uuid": "GPU-test-0",
         "total_mib": 24 * GIB,
         "used_mib": 0,
+        "exclusive_process": False,
         "free_mib": 24 * GIB,
         "visible": True,
         "free": True,

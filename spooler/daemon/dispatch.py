@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from spooler.daemon import scheduler
 from spooler.daemon.events import Events
+from spooler.daemon.gpus.leases import Lease
 from spooler.daemon.gpus.manager import GpuManager
 from spooler.daemon.gpus.placement import GpuPool
 from spooler.daemon.launcher.spec import Launch, environment, place_output
@@ -31,7 +32,9 @@ class Backend(Protocol):
 
     def start(self) -> None: ...
 
-    def launch(self, spec: Launch, terminal: tuple[int, int] | None = None) -> None: ...
+    def launch(
+        self, spec: Launch, terminal: tuple[int, int] | None = None, keep: Sequence[int] = ()
+    ) -> None: ...
 
     def close(self) -> None: ...
 
@@ -87,13 +90,21 @@ class Dispatcher:
             self.events.end(job, JobState.SKIPPED, reason, at=now)
         for job, reason in decisions.allocating:
             self._allocating(job, reason, now)
+        lease_lost = False
         for job, gpus in decisions.start:
+            leases: list[Lease] = []
             if gpus and isinstance(pools[0], GpuPool):
                 job.gpu_free_at_start = pools[0].least_free(gpus)
-            self._start(job, now, gpus)
+                taken = self.gpu.lease(job, pools[0].uuids(gpus))
+                if isinstance(taken, str):  # another daemon was quicker: try again at the next poll
+                    self._allocating(job, taken, now)
+                    lease_lost = True
+                    continue
+                leases = taken
+            self._start(job, now, gpus, leases)
         # Poll NVML only while a job waits for GPUs (a pass that stopped short of one is re-run
         # when a slot frees, so it is not forgotten).  Not a scan of the queue: cost stays flat.
-        self.gpu.poll(bool(decisions.allocating), self.kick)
+        self.gpu.poll(bool(decisions.allocating) or lease_lost, self.kick)
         while self.space_waiters and self.space_waiters[0]():
             self.space_waiters.popleft()
 
@@ -108,8 +119,10 @@ class Dispatcher:
             job.reason = reason
             self.table.record(job)
 
-    def _start(self, job: Job, now: float, gpus: list[int]) -> None:
+    def _start(self, job: Job, now: float, gpus: list[int], leases: list[Lease]) -> None:
         if job.skip_if_exists and os.path.exists(os.path.join(job.cwd, job.skip_if_exists)):
+            for lease in leases:
+                lease.release()
             self.events.end(job, JobState.SKIPPED, f"{job.skip_if_exists} exists (--skip-if-exists)", at=now)
             return
         self.table.queue.remove(job)
@@ -129,9 +142,15 @@ class Dispatcher:
         place_output(spec, job, settings.logdir, terminal is not None)
         assert self.backend is not None, "jobs start only once the daemon has started its launcher"
         try:
-            self.backend.launch(spec, terminal)
+            self.backend.launch(spec, terminal, [fd for lease in leases for fd in lease.fds])
+        except BaseException:
+            for lease in leases:
+                lease.release()
+            raise
         finally:
             close_pair(terminal)
+            for lease in leases:  # the launcher holds them now, until the job ends
+                lease.close()
         job.transition(JobState.RUNNING, now)
         job.pid = job.shim_pid = None  # known when the shim reports in
         self.running.add(job)

@@ -73,7 +73,7 @@ class Spooler:
         self.waiters = Waiters()
         self.terminals = Terminals()
         self.helpers = Helpers(loop)
-        self.gpu = GpuManager(env, self.settings, loop)
+        self.gpu = GpuManager(env, self.settings, loop, owner=config.savelist)
         self.events = Events(
             self.table, self.running, self.waiters, self.terminals, self.helpers, self.runs_dir,
             self.kick, clock,

@@ -5,6 +5,10 @@ The daemon reads the GPUs through an *inventory*: NVML on a real machine, a JSON
 or nothing at all where no driver exists.  Every failure reaches the daemon as one
 :class:`GpuError` with a one-line reason; a raw ``pynvml`` exception never escapes.
 
+Each GPU also lists the compute processes NVML sees on it and whether it is in exclusive-process
+mode, so that users see who blocks a GPU on a shared server; :func:`describe_process` says who runs
+such a process and what.
+
 Which of them a job may take is :mod:`spooler.daemon.gpus.placement`'s business.
 """
 
@@ -12,13 +16,24 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from spooler.text import brief
 
 _MIB = 1 << 20
+_NOT_AVAILABLE = (1 << 64) - 1  # NVML_VALUE_NOT_AVAILABLE_ulonglong, which older bindings pass on
+_EXCLUSIVE_PROCESS = 3  # NVML_COMPUTEMODE_EXCLUSIVE_PROCESS: one process (one CUDA context) at most
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    """A compute process on a GPU, as NVML reports it (its pid may be another PID namespace's)."""
+
+    pid: int
+    used_mib: int | None  # None where NVML cannot tell
 
 
 @dataclass(frozen=True)
@@ -28,6 +43,8 @@ class GpuInfo:
     uuid: str
     total_mib: int
     used_mib: int
+    processes: tuple[GpuProcess, ...] = ()  # empty also where NVML could not list them
+    exclusive_process: bool = False  # compute mode EXCLUSIVE_PROCESS: a second process cannot start
 
     @property
     def free_mib(self) -> int:
@@ -59,6 +76,10 @@ def _one_line(err: BaseException) -> str:
 def _nvml_error(err: BaseException) -> GpuError:
     text = _one_line(err)
     return GpuError(text if text.startswith("NVML") else f"NVML: {text}")
+
+
+def _mib_up(size: int) -> int:
+    return -(-size // _MIB)  # round up: never overstate free memory
 
 
 def _text(value: object) -> str:
@@ -93,12 +114,31 @@ class NvmlInventory:
                 handle = nvml.nvmlDeviceGetHandleByIndex(index)
                 memory = nvml.nvmlDeviceGetMemoryInfo(handle)
                 total = int(memory.total) // _MIB
-                used = min(total, -(-int(memory.used) // _MIB))  # round up: never overstate free
+                used = min(total, _mib_up(int(memory.used)))
                 name, uuid = _text(nvml.nvmlDeviceGetName(handle)), _text(nvml.nvmlDeviceGetUUID(handle))
-                gpus.append(GpuInfo(index, name, uuid, total, used))
+                processes, exclusive = self._processes(handle), self._exclusive(handle)
+                gpus.append(GpuInfo(index, name, uuid, total, used, processes, exclusive))
         except Exception as err:
             raise _nvml_error(err) from err
         return gpus
+
+    def _processes(self, handle: Any) -> tuple[GpuProcess, ...]:
+        """The compute processes on a GPU; none where NVML cannot list them (old driver, MIG, ...)."""
+        try:
+            found = []
+            for item in self._nvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                memory = item.usedGpuMemory  # bytes; None or the sentinel where not available
+                used = None if memory is None or not 0 <= int(memory) < _NOT_AVAILABLE else int(memory)
+                found.append(GpuProcess(int(item.pid), None if used is None else _mib_up(used)))
+            return tuple(found)
+        except Exception:
+            return ()
+
+    def _exclusive(self, handle: Any) -> bool:
+        try:
+            return bool(self._nvml.nvmlDeviceGetComputeMode(handle) == _EXCLUSIVE_PROCESS)
+        except Exception:
+            return False
 
     def close(self) -> None:
         if self._open:
@@ -124,12 +164,25 @@ class NoGpus:
         pass
 
 
-_FAKE_FIELDS = {"total_mib", "used_mib", "name", "uuid"}
+_FAKE_FIELDS = {"total_mib", "used_mib", "name", "uuid", "processes", "compute_mode"}
+_FAKE_PROCESS_FIELDS = {"pid", "used_mib"}
+_COMPUTE_MODES = {"default": False, "exclusive_process": True}
+
+
+def _unknown(entry: dict[str, Any], known: set[str]) -> str | None:
+    unknown = sorted(set(entry) - known)
+    return f"unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})" if unknown else None
+
+
+def _is_int(value: object, least: int) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 class FakeInventory:
     """GPUs described by a JSON file: ``[{"total_mib": 24000, "used_mib": 0, "name": ..., "uuid": ...}]``.
 
+    Optional per GPU: ``"processes": [{"pid": 1234, "used_mib": 500}]`` (``used_mib`` may be
+    null or left out: not known) and ``"compute_mode": "default" | "exclusive_process"``.
     The file is read again at every :meth:`read`, so a test changes the GPUs by rewriting it.
     """
 
@@ -157,17 +210,15 @@ class FakeInventory:
         where = f"GPU {index}"
         if not isinstance(entry, dict):
             raise self._fail(f"{where}: expected an object, got {brief(entry)}")
-        unknown = sorted(set(entry) - _FAKE_FIELDS)
+        unknown = _unknown(entry, _FAKE_FIELDS)
         if unknown:
-            raise self._fail(
-                f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(_FAKE_FIELDS))})"
-            )
+            raise self._fail(f"{where}: {unknown}")
         sizes = []
         for key in ("total_mib", "used_mib"):
             if key not in entry:
                 raise self._fail(f"{where}: {key} is missing")
             value = entry[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not _is_int(value, 0):
                 raise self._fail(f"{where}: {key} must be an integer >= 0, got {brief(value)}")
             sizes.append(value)
         total, used = sizes
@@ -179,7 +230,31 @@ class FakeInventory:
             if not isinstance(value, str):
                 raise self._fail(f"{where}: {key} must be a string, got {brief(value)}")
             texts.append(value)
-        return GpuInfo(index, texts[0], texts[1], total, used)
+        mode = entry.get("compute_mode", "default")
+        if not isinstance(mode, str) or mode not in _COMPUTE_MODES:
+            modes = " or ".join(f'"{m}"' for m in _COMPUTE_MODES)
+            raise self._fail(f"{where}: compute_mode must be {modes}, got {brief(mode)}")
+        processes = self._processes(where, entry.get("processes", []))
+        return GpuInfo(index, texts[0], texts[1], total, used, processes, _COMPUTE_MODES[mode])
+
+    def _processes(self, where: str, value: object) -> tuple[GpuProcess, ...]:
+        if not isinstance(value, list):
+            raise self._fail(f"{where}: processes must be a list of objects, got {brief(value)}")
+        processes = []
+        for number, item in enumerate(value):
+            at = f"{where}: processes[{number}]"
+            if not isinstance(item, dict):
+                raise self._fail(f"{at}: expected an object with a pid, got {brief(item)}")
+            unknown = _unknown(item, _FAKE_PROCESS_FIELDS)
+            if unknown:
+                raise self._fail(f"{at}: {unknown}")
+            pid, used = item.get("pid"), item.get("used_mib")
+            if not _is_int(pid, 1):
+                raise self._fail(f"{at}: pid must be an integer > 0, got {brief(pid)}")
+            if used is not None and not _is_int(used, 0):
+                raise self._fail(f"{at}: used_mib must be an integer >= 0 or null, got {brief(used)}")
+            processes.append(GpuProcess(pid, used))
+        return tuple(processes)
 
     def close(self) -> None:
         pass
@@ -212,3 +287,49 @@ def parse_visible(value: str | None) -> list[int] | None:
         if int(item) not in indices:
             indices.append(int(item))
     return indices
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """Who runs a process and what: ``"?"`` for what cannot be read (the process is gone, or its
+    pid belongs to another PID namespace, as NVML's pids in a container can)."""
+
+    pid: int
+    user: str  # the name of its real uid, or the uid as a number where it has no name
+    command: str  # its command line on one line, cut to about 80 characters; [comm] where empty
+    session: int | None  # its session id (os.getsid), None where unknown
+
+
+def _read_proc(pid: int, name: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return None
+
+
+def describe_process(pid: int) -> ProcessInfo:
+    """Who runs ``pid`` and what, read from ``/proc``.  Never raises."""
+    if pid <= 0:  # /proc/0 does not exist, and os.getsid(0) would describe this process
+        return ProcessInfo(pid, "?", "?", None)
+    user = "?"
+    status = _read_proc(pid, "status") or ""
+    for line in status.splitlines():
+        if line.startswith("Uid:"):  # Uid: real effective saved filesystem
+            uid = (line.split()[1:] or ["?"])[0]
+            try:
+                user = pwd.getpwuid(int(uid)).pw_name
+            except (KeyError, ValueError, OverflowError):  # a uid without a name (or no uid at all)
+                user = uid
+            break
+    command = " ".join((_read_proc(pid, "cmdline") or "").replace("\0", " ").split())
+    if not command:  # a zombie or a kernel thread: only its name is left
+        comm = " ".join((_read_proc(pid, "comm") or "").split())
+        command = f"[{comm}]" if comm else "?"
+    if len(command) > 80:
+        command = command[:77] + "..."
+    try:
+        session: int | None = os.getsid(pid)
+    except (OSError, OverflowError):  # gone, or not a pid at all
+        session = None
+    return ProcessInfo(pid, user, command, session)

@@ -2,8 +2,11 @@
 
 The inventory (NVML, fake or none) is opened once at start.  A GPU is reserved at the moment a
 job is placed and stays held until the job ends, whatever NVML reports in between: that is what
-keeps a burst of jobs from landing on a GPU whose memory has not shown as used yet.  NVML is
-polled only while some job waits for GPUs.
+keeps a burst of jobs from landing on a GPU whose memory has not shown as used yet.  Across
+daemons (every user's, on a shared server) the same holds through machine-wide leases
+(``leases``): a job's GPUs are leased when it starts, the launcher keeps the leases open until
+it ends, and no daemon gives out a GPU another one holds a lease on.  NVML is polled only while
+some job waits for GPUs.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from spooler.daemon.config import Settings
-from spooler.daemon.gpus.inventory import GpuError, GpuInfo, open_inventory, parse_visible
+from spooler.daemon.gpus.inventory import GpuError, GpuInfo, describe_process, open_inventory, parse_visible
+from spooler.daemon.gpus.leases import Lease, LeaseDir, LeaseError, default_lease_dir
 from spooler.daemon.gpus.placement import GpuPool, Holder, describe
 from spooler.jobs import Job
 from spooler.protocol import RequestError
@@ -25,7 +29,9 @@ DEFAULT_POLL = 1.0
 
 
 class GpuManager:
-    def __init__(self, env: Mapping[str, str], settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, env: Mapping[str, str], settings: Settings, loop: asyncio.AbstractEventLoop, owner: str = ""
+    ) -> None:
         self.inventory = open_inventory(env)
         self.settings = settings
         self.loop = loop
@@ -36,10 +42,17 @@ class GpuManager:
             self.poll_interval = DEFAULT_POLL
         self.ignore_mib = _int(env, "TS_GPU_IGNORE_MIB", 0)
         self._timer: asyncio.TimerHandle | None = None
+        self.leases: LeaseDir | None = None
+        self.lease_problem = ""
         if self.inventory.kind == "none":
             log.info("GPUs: none usable (%s)", getattr(self.inventory, "reason", ""))
-        else:
-            log.info("GPUs: %s inventory", self.inventory.kind)
+            return
+        log.info("GPUs: %s inventory", self.inventory.kind)
+        try:
+            self.leases = LeaseDir(default_lease_dir(env), owner)
+        except LeaseError as exc:
+            self.lease_problem = f"off, only this spooler's own reservations count: {exc}"
+            log.warning("GPU leases %s", self.lease_problem)
 
     @property
     def present(self) -> bool:
@@ -84,14 +97,40 @@ class GpuManager:
                 "invalid", f"-G {count}: only {len(usable)} {where}GPUs here, so it could never run"
             )
 
-    @staticmethod
-    def holders(running: Iterable[Job]) -> dict[int, list[Holder]]:
+    def holders(self, running: Iterable[Job], gpus: Iterable[GpuInfo] = ()) -> dict[int, list[Holder]]:
+        """Who holds each GPU: our running jobs, and the leases of other spoolers."""
         held: dict[int, list[Holder]] = {}
         for job in running:
             mem = job.gpu_mem_mib if not job.gpu_indices else None
             for index in job.assigned_gpus:
                 held.setdefault(index, []).append(Holder(job.id, mem, job.deadline()))
+        leases = self.leases
+        if leases is not None:
+            for gpu in gpus:
+                try:
+                    found = leases.holders(gpu.uuid)
+                except ValueError:  # a UUID that cannot name a lease file
+                    continue
+                for h in found:
+                    if h.uid != leases.uid or h.owner != leases.owner:
+                        who = f"another spooler (user {h.user})"
+                        held.setdefault(gpu.index, []).append(Holder(-1, h.mem_mib, None, who))
         return held
+
+    def lease(self, job: Job, uuids: list[str]) -> list[Lease] | str:
+        """Lease the job's GPUs machine-wide (all or none); the reason if another spooler was first."""
+        if self.leases is None:
+            return []
+        mem = None if job.gpu_indices else job.gpu_mem_mib
+        taken: list[Lease] = []
+        for uuid in uuids:
+            lease = self.leases.acquire(uuid, mem_mib=mem, job_id=job.id)
+            if isinstance(lease, str):
+                for earlier in taken:
+                    earlier.release()
+                return f"a GPU was just leased elsewhere: {lease}"
+            taken.append(lease)
+        return taken
 
     def pool(self, running: Iterable[Job]) -> GpuPool | str:
         """The GPUs for one scheduling pass (NVML read once), or why they cannot be read."""
@@ -102,7 +141,7 @@ class GpuManager:
         return GpuPool(
             gpus,
             free_perc=self.settings.gpu_free_perc,
-            holders=self.holders(running),
+            holders=self.holders(running, gpus),
             visible=self.visible(),
             ignore_mib=self.ignore_mib,
         )
@@ -129,16 +168,34 @@ class GpuManager:
         rows = describe(
             gpus,
             self.settings.gpu_free_perc,
-            self.holders(running),
+            self.holders(running, gpus),
             self.visible(),
             earmarked=earmarked,
             ignore_mib=self.ignore_mib,
         )
-        return {"kind": self.inventory.kind, "reason": "", "gpus": rows}
+        ours = {job.pid for job in running if job.pid}  # each job leads its own session
+        for gpu, row in zip(gpus, rows, strict=True):
+            row["foreign_processes"] = foreign_processes(gpu, ours)
+        leases = self.lease_problem or (f"on, in {self.leases.path}" if self.leases else "")
+        return {"kind": self.inventory.kind, "reason": "", "gpus": rows, "leases": leases}
 
     def close(self) -> None:
         self.poll(False, lambda: None)
         self.inventory.close()
+
+
+def foreign_processes(gpu: GpuInfo, our_sessions: set[int]) -> list[dict[str, Any]]:
+    """The processes using a GPU that this spooler did not start (not in one of its jobs'
+    sessions): who blocks the GPU, for ``--gpu_status``."""
+    rows = []
+    for process in gpu.processes:
+        info = describe_process(process.pid)
+        if info.session is not None and info.session in our_sessions:
+            continue
+        rows.append(
+            {"pid": process.pid, "used_mib": process.used_mib, "user": info.user, "command": info.command}
+        )
+    return rows
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

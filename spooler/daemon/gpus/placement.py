@@ -164,6 +164,9 @@ class GpuPool:
         for index in indices:
             self.held.setdefault(index, []).append(Holder(job.id, mem, until))
 
+    def uuids(self, indices: Sequence[int]) -> list[str]:
+        return [g.uuid for g in self.gpus if g.index in indices]
+
     def least_free(self, indices: Sequence[int]) -> int | None:
         """The free memory (MiB) of the least free of these GPUs, as NVML reported it."""
         free = [g.free_mib for g in self.gpus if g.index in indices]
