@@ -157,6 +157,13 @@ def test_ignored_memory_counts_as_free_and_exclusive_mode_with_a_process_never_d
     desktop = GpuInfo(0, "Test GPU", "GPU-test-0", 1000, 150)
     assert isinstance(GpuPool([desktop], free_perc=90, holders={}).choose(_want(1)), str)
     assert GpuPool([desktop], free_perc=90, holders={}, ignore_mib=200).choose(_want(1)) == [0]
+    from spooler.daemon.gpus.inventory import GpuProcess
+
+    locked = GpuInfo(0, "Test GPU", "GPU-test-0", 24000, 10, (GpuProcess(77, 10),), exclusive_process=True)
+    reason = GpuPool([locked], free_perc=90, holders={}, ignore_mib=200).choose(_want(1))
+    assert isinstance(reason, str) and "exclusive-process mode" in reason
+    unlocked = GpuInfo(0, "Test GPU", "GPU-test-0", 24000, 10, (), exclusive_process=True)
+    assert GpuPool([unlocked], free_perc=90, holders={}).choose(_want(1)) == [0]
 
 
 def _want(count: int) -> Any:
