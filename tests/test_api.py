@@ -76,3 +76,14 @@ def test_the_connection_survives_the_daemons_idle_timeout(api: Client, spool: Sp
         )
         # ... and the client reconnects before its next request instead of failing.
         assert api.wait(job) == 0
+
+
+def test_time_limits_from_python(api: Client, spool: Spool) -> None:
+    with api:
+        job = api.submit(["sleep", "60"], time="1s")
+        assert api.wait(job) == 124
+        assert api.job(job)["state"] == "timeout" and api.job(job)["time_limit"] == 1
+        assert api.submit(["true"], time=90) >= 0
+        for bad in ("abc", 0, 10**9, True):
+            with pytest.raises(spooler.SpoolerError, match="time"):
+                api.submit(["true"], time=bad)
