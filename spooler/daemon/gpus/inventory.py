@@ -208,11 +208,7 @@ class FakeInventory:
 
     def _gpu(self, index: int, entry: object) -> GpuInfo:
         where = f"GPU {index}"
-        if not isinstance(entry, dict):
-            raise self._fail(f"{where}: expected an object, got {brief(entry)}")
-        unknown = _unknown(entry, _FAKE_FIELDS)
-        if unknown:
-            raise self._fail(f"{where}: {unknown}")
+        entry = self._object(where, entry, _FAKE_FIELDS, "an object")
         sizes = []
         for key in ("total_mib", "used_mib"):
             if key not in entry:
@@ -237,17 +233,22 @@ class FakeInventory:
         processes = self._processes(where, entry.get("processes", []))
         return GpuInfo(index, texts[0], texts[1], total, used, processes, _COMPUTE_MODES[mode])
 
+    def _object(self, where: str, value: object, known: set[str], what: str) -> dict[str, Any]:
+        """A JSON object of the file, with only known keys."""
+        if not isinstance(value, dict):
+            raise self._fail(f"{where}: expected {what}, got {brief(value)}")
+        unknown = _unknown(value, known)
+        if unknown:
+            raise self._fail(f"{where}: {unknown}")
+        return value
+
     def _processes(self, where: str, value: object) -> tuple[GpuProcess, ...]:
         if not isinstance(value, list):
             raise self._fail(f"{where}: processes must be a list of objects, got {brief(value)}")
         processes = []
         for number, item in enumerate(value):
             at = f"{where}: processes[{number}]"
-            if not isinstance(item, dict):
-                raise self._fail(f"{at}: expected an object with a pid, got {brief(item)}")
-            unknown = _unknown(item, _FAKE_PROCESS_FIELDS)
-            if unknown:
-                raise self._fail(f"{at}: {unknown}")
+            item = self._object(at, item, _FAKE_PROCESS_FIELDS, "an object with a pid")
             pid, used = item.get("pid"), item.get("used_mib")
             if not _is_int(pid, 1):
                 raise self._fail(f"{at}: pid must be an integer > 0, got {brief(pid)}")

@@ -78,9 +78,9 @@ class GpuPool:
 
     def _blocked_by_mode(self, gpu: GpuInfo) -> bool:
         """A GPU in exclusive-process compute mode that any process uses takes no other."""
-        return bool(getattr(gpu, "exclusive_process", False) and getattr(gpu, "processes", ()))
+        return gpu.exclusive_process and bool(gpu.processes)
 
-    def _check(self, gpu: GpuInfo, want: Want) -> tuple[int, str]:
+    def check(self, gpu: GpuInfo, want: Want) -> tuple[int, str]:
         """(room, "") when the GPU suits the job, with a rank (more room first); else (0, why not)."""
         held = self.held.get(gpu.index, [])
         name = f"GPU {gpu.index}"
@@ -120,7 +120,7 @@ class GpuPool:
         for gpu in pool:
             if gpu.index in skip:
                 continue
-            room, why = self._check(gpu, want)
+            room, why = self.check(gpu, want)
             if why:
                 why_not.append(why)
             else:
@@ -226,7 +226,7 @@ def describe(
         held = holders.get(gpu.index, ())
         shown = visible is None or gpu.index in visible
         mark = (earmarked or {}).get(gpu.index)
-        free = shown and not held and mark is None and not pool._check(gpu, Want(1))[1]
+        free = shown and not held and mark is None and not pool.check(gpu, Want(1))[1]
         row = {f.name: getattr(gpu, f.name) for f in dataclasses.fields(gpu) if f.name != "processes"}
         row.update(free_mib=gpu.free_mib, visible=shown, free=free)
         row["held_by"] = [h.job_id for h in held if h.job_id >= 0]
