@@ -74,13 +74,12 @@ class Dispatcher:
         self._kicked = False
         now = self.clock()
         settings = self.table.settings
-        pools: list[GpuPool | str] = []
         decisions = scheduler.plan(
             self.table.queue,
             free_slots=settings.slots - self.running.busy_slots,
             total_slots=settings.slots,
             outcome=self.table.dependency_outcome,
-            gpus=lambda: self._pool(pools),  # NVML is read only if a GPU job is reached
+            gpus=lambda: self.gpu.pool(self.running),  # NVML is read only if a GPU job is reached
             now=now,
             policy=self.policy,
         )
@@ -91,11 +90,12 @@ class Dispatcher:
         for job, reason in decisions.allocating:
             self._allocating(job, reason, now)
         lease_lost = False
+        pool = decisions.gpus
         for job, gpus in decisions.start:
             leases: list[Lease] = []
-            if gpus and isinstance(pools[0], GpuPool):
-                job.gpu_free_at_start = pools[0].least_free(gpus)
-                taken = self.gpu.lease(job, pools[0].uuids(gpus))
+            if gpus and isinstance(pool, GpuPool):
+                job.gpu_free_at_start = pool.least_free(gpus)
+                taken = self.gpu.lease(job, pool.uuids(gpus))
                 if isinstance(taken, str):  # another daemon was quicker: try again at the next poll
                     self._allocating(job, taken, now)
                     lease_lost = True
@@ -107,10 +107,6 @@ class Dispatcher:
         self.gpu.poll(bool(decisions.allocating) or lease_lost, self.kick)
         while self.space_waiters and self.space_waiters[0]():
             self.space_waiters.popleft()
-
-    def _pool(self, pools: list[GpuPool | str]) -> GpuPool | str:
-        pools.append(self.gpu.pool(self.running))
-        return pools[0]
 
     def _allocating(self, job: Job, reason: str, now: float) -> None:
         if job.state is JobState.QUEUED:

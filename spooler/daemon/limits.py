@@ -21,8 +21,8 @@ from spooler.jobs import Job, JobState
 
 log = logging.getLogger("spooler")
 
-# signal(job, signal, escalate): signal a running job's process group
-Signal = Callable[[Job, int, bool], bool]
+# stop(job, signal, escalate): signal a running job (once its pid is known); False if none is left
+Stop = Callable[[Job, int, bool], bool]
 
 
 class TimeLimits:
@@ -31,13 +31,13 @@ class TimeLimits:
         loop: asyncio.AbstractEventLoop,
         table: JobTable,
         running: RunningJobs,
-        signal_job: Signal,
+        stop: Stop,
         clock: Callable[[], float],
     ) -> None:
         self.loop = loop
         self.table = table
         self.running = running
-        self.signal_job = signal_job
+        self.stop = stop
         self.clock = clock
         self._timers: dict[int, asyncio.TimerHandle] = {}
         running.on_enter.append(self.arm)
@@ -63,9 +63,7 @@ class TimeLimits:
         log.info("job %d reached its time limit (%d s): stopping it", job.id, job.time_limit or 0)
         job.timed_out = True
         self.table.record(job)
-        if job.shim_pid is None:  # just launched: stopped as soon as its pid is known
-            self.running.kill_when_started(job, signal.SIGTERM, True)
-        elif not self.signal_job(job, signal.SIGTERM, True):
+        if not self.stop(job, signal.SIGTERM, True):
             log.info("job %d had no process left to stop", job.id)
 
     def close(self) -> None:

@@ -62,6 +62,7 @@ class Plan:
     allocating: list[tuple[Job, str]] = field(default_factory=list)
     earmark: Earmark | None = None
     backfilled: list[Job] = field(default_factory=list)  # started on earmarked GPUs
+    gpus: Gpus | str | None = None  # the pool the pass placed jobs with (None: no GPU job reached)
 
 
 def dependency_verdict(job: Job, outcome: Outcome) -> tuple[bool, str]:
@@ -91,7 +92,6 @@ def plan(
     """``gpus()``: the pool, or why GPUs cannot be placed now (every GPU job then waits with it);
     called once, when the first GPU job is reached."""
     decisions = Plan()
-    pool: Gpus | str | None = None
     for job in queue:
         ready, skip_reason = dependency_verdict(job, outcome)
         if skip_reason:
@@ -104,9 +104,9 @@ def plan(
         if job.slots > free_slots:
             break
         if job.gpus or job.gpu_indices:
-            if pool is None:
-                pool = gpus()
-            placed = _place(job, pool, decisions, now, policy)
+            if decisions.gpus is None:
+                decisions.gpus = gpus()
+            placed = _place(job, decisions.gpus, decisions, now, policy)
             if placed is None:
                 continue
         else:

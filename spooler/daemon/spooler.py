@@ -83,7 +83,7 @@ class Spooler:
             loop, self.table, self.running, self.gpu, self.events, self.terminals, self.runs_dir, clock
         )
         self.dispatcher.policy = config.policy
-        self.limits = TimeLimits(loop, self.table, self.running, self.signal, clock)
+        self.limits = TimeLimits(loop, self.table, self.running, self.stop, clock)
         self.reaper = Reaper(
             loop, self.table, self.running, self.events, self.waiters, self.runs_dir, self.signal, adoption
         )
@@ -219,11 +219,17 @@ class Spooler:
         grace period.  (``ts -f`` forwards Ctrl-C without escalation, as a terminal would.)"""
         if job.state is not JobState.RUNNING:
             raise RequestError(E_INVALID, f"job {job.id} is not running (it is {job.state.value})")
-        if job.shim_pid is None:  # just launched: signalled as soon as its shim reports its pid
-            self.running.kill_when_started(job, sig, escalate)
-        elif not job.pid or not self.signal(job, sig, escalate):
+        if not self.stop(job, sig, escalate):
             raise RequestError(E_INVALID, f"job {job.id} has no process left to signal")
         job.killed = True  # a job the user killed is not retried
+
+    def stop(self, job: Job, sig: int = signal.SIGTERM, escalate: bool = True) -> bool:
+        """Signal a running job (``-k``, its time limit); one just launched is signalled as soon as
+        its pid is known.  False when nothing of it is left to signal."""
+        if job.shim_pid is None:
+            self.running.kill_when_started(job, sig, escalate)
+            return True
+        return self.signal(job, sig, escalate)
 
     def signal(self, job: Job, sig: int, escalate: bool = True) -> bool:
         if not job.pid or not kill_group(job.pid, sig):
