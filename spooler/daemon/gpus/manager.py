@@ -19,7 +19,7 @@ from typing import Any
 from spooler.daemon.config import Settings
 from spooler.daemon.gpus.inventory import GpuError, GpuInfo, describe_process, open_inventory, parse_visible
 from spooler.daemon.gpus.leases import Lease, LeaseDir, LeaseError, default_lease_dir
-from spooler.daemon.gpus.placement import GpuPool, Holder, describe
+from spooler.daemon.gpus.placement import GpuPool, Holder, Want, describe
 from spooler.jobs import Job
 from spooler.protocol import RequestError
 
@@ -101,7 +101,7 @@ class GpuManager:
         """Who holds each GPU: our running jobs, and the leases of other spoolers."""
         held: dict[int, list[Holder]] = {}
         for job in running:
-            mem = job.gpu_mem_mib if not job.gpu_indices else None
+            mem = Want.of(job).mem_mib
             for index in job.assigned_gpus:
                 held.setdefault(index, []).append(Holder(job.id, mem, job.deadline()))
         leases = self.leases
@@ -121,7 +121,7 @@ class GpuManager:
         """Lease the job's GPUs machine-wide (all or none); the reason if another spooler was first."""
         if self.leases is None:
             return []
-        mem = None if job.gpu_indices else job.gpu_mem_mib
+        mem = Want.of(job).mem_mib
         taken: list[Lease] = []
         for uuid in uuids:
             lease = self.leases.acquire(uuid, mem_mib=mem, job_id=job.id)

@@ -31,7 +31,7 @@ class Want:
     """What a job asks of the GPUs."""
 
     count: int
-    mem_mib: int | None = None  # --gpu_mem: share GPUs with this much free and not promised
+    mem_mib: int | None = None  # --gpu_mem: share GPUs with this much free and not promised (-g: never)
     indices: tuple[int, ...] = ()  # -g: exactly these GPUs, without the memory check
     min_free_mib: int = 0  # a retry after CUDA ran out of memory waits for this much free
 
@@ -160,7 +160,7 @@ class GpuPool:
 
     def take(self, job: Job, indices: Sequence[int], until: float | None = None) -> None:
         """The job starts on these GPUs: later placements in this pass see them held."""
-        mem = job.gpu_mem_mib if not job.gpu_indices else None
+        mem = Want.of(job).mem_mib
         for index in indices:
             self.held.setdefault(index, []).append(Holder(job.id, mem, until))
 
