@@ -394,3 +394,20 @@ def test_a_full_queue_makes_the_submitter_wait_unless_no_block(make_core: MakeCo
     assert conn.deferred == 1 and len(c.sp.table.jobs) == 2
     c.run(running)  # the queued job starts: there is room
     assert conn.replies == [{"ok": True, "id": 2}] and c.queue() == [2]
+
+
+def test_a_time_limit_fires_and_is_enforced_again_after_a_restart(core: Core) -> None:
+    c = core
+    job = c.submit("work", time_limit=60)
+    pid = c.started(job)
+    c.loop.advance(59)
+    assert c.signals == []
+    c.loop.advance(2)
+    assert c.signals == [(pid, signal.SIGTERM)] and c.job(job).timed_out
+    c.adoption.alive.add(pid)
+    c.restart()  # the job ignored SIGTERM and the daemon died before its SIGKILL
+    assert c.signals[-1] == (pid, signal.SIGTERM)  # stopped again at once, escalation re-armed
+    c.loop.advance(11)  # TS_KILL_GRACE
+    assert c.signals[-1] == (pid, signal.SIGKILL)
+    c.adopted_exit(job, 137)
+    assert c.state(job) == "timeout"

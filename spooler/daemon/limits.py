@@ -45,8 +45,9 @@ class TimeLimits:
 
     def arm(self, job: Job) -> None:
         deadline = job.deadline()
-        if deadline is None or job.timed_out:
-            return
+        if deadline is None:
+            return  # (one that timed out under an earlier daemon is stopped again at once: that
+            # daemon's SIGKILL after the grace period died with it)
         self.disarm(job)
         delay = max(0.0, deadline - self.clock())
         self._timers[job.id] = self.loop.call_later(delay, self._reached, job)
