@@ -41,7 +41,8 @@ class JobState(str, enum.Enum):
 _ALLOWED: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.ALLOCATING, JobState.RUNNING, JobState.SKIPPED}),
     JobState.ALLOCATING: frozenset({JobState.QUEUED, JobState.RUNNING, JobState.SKIPPED}),
-    JobState.RUNNING: frozenset({JobState.FINISHED, JobState.LOST, JobState.TIMEOUT}),
+    # RUNNING -> QUEUED: a launch that never reached a launcher (the daemon died sending it)
+    JobState.RUNNING: frozenset({JobState.FINISHED, JobState.LOST, JobState.TIMEOUT, JobState.QUEUED}),
     JobState.FINISHED: frozenset({JobState.QUEUED}),
     JobState.SKIPPED: frozenset({JobState.QUEUED}),
     JobState.LOST: frozenset({JobState.QUEUED}),
@@ -117,7 +118,7 @@ class Job:
             self.reason = ""
         elif new.is_done:
             self.end_time = now
-        elif new is JobState.QUEUED and self.state.is_done:
+        elif new is JobState.QUEUED and self.state is not JobState.ALLOCATING:
             self.start_time = self.end_time = None
             self.exit_code = self.signal = self.pid = self.shim_pid = None
             self.assigned_gpus = []

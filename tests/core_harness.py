@@ -344,6 +344,14 @@ class Core:
         finally:
             os.close(exit_log.fd)
 
+    def record_start(self, job_id: int, pid: int, launcher_pid: int = 4242) -> None:
+        """A launcher records that it started the job (as it does before it reports it)."""
+        exit_log = ExitLog(log_path(self.sp.runs_dir, launcher_pid))
+        try:
+            exit_log.started(job_id, pid, pid)
+        finally:
+            os.close(exit_log.fd)
+
     def adopted_exit(self, job_id: int, code: int | None = 0) -> None:
         """An adopted job's shim exits (its pidfd became readable), having recorded ``code`` in
         its launcher's exit log, or nothing when ``code`` is None."""

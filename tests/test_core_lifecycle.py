@@ -164,7 +164,8 @@ def test_a_retry_does_not_forget_that_its_dependency_succeeded(make_core: MakeCo
         pytest.param("signal recorded", "finished", None, signal.SIGKILL, id="signal recorded while down"),
         pytest.param("recorded, start not reported", "finished", 6, None, id="recorded, pid never known"),
         pytest.param("neither", "lost", None, None, id="no record, shim gone"),
-        pytest.param("never started", "lost", None, None, id="launched, never reported"),
+        pytest.param("never started", "queued", None, None, id="launch sent, never started"),
+        pytest.param("started, not reported", "running", None, None, id="start only in the log"),
         pytest.param("alive", "running", None, None, id="shim alive: adopted"),
     ],
 )
@@ -174,11 +175,14 @@ def test_recovery_of_running_jobs_at_start(
     c = core
     job = c.submit("work")
     behind = c.submit("true")  # one slot
-    if case not in ("never started", "recorded, start not reported"):
+    if case not in ("never started", "recorded, start not reported", "started, not reported"):
         pid = c.started(job)
     c.stop()
     c.loop.advance(1)
-    if case == "exit recorded":
+    if case == "started, not reported":  # the daemon died before it heard the report
+        c.record_start(job, 778)
+        c.adoption.alive.add(778)
+    elif case == "exit recorded":
         c.record_exit(job, 3)
     elif case == "signal recorded":
         c.record_exit(job, signal=signal.SIGKILL)
@@ -188,9 +192,15 @@ def test_recovery_of_running_jobs_at_start(
         c.adoption.alive.add(pid)
     c.start()
     record = c.job(job)
+    if state == "queued":  # it never ran: it goes first again, and only now starts
+        assert c.launched() == [job] and c.state(job) == "running" and record.attempt == 1
+        assert c.queue() == [behind]
+        return
     assert record.state.value == state
     assert (record.exit_code, record.signal) == (exit_code, sig)
     assert c.launched() == ([] if state == "running" else [behind])  # never launched again
+    if case == "started, not reported":
+        assert (record.shim_pid, record.pid) == (778, 778)
     if state == "lost":
         assert "exit status was never recorded" in record.reason and record.exit_status == 255
     if state == "running":
@@ -242,7 +252,8 @@ def test_launcher_loss_while_jobs_run(
         c.record_exit(job, 5)
     c.launcher_died()
     assert c.state(job) == state and c.job(job).exit_code == exit_code
-    assert c.state(just_launched) == "lost"  # no pid, no record: nothing to watch
+    # Its launch died with the launcher, unstarted (no start record): the new launcher runs it.
+    assert c.state(just_launched) == "running" and c.launched() == [job, just_launched, just_launched]
     if state == "running":
         assert waiter.replies == [] and c.sp.running.is_adopted(job)
         c.adopted_exit(job, 0)

@@ -137,8 +137,19 @@ class Dispatcher:
         )
         place_output(spec, job, settings.logdir, terminal is not None)
         assert self.backend is not None, "jobs start only once the daemon has started its launcher"
+        job.transition(JobState.RUNNING, now)
+        job.pid = job.shim_pid = None  # known when the launcher reports in
+        # Recorded before the launch is sent: a daemon that dies after sending it must leave a
+        # job the next daemon looks for in the launchers' logs, never one it starts again.
+        self.table.record(job)
         try:
             self.backend.launch(spec, terminal, [fd for lease in leases for fd in lease.fds])
+        except OSError as exc:  # no launcher could be started: the job waits for the next pass
+            for lease in leases:
+                lease.release()
+            self.events.unstarted(job, f"could not be handed to a launcher: {exc}", kick=False)
+            self.loop.call_later(1.0, self.kick)  # not at once: that would spin
+            return
         except BaseException:
             for lease in leases:
                 lease.release()
@@ -147,8 +158,6 @@ class Dispatcher:
             close_pair(terminal)
             for lease in leases:  # the launcher holds them now, until the job ends
                 lease.close()
-        job.transition(JobState.RUNNING, now)
-        job.pid = job.shim_pid = None  # known when the shim reports in
+        # Only now: a launcher replaced during the launch must not count it among its own.
         self.running.add(job)
         self.table.last_run = job.id
-        self.table.record(job)

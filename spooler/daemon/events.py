@@ -125,6 +125,18 @@ class Events:
         self.table.record(job)
         self.kick()
 
+    def unstarted(self, job: Job, why: str, *, kick: bool = True) -> None:
+        """A job recorded as started whose launch never reached a launcher: it never ran, so it
+        goes back to its place in the queue (not lost, and not run twice)."""
+        self.running.remove(job)
+        log.warning("job %d %s; it waits again", job.id, why)
+        job.transition(JobState.QUEUED, self.clock())
+        job.log_path = None
+        self.table.requeued(job, new_seq=False)
+        self.table.record(job)
+        if kick:
+            self.kick()
+
     def removed(self, job: Job) -> None:
         """Forget a job that is not running (``ts -r``, ``-C``, TS_MAXFINISHED): its waiters are
         told it was removed, and its snapshot goes with the last job using it."""

@@ -20,7 +20,6 @@ from spooler.daemon.waiters import Waiters
 from spooler.jobs import Job, JobState
 
 STATUS_WAIT_TRIES = 250  # 5 s in steps of 20 ms
-ExitLogs = dict[int, list[exits.Exit]]
 # signal(job, signal, escalate): signal a running job's process group
 Signal = Callable[[Job, int, bool], bool]
 
@@ -47,8 +46,8 @@ class Reaper:
         self.adoption = adoption or Adoption(loop, self.adopted_exited)
         self._reported_shims: set[int] = set()  # -z shims whose job's end was reported
 
-    def _collect(self, job: Job, logs: ExitLogs | None = None) -> exits.Exit | None:
-        """How this run of the job ended, from the launchers' exit logs; None if not recorded."""
+    def _collect(self, job: Job, logs: exits.Logs | None = None) -> exits.Exit | None:
+        """How this run of the job ended, from the launchers' logs; None if not recorded."""
         found = logs if logs is not None else exits.read(self.runs_dir)
         return exits.find(found, job.id, job.shim_pid, job.start_time)
 
@@ -87,14 +86,35 @@ class Reaper:
                 reason = f"its supervising process ended unexpectedly ({code or sig})"
                 self.events.end(job, JobState.FINISHED, reason)
 
-    def recover(self, job: Job, logs: ExitLogs | None = None) -> None:
-        """A job that was running when the last daemon stopped: collect, adopt, or mark lost."""
+    def recover(self, job: Job, logs: exits.Logs | None = None) -> None:
+        """A job whose launcher's reports will not come (an earlier daemon started it, or the
+        launcher died): collect its end, adopt it, put it back in the queue, or mark it lost.
+
+        ``logs`` must be settled (see ``exits.read_settled``): a launcher that may still start
+        what it was sent would make a job without a start record look as if it never started.
+        """
+        logs = logs if logs is not None else exits.read(self.runs_dir)
         record = self._collect(job, logs)
         if record is not None:
             self.running.add(job)
             self._finish(job, record.wait_status, record.error, record.end)
-        elif self.adoption.adopt(job):
+            return
+        start = exits.find_start(logs, job.id, job.shim_pid, job.start_time)
+        if job.shim_pid is None:
+            if start is None:
+                # The daemon died (or the launcher did) between recording the start and the
+                # launcher starting it: it never ran.
+                self.events.unstarted(job, "was being handed to the launcher when it or the daemon stopped")
+                return
+            # Its start was never reported to (or recorded by) the daemon: the log knows it.
+            job.shim_pid, job.pid = start.pid, start.job_pid or None
+            self.table.record(job)
+        if self.adoption.adopt(job):
             self.running.add(job, adopted=True)
+        elif start is not None and exits.launcher_alive(start.launcher):
+            # Gone, but its launcher lives: it records the end in a moment (it reaps, then writes).
+            self.running.add(job, adopted=True)
+            self.adopted_exited(job.id)
         else:
             # Wakes anyone waiting on it: its launcher may have died under this daemon.
             reason = "was running when the daemon stopped, and its exit status was never recorded"
@@ -119,7 +139,7 @@ class Reaper:
         if record is not None:
             self._finish(job, record.wait_status, record.error, record.end)
         else:
-            reason = "its supervising process ended without recording an exit status"
+            reason = "its launcher (or shim) died without recording an exit status"
             self.events.end(job, JobState.LOST, reason)
 
     def close(self) -> None:

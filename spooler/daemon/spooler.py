@@ -106,9 +106,11 @@ class Spooler:
         """Read the save-list, settle the jobs an earlier daemon left running, start the launcher."""
         ensure_dirs(self.config.savelist, self.runs_dir)
         was_running = self.table.load()
-        logs = exits.read(self.runs_dir)
+        logs = exits.read_settled(self.runs_dir) if was_running else exits.Logs()
         for job in was_running:
             self.reaper.recover(job, logs)
+        # The logs of dead launchers go only once what was read from them is durable.
+        self.table.commit()
         exits.remove_logs_of_dead_launchers(self.runs_dir, alive=set())
         self.backend.start()
         self.table.compact_at_start()

@@ -73,6 +73,8 @@ def serve(requests: socket.socket, notes: socket.socket, exit_log: ExitLog) -> N
             continue
         received = _receive(requests)
         if received is None:
+            # Everything the daemon sent is started: say so, for the next daemon (see exits).
+            exit_log.drained()
             daemon_gone = True  # our jobs keep running; we record their ends, then exit
             continue
         body, fds = received
@@ -121,6 +123,7 @@ def _spawn(
     os.chdir("/")  # hold no job's directory
     if pid:
         jobs[pid] = spec
+        exit_log.started(spec.job_id, pid, pid)  # first: the daemon may die before it hears
         tell(notes, ["started", spec.job_id, pid, pid])
     else:
         _report_failure(spec, error, notes, exit_log, status)
@@ -162,6 +165,7 @@ def _fork_shim(
         finally:
             os._exit(code)
     shims[pid] = spec.job_id
+    exit_log.started(spec.job_id, pid, 0)  # the shim records the job's own pid once it has one
     return pid
 
 

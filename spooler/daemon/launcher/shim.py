@@ -35,6 +35,8 @@ def run_shim(spec: Launch, stdout_fd: int, stderr_fd: int, notify: socket.socket
         pipe_read, out = os.pipe()
         err = out if stderr_fd == stdout_fd else stderr_fd
     job_pid, error, wait_status = spawn_job(spec, out, err)
+    if job_pid:
+        exits.started(spec.job_id, os.getpid(), job_pid)
     tell(notify, ["started", spec.job_id, os.getpid(), job_pid])
     if spec.compress:
         os.close(out)
