@@ -54,8 +54,6 @@ class Client(client.Client):
     """A connection to the daemon (started if none runs), with one method per action."""
 
     def __init__(self, socket: str | None = None, autostart: bool = True) -> None:
-        self.socket_path = socket
-        self.autostart = autostart
         super().__init__(socket, autostart)
 
     def call(self, request: rq.Request, fds: list[int] | None = None) -> dict[str, Any]:
@@ -70,8 +68,7 @@ class Client(client.Client):
         """The daemon closes connections left idle; reconnect before, never after, sending."""
         readable, _, _ = select.select([self.sock], [], [], 0)
         if readable:  # EOF, or the daemon's last words before it closed: either way, start afresh
-            self.sock.close()
-            self.sock = client.connect(self.socket_path, self.autostart)
+            self.reconnect()
 
     # -- queueing --------------------------------------------------------------------------
 
@@ -140,7 +137,7 @@ class Client(client.Client):
                 request.command, plain, skip_if_exists, allow_extra=allow_extra
             )
             request.args = plain
-        return int(self.call(request)["id"])
+        return int(self.submit_request(request)["id"])
 
     def sweep(
         self,
@@ -168,7 +165,7 @@ class Client(client.Client):
             raise UsageError("a sweep needs at least one run")
         request = self._submission(cwd, env, **options)
         request.items, request.sweep = items, name
-        reply = self.call(request)
+        reply = self.submit_request(request)
         ids = [int(i) for i in reply["ids"]]
         if reply.get("partial"):
             raise PartlyQueued(str(reply["partial"]), ids)

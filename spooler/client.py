@@ -15,13 +15,13 @@ import sys
 import time
 
 from spooler import paths, protocol
-from spooler.errors import DaemonUnavailable, QueueFull, RemoteError, VersionMismatch
+from spooler.errors import ConnectionLost, DaemonUnavailable, QueueFull, RemoteError, VersionMismatch
 
 TYPE_CHECKING = False  # typing costs ts about 2 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
     from typing import Any
 
-    from spooler.protocol.requests import Request
+    from spooler.protocol.requests import Request, Submit
 
 START_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 30.0
@@ -124,9 +124,12 @@ def connect(sock_path: str | None = None, autostart: bool = True) -> socket.sock
 def _recv_exact(sock: socket.socket, size: int) -> bytes:
     data = bytearray()
     while len(data) < size:
-        chunk = sock.recv(size - len(data))
+        try:
+            chunk = sock.recv(size - len(data))
+        except ConnectionResetError:
+            chunk = b""
         if not chunk:
-            raise DaemonUnavailable("the daemon closed the connection")
+            raise ConnectionLost("the daemon closed the connection")
         data += chunk
     return bytes(data)
 
@@ -147,16 +150,26 @@ class Client:
     """One connection to the daemon; requests go one at a time."""
 
     def __init__(self, sock_path: str | None = None, autostart: bool = True) -> None:
+        self.sock_path = sock_path
+        self.autostart = autostart
         self.sock = connect(sock_path, autostart)
+
+    def reconnect(self) -> None:
+        self.sock.close()
+        self.sock = connect(self.sock_path, self.autostart)
 
     def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         frame = protocol.encode(message)
-        if fds:
-            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
-            sent = self.sock.sendmsg([frame], ancillary)
-            frame = frame[sent:]
-        if frame:
-            self.sock.sendall(frame)
+        try:
+            if fds:
+                ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+                sent = self.sock.sendmsg([frame], ancillary)
+                frame = frame[sent:]
+            if frame:
+                self.sock.sendall(frame)
+        except (BrokenPipeError, ConnectionResetError):
+            # Never mistaken for ``ts -l | head`` (a closed stdout, which exits quietly).
+            raise ConnectionLost("the daemon closed the connection") from None
 
     def receive(self) -> dict[str, Any]:
         header = _recv_exact(self.sock, protocol.HEADER.size)
@@ -167,6 +180,22 @@ class Client:
         """Send one request and return its reply; an error reply raises."""
         self.send(request.wire(), fds)
         return check(self.receive())
+
+    def submit_request(self, request: Submit, fds: list[int] | None = None) -> dict[str, Any]:
+        """Queue: :meth:`call`, but when the connection drops before the reply (the daemon
+        died), the same submission goes again on a new connection, to a new daemon if need
+        be.  Its token makes the daemon answer a repeat with the ids it gave the first time, so
+        a daemon's death costs a delay, never a lost or a doubled job."""
+        if request.token is None:
+            request.token = os.urandom(12).hex()
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        while True:
+            try:
+                return self.call(request, fds)
+            except ConnectionLost:
+                if time.monotonic() > deadline:
+                    raise
+                self.reconnect()
 
     def request(self, op: str, *, fds: list[int] | None = None, **fields: Any) -> dict[str, Any]:
         """The same with an untyped request map (tests and tools)."""

@@ -23,6 +23,10 @@ class DaemonUnavailable(SpoolerError):
     """No daemon answers and none could be started."""
 
 
+class ConnectionLost(DaemonUnavailable):
+    """The connection dropped before the reply came: the daemon died (or was stopped)."""
+
+
 class VersionMismatch(SpoolerError):
     """Client and daemon speak different protocol versions."""
 

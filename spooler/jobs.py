@@ -109,6 +109,7 @@ class Job:
     snapshot: str | None = None  # directory holding the code snapshot the job runs in
     snapshot_info: str | None = None  # what the snapshot is of (git commit, dirty or not)
     result: Any = None  # JSON the job wrote to $TS_RESULT_FILE
+    token: str | None = None  # its submission's token, kept while a repeat may come (table)
 
     def transition(self, new: JobState, now: float) -> None:
         if new not in _ALLOWED[self.state]:

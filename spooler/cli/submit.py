@@ -135,7 +135,7 @@ def _send(req: Submit, snapshot: bool) -> dict[str, Any]:
         if snapshot:
             _snapshot(client, req)
         if not req.foreground:
-            return client.call(req, fds=fds)
+            return client.submit_request(req, fds)
         # -f: like running the command itself: no id, its exit status; signals reach the job
         with ForwardedSignals() as forwarded:
             reply = forwarded.submit(client, fds, req)
@@ -256,8 +256,19 @@ def enqueue(inv: Invocation) -> int:
     reply = _send(req, bool(opts.get("snapshot")))
     if "exit_status" in reply:
         return int(reply["exit_status"])
-    print("\n".join(map(str, reply.get("ids", [reply.get("id")]))))
+    _print_ids(reply)
     return _partial(reply)
+
+
+def _print_ids(reply: dict[str, Any]) -> None:
+    """A submission succeeds only with the ids printed: a script that checks ``$?`` may rely
+    on them."""
+    ids = reply.get("ids") if "ids" in reply else [reply.get("id")]
+    if not ids or not all(isinstance(i, int) for i in ids):
+        from spooler.errors import RemoteError
+
+        raise RemoteError("the daemon's reply carried no job id")
+    print("\n".join(map(str, ids)))
 
 
 def _partial(reply: dict[str, Any]) -> int:
@@ -312,5 +323,5 @@ def sweep(inv: Invocation) -> int:
     req = submission(opts)
     req.items, req.sweep = items, loaded.name
     reply = _send(req, bool(opts.get("snapshot")))
-    print("\n".join(map(str, reply["ids"])))
+    _print_ids(reply)
     return _partial(reply)

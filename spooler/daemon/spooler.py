@@ -106,6 +106,7 @@ class Spooler:
         """Read the save-list, settle the jobs an earlier daemon left running, start the launcher."""
         ensure_dirs(self.config.savelist, self.runs_dir)
         was_running = self.table.load()
+        self.table.keep_recent_tokens(self.clock())
         logs = exits.read_settled(self.runs_dir) if was_running else exits.Logs()
         for job in was_running:
             self.reaper.recover(job, logs)
@@ -308,6 +309,7 @@ def job_of(request: Submit, command: list[str], now: float) -> Job:
         skip_if_exists=request.skip_if_exists,
         snapshot=request.snapshot,
         snapshot_info=request.snapshot_info,
+        token=request.token,
     )
 
 

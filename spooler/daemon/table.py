@@ -28,6 +28,10 @@ from spooler.protocol import E_NOT_FOUND, RequestError
 
 log = logging.getLogger("spooler")
 
+# How long a submission's token is remembered: a client sends a submission again within
+# seconds of the daemon's death (its reconnect starts a new one); minutes leave a wide margin.
+TOKEN_RETENTION = 600.0
+
 
 class JobTable:
     def __init__(self, config: StartupConfig, keep_fds: frozenset[int] = frozenset()) -> None:
@@ -44,6 +48,8 @@ class JobTable:
         self.last_run: int | None = None
         self.done_order: OrderedDict[int, None] = OrderedDict()  # ended ids, oldest first
         self.warnings: list[str] = []
+        # Recent submissions' tokens -> the ids of their jobs, oldest first (see Submit.token).
+        self.tokens: OrderedDict[str, list[int]] = OrderedDict()
 
     # -- loading and compaction ------------------------------------------------------------
 
@@ -165,6 +171,30 @@ class JobTable:
         self.next_id += 1
         self.jobs[job.id] = job
         self.last_added = job.id
+        if job.token is not None:
+            self._forget_tokens(job.enqueue_time)
+            self.tokens.setdefault(job.token, []).append(job.id)
+
+    def keep_recent_tokens(self, now: float) -> None:
+        """At start-up: remember the tokens of the submissions a client may still repeat."""
+        for job in sorted(self.jobs.values(), key=lambda j: j.id):
+            if job.token is not None:
+                self.tokens.setdefault(job.token, []).append(job.id)
+        self._forget_tokens(now)
+
+    def _forget_tokens(self, now: float) -> None:
+        """Tokens older than the retention are dropped, from the jobs too (so a compaction
+        leaves them out): the memory they take stays bounded however long the list grows."""
+        while self.tokens:
+            token, ids = next(iter(self.tokens.items()))
+            first = self.jobs.get(ids[0])
+            if first is not None and first.enqueue_time > now - TOKEN_RETENTION:
+                return
+            del self.tokens[token]
+            for job_id in ids:
+                job = self.jobs.get(job_id)
+                if job is not None:
+                    job.token = None
 
     def ended(self, job: Job) -> list[Job]:
         """Note that the job ended; returns the oldest ended jobs beyond TS_MAXFINISHED, to forget."""

@@ -168,6 +168,9 @@ class Submit(Request, op="submit"):
     skip_if_exists: str | None = field(default=None, max_len=_PATH)
     snapshot: str | None = field(default=None, max_len=_PATH)
     snapshot_info: str | None = field(default=None, max_len=_PATH)
+    # Unique per submission: the daemon answers a repeat (sent again after the connection
+    # dropped) with the ids it gave, instead of queueing the jobs twice.
+    token: str | None = field(default=None, max_len=64)
 
 
 class List(Request, op="list"):

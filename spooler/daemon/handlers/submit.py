@@ -48,19 +48,28 @@ def _check(sp: Spooler, req: Submit) -> None:
 
 def submit(sp: Spooler, req: Submit, conn: Connection) -> Reply:
     runs = _runs(req)
-    _check(sp, req)
     single = req.items is None and req.batch is None
+    # A repeat of a submission whose reply was lost (the client sends it again after the
+    # daemon died): answer with the ids given, and queue only what a death cut short.
+    given = list(sp.table.tokens.get(req.token, ())) if req.token else []
+    if given and single:
+        return {"ok": True, "id": given[0]}
+    _check(sp, req)
     if req.foreground and not single:
         raise bad("-f waits for one job: it cannot go with a batch or a sweep")
     if single:
         return _submit_one(sp, req, runs[0], conn)
+    total = len(runs)
+    runs = runs[len(given) :]
     limit = sp.config.queue_limit
     if limit is not None and len(sp.table.queue) + len(runs) > limit:
         raise RequestError(
             E_QUEUE_FULL, f"{len(runs)} jobs do not fit the queue limit of {limit} (TS_MAXCONN)"
         )
     chain = req.after_last  # -d in a batch: each line runs after the one before
-    ids: list[int] = []
+    ids = given
+    if chain and ids:
+        req.after = [*req.after[:-1], ids[-1]]
     for command, args, marker in runs:
         req.args, req.skip_if_exists = args, marker
         try:
@@ -70,7 +79,7 @@ def submit(sp: Spooler, req: Submit, conn: Connection) -> Reply:
                 raise
             # The save-list cannot be written (a full disk): the jobs recorded so far stay
             # queued, and the client is told which they are.
-            return {"ok": True, "ids": ids, "partial": f"only {len(ids)} of {len(runs)} jobs queued: {exc}"}
+            return {"ok": True, "ids": ids, "partial": f"only {len(ids)} of {total} jobs queued: {exc}"}
         if chain:
             req.after = [*req.after[:-1], ids[-1]]
     return {"ok": True, "ids": ids}
