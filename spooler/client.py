@@ -25,10 +25,13 @@ if TYPE_CHECKING:
 
 START_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 30.0
+RESEND_TRIES = 20  # connections that dropped before a submission's reply, before giving up
+SPAWN_TRIES = 5  # daemons that died before they served (killed while starting) before giving up
 
 
-def _spawn_daemon(sock_path: str, lock_fd: int) -> None:
-    """Start a daemon in the background and wait until it reports that it serves.
+def _spawn_daemon(sock_path: str, lock_fd: int) -> bool:
+    """Start a daemon in the background and wait until it reports that it serves (True), or
+    says why it cannot (raised), or dies without a word (False: killed while starting).
 
     fork, setsid, fork: the daemon is no child of ours and has no controlling terminal.  It
     inherits the locked lock file, so no other client can start a second one meanwhile.
@@ -67,10 +70,7 @@ def _spawn_daemon(sock_path: str, lock_fd: int) -> None:
             print(f"ts: {line}", file=sys.stderr)
         elif line.startswith("error: "):
             raise DaemonUnavailable(f"the daemon could not start: {line[7:]}")
-    if "ready" not in lines:
-        raise DaemonUnavailable(
-            f"the daemon for {sock_path} did not start (see its log in the state directory)"
-        )
+    return "ready" in lines
 
 
 def _read_ready(fd: int) -> list[str]:
@@ -92,6 +92,7 @@ def connect(sock_path: str | None = None, autostart: bool = True) -> socket.sock
     paths.check_socket_path(sock_path)
     deadline = time.monotonic() + CONNECT_TIMEOUT
     delay = 0.002
+    silent_deaths = 0
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -111,8 +112,14 @@ def connect(sock_path: str | None = None, autostart: bool = True) -> socket.sock
         except BlockingIOError:
             pass  # a daemon runs, or another client is starting one: wait for its socket
         else:
-            _spawn_daemon(sock_path, lock_fd)
-            continue
+            if _spawn_daemon(sock_path, lock_fd):
+                continue
+            silent_deaths += 1  # killed while it started: start another, a few times
+            if silent_deaths < SPAWN_TRIES and time.monotonic() < deadline:
+                continue
+            raise DaemonUnavailable(
+                f"the daemon for {sock_path} did not start (see its log in the state directory)"
+            )
         finally:
             os.close(lock_fd)
         if time.monotonic() > deadline:
@@ -189,13 +196,14 @@ class Client:
         if request.token is None:
             request.token = os.urandom(12).hex()
         deadline = time.monotonic() + CONNECT_TIMEOUT
-        while True:
+        for attempt in range(1, RESEND_TRIES + 1):
             try:
                 return self.call(request, fds)
             except ConnectionLost:
-                if time.monotonic() > deadline:
+                if attempt == RESEND_TRIES or time.monotonic() > deadline:
                     raise
                 self.reconnect()
+        raise AssertionError("unreachable")
 
     def request(self, op: str, *, fds: list[int] | None = None, **fields: Any) -> dict[str, Any]:
         """The same with an untyped request map (tests and tools)."""
