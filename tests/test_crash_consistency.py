@@ -20,7 +20,7 @@ from conftest import TS, Spool, wait_for
 from spooler import protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import chaos  # noqa: E402
+import chaos
 
 
 class HangingUpDaemon:
