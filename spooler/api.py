@@ -193,7 +193,7 @@ class Client(client.Client):
 
     def wait(self, job_id: int) -> int:
         """Block until the job ends; returns its exit status (255: killed by a signal or skipped)."""
-        return int(self.call(rq.Wait(id=int(job_id)))["exit_status"])
+        return int(self.call_again_if_lost(rq.Wait(id=int(job_id)))["exit_status"])
 
     # -- acting --------------------------------------------------------------------------------
 

@@ -189,18 +189,24 @@ class Client:
         return check(self.receive())
 
     def submit_request(self, request: Submit, fds: list[int] | None = None) -> dict[str, Any]:
-        """Queue: :meth:`call`, but when the connection drops before the reply (the daemon
-        died), the same submission goes again on a new connection, to a new daemon if need
-        be.  Its token makes the daemon answer a repeat with the ids it gave the first time, so
-        a daemon's death costs a delay, never a lost or a doubled job."""
+        """Queue, surviving the daemon's death (:meth:`call_again_if_lost`).  The submission's
+        token makes the daemon answer a repeat with the ids it gave the first time, so a
+        daemon's death costs a delay, never a lost or a doubled job."""
         if request.token is None:
             request.token = os.urandom(12).hex()
-        deadline = time.monotonic() + CONNECT_TIMEOUT
+        return self.call_again_if_lost(request, fds)
+
+    def call_again_if_lost(self, request: Request, fds: list[int] | None = None) -> dict[str, Any]:
+        """:meth:`call` for a request that may be sent twice: when the connection drops before
+        the reply (the daemon died), it goes again on a new connection, to a new daemon if
+        need be."""
+        first_loss = None  # counted from the first loss: a wait may have lasted for hours
         for attempt in range(1, RESEND_TRIES + 1):
             try:
                 return self.call(request, fds)
             except ConnectionLost:
-                if attempt == RESEND_TRIES or time.monotonic() > deadline:
+                first_loss = first_loss or time.monotonic()
+                if attempt == RESEND_TRIES or time.monotonic() - first_loss > CONNECT_TIMEOUT:
                     raise
                 self.reconnect()
         raise AssertionError("unreachable")

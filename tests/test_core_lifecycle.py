@@ -422,3 +422,20 @@ def test_a_time_limit_fires_and_is_enforced_again_after_a_restart(core: Core) ->
     assert c.signals[-1] == (pid, signal.SIGKILL)
     c.adopted_exit(job, 137)
     assert c.state(job) == "timeout"
+
+
+def test_a_job_lost_with_its_launcher_runs_again_with_retry(make_core: MakeCore) -> None:
+    """Lost is found only once its process is gone: with --retry it gets another attempt (and
+    without, it stays lost); a job the user killed is not retried."""
+    c = make_core(3)
+    retried = c.submit("work", retry=1)
+    plain = c.submit("work")
+    killed = c.submit("work", retry=1)
+    for job in (retried, plain, killed):
+        c.started(job)
+    c.kill(killed)
+    c.launcher_died()  # no process alive, no exit recorded: all three are lost
+    assert (c.state(retried), c.job(retried).attempt) == ("running", 2)
+    assert c.job(retried).attempts[0]["reason"].startswith("was running when")
+    assert c.state(plain) == "lost" and c.state(killed) == "lost"
+    assert c.launched() == [retried, plain, killed, retried]

@@ -146,8 +146,11 @@ def _simple(kind: type[rq.Request], with_id: bool = False, **fixed: Any) -> Call
 
 
 def _wait(inv: Invocation) -> int:
+    request = rq.Wait(id=job_id(inv.value, inv.action_option))
     with Client() as client:
-        reply = client.call(rq.Wait(id=job_id(inv.value, inv.action_option)))
+        # A daemon that dies meanwhile is waited through (its successor knows the job), as
+        # long as the job is named: "the last job" may be another one by then.
+        reply = client.call(request) if request.id is None else client.call_again_if_lost(request)
     if reply.get("removed"):
         print(f"ts: job {reply['id']} was removed before it ended", file=sys.stderr)
     return int(reply["exit_status"])

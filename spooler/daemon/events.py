@@ -72,6 +72,9 @@ class Events:
             )
         job.transition(state, at or self.clock())
         job.reason = reason
+        if state is JobState.LOST and self._retries(job):
+            self._retry(job)  # its process is gone (that is how it was found lost): run it again
+            return
         if state in (JobState.FINISHED, JobState.TIMEOUT):
             self._outcome(job, code, sig)
             if self._retries(job):
@@ -90,10 +93,12 @@ class Events:
 
     @staticmethod
     def _retries(job: Job) -> bool:
-        """--retry: a failed attempt runs again, unless the user killed it; a timed-out one only
-        with --retry-timeout."""
+        """--retry: a failed or lost attempt runs again, unless the user killed it; a timed-out
+        one only with --retry-timeout."""
         if job.killed or job.attempt > job.max_retries:
             return False
+        if job.state is JobState.LOST:  # its launcher died: how it ended is unknown
+            return True
         if job.state is JobState.TIMEOUT:
             return job.retry_timeout
         return job.exit_code != 0
