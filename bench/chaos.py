@@ -195,6 +195,25 @@ class Storm:
             "lost, no launcher died": len(lost_unexplained),
         }
 
+    def details(self, jobs: list[dict[str, Any]]) -> list[str]:
+        """One line per violation, with what the call said and what became of its job."""
+        ran = Counter(self.runs_file.read_text().split())
+        by_tag = {_tag_of(j["command"]): j for j in jobs}
+        lines = []
+        for call in self.calls:
+            job = by_tag.get(call.tag)
+            acked = call.returncode == 0
+            if (acked and ran[call.tag] != 1) or (not acked and (job or ran[call.tag])) or ran[call.tag] > 1:
+                what = {k: job.get(k) for k in ("id", "state", "reason", "attempt")} if job else None
+                said = f"exit {call.returncode} {call.stderr.strip()!r}"
+                lines.append(f"{call.tag}: {said}, ran {ran[call.tag]}x, job {what}")
+        lines += [
+            f"lost: {j['id']} {j['reason']}"
+            for j in jobs
+            if j["state"] == "lost" and not self._launcher_killed_during(j)
+        ]
+        return lines
+
     def _launcher_killed_during(self, job: dict[str, Any]) -> bool:
         started = job.get("start_time") or 0.0
         return any(t >= started for t in self.launcher_kill_times)
@@ -278,7 +297,10 @@ def main() -> int:
         began = time.monotonic()
         try:
             storm.run()
-            figures = storm.check(storm.settle())
+            jobs = storm.settle()
+            figures = storm.check(jobs)
+            for line in storm.details(jobs):
+                print(line, file=sys.stderr)
         finally:
             storm.stop_daemon()
         print(table(figures, time.monotonic() - began))

@@ -15,7 +15,14 @@ import sys
 import time
 
 from spooler import paths, protocol
-from spooler.errors import ConnectionLost, DaemonUnavailable, QueueFull, RemoteError, VersionMismatch
+from spooler.errors import (
+    ConnectionLost,
+    DaemonDiedStarting,
+    DaemonUnavailable,
+    QueueFull,
+    RemoteError,
+    VersionMismatch,
+)
 
 TYPE_CHECKING = False  # typing costs ts about 2 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
@@ -117,7 +124,7 @@ def connect(sock_path: str | None = None, autostart: bool = True) -> socket.sock
             silent_deaths += 1  # killed while it started: start another, a few times
             if silent_deaths < SPAWN_TRIES and time.monotonic() < deadline:
                 continue
-            raise DaemonUnavailable(
+            raise DaemonDiedStarting(
                 f"the daemon for {sock_path} did not start (see its log in the state directory)"
             )
         finally:
@@ -201,15 +208,18 @@ class Client:
         the reply (the daemon died), it goes again on a new connection, to a new daemon if
         need be."""
         first_loss = None  # counted from the first loss: a wait may have lasted for hours
-        for attempt in range(1, RESEND_TRIES + 1):
+        losses = 0
+        while True:
             try:
+                if losses:
+                    self.reconnect()
                 return self.call(request, fds)
-            except ConnectionLost:
+            except (ConnectionLost, DaemonDiedStarting):
+                # Giving up now could tell the user a job failed that is queued: keep at it.
+                losses += 1
                 first_loss = first_loss or time.monotonic()
-                if attempt == RESEND_TRIES or time.monotonic() - first_loss > CONNECT_TIMEOUT:
+                if losses >= RESEND_TRIES or time.monotonic() - first_loss > CONNECT_TIMEOUT:
                     raise
-                self.reconnect()
-        raise AssertionError("unreachable")
 
     def request(self, op: str, *, fds: list[int] | None = None, **fields: Any) -> dict[str, Any]:
         """The same with an untyped request map (tests and tools)."""

@@ -27,6 +27,10 @@ class ConnectionLost(DaemonUnavailable):
     """The connection dropped before the reply came: the daemon died (or was stopped)."""
 
 
+class DaemonDiedStarting(DaemonUnavailable):
+    """The daemons ``ts`` started died before they served, without saying why (killed)."""
+
+
 class VersionMismatch(SpoolerError):
     """Client and daemon speak different protocol versions."""
 

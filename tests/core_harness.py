@@ -345,7 +345,8 @@ class Core:
             os.close(exit_log.fd)
 
     def record_start(self, job_id: int, pid: int, launcher_pid: int = 4242) -> None:
-        """A launcher records that it started the job (as it does before it reports it)."""
+        """A launcher records that it started the job (as it does before it reports it); pid 0:
+        only that it was about to."""
         exit_log = ExitLog(log_path(self.sp.runs_dir, launcher_pid))
         try:
             exit_log.started(job_id, pid, pid)

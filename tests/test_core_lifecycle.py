@@ -439,3 +439,16 @@ def test_a_job_lost_with_its_launcher_runs_again_with_retry(make_core: MakeCore)
     assert c.job(retried).attempts[0]["reason"].startswith("was running when")
     assert c.state(plain) == "lost" and c.state(killed) == "lost"
     assert c.launched() == [retried, plain, killed, retried]
+
+
+def test_a_job_whose_launcher_died_while_starting_it_is_lost_and_not_run_again(core: Core) -> None:
+    """Only the launcher's intent is in its log (it died between that and the spawn's pid): the
+    job may be running, so it is lost, and even --retry does not start a second copy."""
+    c = core
+    job = c.submit("work", retry=3)
+    c.stop()
+    c.loop.advance(1)
+    c.record_start(job, 0)
+    c.start()
+    assert c.state(job) == "lost" and "may have run" in c.job(job).reason
+    assert c.launched() == []

@@ -58,9 +58,11 @@ class Events:
         code: int | None = None,
         sig: int | None = None,
         at: float | None = None,
+        retry: bool = True,
     ) -> None:
         """The one way into a done state (``FINISHED`` with ``code``/``sig``, ``SKIPPED``, ``LOST``;
-        a job that ``FINISHED`` after its time limit fired ends as ``TIMEOUT``)."""
+        a job that ``FINISHED`` after its time limit fired ends as ``TIMEOUT``).  ``retry``:
+        False where another attempt could run beside this one, which may still run."""
         if job in self.running:
             self.running.remove(job)
         elif job.state.is_waiting:
@@ -72,7 +74,7 @@ class Events:
             )
         job.transition(state, at or self.clock())
         job.reason = reason
-        if state is JobState.LOST and self._retries(job):
+        if state is JobState.LOST and retry and self._retries(job):
             self._retry(job)  # its process is gone (that is how it was found lost): run it again
             return
         if state in (JobState.FINISHED, JobState.TIMEOUT):

@@ -106,6 +106,10 @@ class Reaper:
                 # launcher starting it: it never ran.
                 self.events.unstarted(job, "was being handed to the launcher when it or the daemon stopped")
                 return
+            if not start.pid:  # the launcher died in the middle of starting it
+                reason = "its launcher died while starting it: it may have run, so it is not run again"
+                self.events.end(job, JobState.LOST, reason, retry=False)
+                return
             # Its start was never reported to (or recorded by) the daemon: the log knows it.
             job.shim_pid, job.pid = start.pid, start.job_pid or None
             self.table.record(job)

@@ -6,7 +6,9 @@ is for the daemon that comes after a crash, a ``kill -9`` or a ``ts -K`` while j
 
 - an end record says how a job that ended meanwhile ended, so it is never marked lost;
 - a start record says which process a job runs as, when the daemon died before it heard (and
-  recorded) the ``started`` report, so the job is adopted, not lost;
+  recorded) the ``started`` report, so the job is adopted, not lost; one without a pid (the
+  intent, written just before the spawn) means the launcher died while starting it: it may
+  have run, so it is never run again;
 - a drained record says the launcher has seen its daemon go and will start nothing more: a job
   the daemon recorded as started, with no start record in any drained (or dead) launcher's log,
   never reached a launcher, and goes back to the queue instead of being lost or run twice.
@@ -79,7 +81,9 @@ class ExitLog:
     def record(self, job_id: int, pid: int, wait_status: int, error: str, end: float) -> None:
         self._write([job_id, pid, wait_status, error, end])
 
-    def started(self, job_id: int, pid: int, job_pid: int) -> None:
+    def started(self, job_id: int, pid: int = 0, job_pid: int = 0) -> None:
+        """A job started as ``pid`` (its own process, or its shim's with ``job_pid`` 0 until the
+        shim has started it); without pids: about to be started."""
         self._write([_START, job_id, pid, job_pid, time.time()])
 
     def drained(self) -> None:
@@ -154,7 +158,8 @@ def find_start(logs: Logs, job_id: int, pid: int | None, started: float | None) 
         # The daemon stamps a run's start before it sends the launch, the launcher after it
         # spawned the job, on the same clock: an earlier attempt's record is older.
         candidates = [s for s in candidates if s.time >= started]
-    return max(candidates, key=lambda s: s.time) if candidates else None
+    # A run's records: the intent (no pid yet), then the pid, then (a -z shim's) the job's pid.
+    return max(candidates, key=lambda s: (s.pid != 0, s.job_pid != 0, s.time)) if candidates else None
 
 
 def remove_logs_of_dead_launchers(runs_dir: str, alive: set[int]) -> None:

@@ -119,6 +119,7 @@ def _spawn(
     jobs: dict[int, Launch],
 ) -> int:
     """Start the job ourselves: no process of ours stands between us and it.  Its pid, or 0."""
+    exit_log.started(spec.job_id)  # the intent: if we die before the pid is written, it may run
     pid, error, status = spawn_job(spec, out, err)
     os.chdir("/")  # hold no job's directory
     if pid:
@@ -155,6 +156,7 @@ def _fork_shim(
     ours: tuple[int, ...],
 ) -> int:
     """-z: a shim of its own compresses the job's output while it runs.  The shim's pid."""
+    exit_log.started(spec.job_id)  # the intent, as in _spawn
     pid = os.fork()
     if pid == 0:
         code = 70
