@@ -452,3 +452,18 @@ def test_a_job_whose_launcher_died_while_starting_it_is_lost_and_not_run_again(c
     c.start()
     assert c.state(job) == "lost" and "may have run" in c.job(job).reason
     assert c.launched() == []
+
+
+def test_a_job_whose_launcher_never_drained_is_lost_not_run_again(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live launcher of the earlier daemon still had not said it started everything it was
+    sent when the new daemon stopped waiting: a job with no start record may yet start."""
+    from spooler.daemon.launcher import exits
+
+    c = core
+    job = c.submit("work")
+    c.stop()
+    monkeypatch.setattr(exits, "read_settled", lambda runs_dir: exits.Logs(settled=False))
+    c.start()
+    assert c.state(job) == "lost" and "did not say" in c.job(job).reason and c.launched() == []

@@ -77,11 +77,12 @@ def test_settled_logs_wait_for_a_live_launcher_to_drain(tmp_path: Path) -> None:
         proc.stdout.readline()  # named ts-launcher now
         exits.ExitLog(exits.log_path(str(tmp_path), proc.pid))  # its (empty) log exists
         assert exits.launcher_alive(proc.pid)
-        assert exits.read_settled(str(tmp_path), timeout=0.05).starts.keys() == {1}  # gave up
+        unsettled = exits.read_settled(str(tmp_path), timeout=0.05)  # gave up waiting
+        assert unsettled.starts.keys() == {1} and not unsettled.settled
         proc.stdin.write("\n")
         proc.stdin.flush()
         settled = exits.read_settled(str(tmp_path), timeout=30)
-        assert settled.starts.keys() == {1, 2} and proc.pid in settled.drained
+        assert settled.starts.keys() == {1, 2} and proc.pid in settled.drained and settled.settled
     finally:
         proc.kill()
         proc.wait()

@@ -101,6 +101,10 @@ class Reaper:
             return
         start = exits.find_start(logs, job.id, job.shim_pid, job.start_time)
         if job.shim_pid is None:
+            if start is None and not logs.settled:
+                reason = "its launcher did not say whether it started it: it may run, so it is not run again"
+                self.events.end(job, JobState.LOST, reason, retry=False)
+                return
             if start is None:
                 # The daemon died (or the launcher did) between recording the start and the
                 # launcher starting it: it never ran.

@@ -57,6 +57,9 @@ class Logs:
     starts: dict[int, list[Start]] = field(default_factory=dict)
     drained: set[int] = field(default_factory=set)  # launchers that will start nothing more
     launchers: set[int] = field(default_factory=set)  # every launcher with a log
+    # False when a live launcher had still not drained when we stopped waiting: a job without
+    # a start record may yet be started by it.
+    settled: bool = True
 
 
 # Record layouts.  An end is a bare 5-item list (the original format, still read as such).
@@ -134,6 +137,7 @@ def read_settled(runs_dir: str, timeout: float = 5.0) -> Logs:
         logs = read(runs_dir)
         busy = [pid for pid in logs.launchers - logs.drained if launcher_alive(pid)]
         if not busy or time.monotonic() > deadline:
+            logs.settled = not busy
             return logs
         time.sleep(0.005)  # a launcher drains within milliseconds of its daemon's end
 
