@@ -128,18 +128,21 @@ class Storm:
         for i, kind in enumerate(kinds):
             when = start + interval * (i + rng.uniform(0.3, 1.0))
             time.sleep(max(0.0, min(when, stop) - time.monotonic()))
+            # Between a death and the next start there is nothing to kill: wait for it, up to
+            # the next kill's time.
+            while not self._kill(kind, rng) and time.monotonic() < min(stop, start + interval * (i + 1.3)):
+                time.sleep(0.01)
             if time.monotonic() >= stop:
                 return
-            self._kill(kind, rng)
 
-    def _kill(self, kind: str, rng: random.Random) -> None:
+    def _kill(self, kind: str, rng: random.Random) -> bool:
         daemon = find_daemon(self.socket)
         if daemon is None:
-            return  # between a death and the next start: this kill is not counted
+            return False
         if kind == "launcher":
             launchers = launchers_of(daemon)
             if not launchers:
-                return
+                return False
             both = rng.random() < 0.3  # sometimes the daemon goes too
             for pid in launchers:
                 _kill9(pid)
@@ -147,8 +150,11 @@ class Storm:
             self.launcher_kill_times.append(time.time())
             if both and _kill9(daemon):
                 self.killed_daemons += 1
-        elif _kill9(daemon):
+            return True
+        if _kill9(daemon):
             self.killed_daemons += 1
+            return True
+        return False
 
     # -- after the storm ---------------------------------------------------------------------
 
@@ -284,7 +290,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=240.0)
     parser.add_argument("--clients", type=int, default=6)
-    parser.add_argument("--daemon-kills", type=int, default=520)
+    parser.add_argument("--daemon-kills", type=int, default=540)
     parser.add_argument("--launcher-kills", type=int, default=60)
     args = parser.parse_args()
     venv_ts = ROOT / ".venv" / "bin" / "ts"
@@ -301,6 +307,9 @@ def main() -> int:
             figures = storm.check(jobs)
             for line in storm.details(jobs):
                 print(line, file=sys.stderr)
+            why = Counter(c.stderr.strip() for c in storm.calls if c.returncode != 0)
+            for line, count in why.most_common():
+                print(f"failed calls ({count}): {line}", file=sys.stderr)
         finally:
             storm.stop_daemon()
         print(table(figures, time.monotonic() - began))

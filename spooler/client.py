@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 START_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 30.0
 RESEND_TRIES = 20  # connections that dropped before a submission's reply, before giving up
-SPAWN_TRIES = 5  # daemons that died before they served (killed while starting) before giving up
+SPAWN_TRIES = 10  # daemons that died before they served (killed while starting) before giving up
 
 
 def _spawn_daemon(sock_path: str, lock_fd: int) -> bool:
