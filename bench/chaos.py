@@ -243,9 +243,10 @@ def _tag_of(command: str) -> str:
 def find_daemon(socket_path: str) -> int | None:
     import psutil
 
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in psutil.process_iter(["cmdline", "name"]):
         cmdline = proc.info["cmdline"] or []
-        if "spooler.daemon" in cmdline and socket_path in cmdline:
+        forked = proc.info["name"] in ("ts-shim", "ts-compact")  # forks with the daemon's cmdline
+        if "spooler.daemon" in cmdline and socket_path in cmdline and not forked:
             return int(proc.pid)
     return None
 
@@ -260,7 +261,7 @@ def launchers_of(daemon: int) -> list[int]:
     found = []
     for child in children:
         try:
-            if child.name() == "ts-launcher":
+            if "spooler.daemon.launcher" in child.cmdline():
                 found.append(child.pid)
         except psutil.Error:
             continue

@@ -63,23 +63,21 @@ def test_settled_logs_wait_for_a_live_launcher_to_drain(tmp_path: Path) -> None:
     """A log whose launcher lives and has not drained is waited for; a dead one's is final."""
     exits.ExitLog(exits.log_path(str(tmp_path), 2**22 + 4321)).started(1, 5, 5)  # dead
     code = (
-        "import sys, time, ctypes; from spooler.daemon.launcher import exits;"
-        "ctypes.CDLL(None).prctl(15, b'ts-launcher', 0, 0, 0);"  # PR_SET_NAME
-        "print(flush=True); sys.stdin.readline();"
-        "log = exits.ExitLog(exits.log_path(sys.argv[1], __import__('os').getpid()));"
+        "import os, sys; from spooler.daemon.launcher import exits;"
+        "sys.stdin.readline();"
+        "log = exits.ExitLog(exits.log_path(sys.argv[2], os.getpid()));"
         "log.started(2, 6, 6); log.drained(); sys.stdin.readline()"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    # A launcher by its command line, from the moment it is spawned, whatever its name.
+    argv = [sys.executable, "-c", code, "spooler.daemon.launcher", str(tmp_path)]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None and proc.stdin is not None
-        proc.stdout.readline()  # named ts-launcher now
-        exits.ExitLog(exits.log_path(str(tmp_path), proc.pid))  # its (empty) log exists
-        assert exits.launcher_alive(proc.pid)
+        assert proc.stdin is not None
+        exits.create_log(str(tmp_path), proc.pid)  # as the daemon does, once it has spawned it
+        assert exits.launcher_alive(proc.pid) and not exits.launcher_alive(os.getpid())
         unsettled = exits.read_settled(str(tmp_path), timeout=0.05)  # gave up waiting
         assert unsettled.starts.keys() == {1} and not unsettled.settled
-        proc.stdin.write("\n")
+        proc.stdin.write("\n")  # it starts what it was sent, and drains
         proc.stdin.flush()
         settled = exits.read_settled(str(tmp_path), timeout=30)
         assert settled.starts.keys() == {1, 2} and proc.pid in settled.drained and settled.settled

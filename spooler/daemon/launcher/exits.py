@@ -184,11 +184,26 @@ def _logs(runs_dir: str) -> list[str]:
 
 
 def launcher_alive(pid: int) -> bool:
+    """Is ``pid`` a launcher?  By its command line (its process name is set only once Python
+    has started), or an empty one: the spawner goes on while the kernel is still setting up
+    the new program, before its command line shows."""
     try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
-            return f.read().strip() == b"ts-launcher"
-    except OSError:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except (OSError, IndexError):
         return False
+    return not cmdline or b"\0spooler.daemon.launcher\0" in cmdline
+
+
+def create_log(runs_dir: str, launcher_pid: int) -> None:
+    """Made by the daemon as soon as it has spawned a launcher, before it sends a launch: a
+    daemon that dies meanwhile leaves a launcher the next daemon knows to wait for, even if
+    that launcher has not yet started far enough to open its log."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(log_path(runs_dir, launcher_pid), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
 
 def decode_wait_status(status: int) -> tuple[int | None, int | None]:

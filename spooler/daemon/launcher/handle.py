@@ -32,6 +32,7 @@ from typing import Any
 
 import msgpack
 
+from spooler.daemon.launcher import exits
 from spooler.daemon.launcher.spec import Launch
 from spooler.protocol import HEADER
 
@@ -74,6 +75,7 @@ class Launcher:
         finally:
             requests_child.close()
             notes_child.close()
+        exits.create_log(self.runs_dir, self.pid)
         self.requests, self.notes = requests, notes
         notes.setblocking(False)
         self.loop.add_reader(notes.fileno(), self._read_notes)
