@@ -75,7 +75,7 @@ def _apply(inv: Invocation, option: Option, value: str | None) -> None:
 
 
 def parse(argv: list[str], nested: bool = False) -> Invocation:
-    """``nested``: the words after ``results``, whose options the caller checks."""
+    """``nested``: only read the words (those after ``results``); the caller checks them."""
     inv = Invocation()
     i = 0
     while i < len(argv):
@@ -126,6 +126,8 @@ def parse(argv: list[str], nested: bool = False) -> Invocation:
             break
         i += 1
     inv.command = argv[i:]
+    if nested:
+        return inv
     ended_options = i > 0 and argv[i - 1] == "--"
     if not inv.action and inv.command[:1] == ["sweep"] and not ended_options:
         _sweep(inv)
@@ -139,7 +141,7 @@ def parse(argv: list[str], nested: bool = False) -> Invocation:
         raise UsageError(f"{inv.action_option} does not take --state, --label, --sweep or --where")
     if inv.action == "watch" and set(inv.results) - {"best"}:
         raise UsageError("--watch takes filters and --best, not --sort or --format")
-    if inv.results and inv.action not in ("results", "watch") and not nested:
+    if inv.results and inv.action not in ("results", "watch"):
         raise UsageError(
             "--sort, --best and --format go with ts results (ts results --sweep NAME --sort FIELD)"
         )
