@@ -241,7 +241,7 @@ def test_the_table() -> None:
         "*  1  finished  1m01s  1.0  sgd     0.8400  2.000e-05",
         "   0  finished  0.52s  0.1  gd      0.4201  1.500e-05",
         "   2  failed    3.00s   10  gd",
-        "* best (max acc): 0.84, job 1",
+        "* best (max acc): 0.8400, job 1",
     ]
 
 
@@ -314,7 +314,7 @@ def test_markdown() -> None:
     assert lines[5] == "| **1** | **finished** | **1m01s** | **1.0** | **sgd** | **0.8400** | **2.000e-05** |"
     assert lines[6] == "| 2 | failed | 3.00s | 10 | gd |  |  |"
     assert lines[7] == "| 3 | finished | 1.50s | 5 | a\\|b | 0.5000 |  |"
-    assert lines[-1] == "best (max acc): 0.84, job 1 (in bold)."
+    assert lines[-1] == "best (max acc): 0.8400, job 1 (in bold)."
 
 
 def test_the_empty_table_in_each_format() -> None:

@@ -83,18 +83,19 @@ def _text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def _formatter(results: Results, column: str) -> Callable[[Any], str]:
+    values = [row[column] for row in results.rows]
+    if column == "time":
+        return duration
+    return _result_format(values) if column.startswith("result") else _text
+
+
 def _human(results: Results, columns: list[str]) -> tuple[list[list[str]], list[bool]]:
     """Each row's cells as text, and which columns are right-aligned (numbers and times)."""
-    formats: list[Callable[[Any], str]] = []
+    formats = [_formatter(results, column) for column in columns]
     right = []
     for column in columns:
         values = [row[column] for row in results.rows]
-        if column == "time":
-            formats.append(lambda v: duration(v))
-        elif column.startswith("result"):
-            formats.append(_result_format(values))
-        else:
-            formats.append(_text)
         numbers = any(v is not None for v in values) and all(v is None or _is_number(v) for v in values)
         right.append(column in ("id", "time") or numbers)
     cells = [[fmt(row[c]) for fmt, c in zip(formats, columns, strict=True)] for row in results.rows]
@@ -132,7 +133,8 @@ def _best_line(results: Results) -> str:
     if best.value is None:
         return f"best ({best.how} {name}): no run has a number there yet"
     jobs = ", ".join(map(str, best.ids))
-    return f"best ({best.how} {name}): {_text(best.value)}, job{'s' * (len(best.ids) > 1)} {jobs}"
+    value = _formatter(results, best.column)(best.value)
+    return f"best ({best.how} {name}): {value}, job{'s' * (len(best.ids) > 1)} {jobs}"
 
 
 def _clean(text: str, limit: int) -> str:
