@@ -20,6 +20,7 @@ Row = dict[str, Any]
 FIXED = ("id", "state", "time")  # every row has these, in this order, before args.* and result.*
 NOTE = "note"  # why a job's result is missing (its file was not valid JSON, say)
 FORMATS = ("table", "csv", "json", "markdown")
+_WAITING = ("queued", "allocating", "running")  # jobs whose result may still come
 _GROUPS = ("args", "result")
 # A result field whose last part says it is an error or a loss is best low (``ts --watch``).
 _LOWER_IS_BETTER = re.compile(r"loss|err|mse|mae|perplexity|ppl|regret", re.IGNORECASE)
@@ -62,9 +63,13 @@ def short_name(column: str, columns: list[str]) -> str:
     return column if any(o in columns for o in others) else rest
 
 
-def resolve(name: str, columns: list[str], option: str) -> str:
-    """The column a user's field name means: its full name, or its short name when unique."""
-    if name in columns:
+def resolve(name: str, columns: list[str], option: str, waiting: bool = False) -> str:
+    """The column a user's field name means: its full name, or its short name when unique.
+
+    ``waiting``: some jobs have not ended, so a ``result.*`` field no job has written yet may
+    still come (``ts results --sort -result.acc`` on a sweep that has just started).
+    """
+    if name in columns or (waiting and name.startswith("result.")):
         return name
     if name == "run_time":
         return "time"
@@ -112,7 +117,7 @@ def sort_by(rows: list[Row], column: str, descending: bool) -> list[Row]:
     return out + blank
 
 
-def sort_keys(text: str, columns: list[str]) -> list[tuple[str, bool]]:
+def sort_keys(text: str, columns: list[str], waiting: bool = False) -> list[tuple[str, bool]]:
     """``--sort args.C,-result.acc``: (column, descending) pairs, the first the main key."""
     keys = []
     for part in text.split(","):
@@ -121,7 +126,7 @@ def sort_keys(text: str, columns: list[str]) -> list[tuple[str, bool]]:
         name = word[1:].strip() if descending else word
         if not name:
             raise ResultsError(f"--sort: {text!r} is not FIELD, -FIELD or a comma-separated list of them")
-        keys.append((resolve(name, columns, "--sort"), descending))
+        keys.append((resolve(name, columns, "--sort", waiting), descending))
     return keys
 
 
@@ -149,14 +154,14 @@ def _number(value: Any) -> float | None:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def best_of(text: str, columns: list[str]) -> Best:
+def best_of(text: str, columns: list[str], waiting: bool = False) -> Best:
     """``--best [max:|min:]FIELD`` (max by default)."""
     how, colon, name = text.partition(":")
     if not colon:
         how, name = "max", text
     if how not in ("max", "min") or not name.strip():
         raise ResultsError(f"--best: {text!r} is not FIELD, max:FIELD or min:FIELD")
-    return Best(resolve(name.strip(), columns, "--best"), highest=how == "max")
+    return Best(resolve(name.strip(), columns, "--best", waiting), highest=how == "max")
 
 
 def guess_best(rows: list[Row], columns: list[str]) -> Best | None:
@@ -217,9 +222,10 @@ def build(
     full = [{column: row.get(column) for column in columns} for row in rows]
     chosen = None
     if rows:
-        for column, descending in reversed(sort_keys(sort, columns) if sort else []):
+        waiting = any(row["state"] in _WAITING for row in full)
+        for column, descending in reversed(sort_keys(sort, columns, waiting) if sort else []):
             full = sort_by(full, column, descending)
-        chosen = best_of(best, columns) if best else guess_best(full, columns) if pick_best else None
+        chosen = best_of(best, columns, waiting) if best else guess_best(full, columns) if pick_best else None
     if chosen is not None:
         find_best(chosen, full)
     return Results(columns, full, chosen)

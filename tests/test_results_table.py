@@ -204,6 +204,17 @@ def test_watch_guesses_the_best_field(rows: list[dict[str, Any]], chosen: tuple[
     assert (best.column, best.how) == chosen if best else chosen is None
 
 
+def test_a_result_field_may_be_named_before_any_job_wrote_it() -> None:
+    started = [row(0, state="finished", args_C=1), row(1, state="running", time=None, args_C=2)]
+    table = build(started, sort="-result.acc", best="result.acc")
+    assert ids(table.rows) == [0, 1] and table.best is not None and table.best.value is None
+    assert "no run has a number there yet" in render(table, "table")
+    with pytest.raises(ResultsError, match="unknown field 'acc'"):
+        build(started, sort="acc")  # short names only for fields that exist
+    with pytest.raises(ResultsError, match="unknown field 'result.acc'"):
+        build(started[:1], sort="result.acc")  # every job ended: a typo
+
+
 def test_an_empty_selection_checks_no_field_names() -> None:
     empty = build([], sort="-result.acc", best="min:loss")
     assert empty.columns == ["id", "state", "time"] and empty.rows == [] and empty.best is None

@@ -84,7 +84,7 @@ def _text(value: Any) -> str:
 
 
 def _formatter(results: Results, column: str) -> Callable[[Any], str]:
-    values = [row[column] for row in results.rows]
+    values = [row.get(column) for row in results.rows]  # a --best field no job has written yet
     if column == "time":
         return duration
     return _result_format(values) if column.startswith("result") else _text
