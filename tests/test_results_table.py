@@ -211,7 +211,7 @@ def test_a_result_field_may_be_named_before_any_job_wrote_it() -> None:
     assert "no run has a number there yet" in render(table, "table")
     with pytest.raises(ResultsError, match="unknown field 'acc'"):
         build(started, sort="acc")  # short names only for fields that exist
-    with pytest.raises(ResultsError, match="unknown field 'result.acc'"):
+    with pytest.raises(ResultsError, match=r"unknown field 'result\.acc'"):
         build(started[:1], sort="result.acc")  # every job ended: a typo
 
 
