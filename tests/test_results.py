@@ -141,14 +141,12 @@ def test_watch_on_a_sweep_shows_runs_done_and_the_best(spool: Spool, digits: dic
 
 def test_watch_while_the_sweep_runs(spool: Spool) -> None:
     gate = spool.root / "gate"
-    spool.submit(
-        "sh",
-        "-c",
-        f"until [ -e {gate} ]; do sleep 0.02; done",
-        opts=("--args", '{"n": 0}', "--allow-extra", "--"),
-    )
-    frame = spool.ts("--watch", "--where", "args.n == 0")
-    assert "selected jobs: 0 of 1 run done, no result yet" in frame
+    running = spool.submit("sh", "-c", f"until [ -e {gate} ]; do sleep 0.02; done")
+    spool.wait_state(running, "running")
+    spool.submit("true", "%(n)", opts=("--arg", "n=0", "--"))
+    frame = spool.ts("--watch", "--where", "args.n == 0").splitlines()
+    assert "slots 1/1" in frame[0]  # the daemon's slots in use, not only those of the jobs shown
+    assert frame[2] == "selected jobs: 0 of 1 run done, no result yet"
     gate.touch()
     all_ended(spool)
 

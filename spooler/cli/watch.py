@@ -234,15 +234,18 @@ def render_watch(
     color: bool,
     notice: str = "",
     progress: str = "",
+    busy: int | None = None,
 ) -> str:
     """One frame: at most ``height`` lines of at most ``width`` cells, without a final newline.
 
     ``jobs`` are the dicts of ``ts -M json``, ``gpus`` those of the ``gpu_status`` request;
     ``notice`` is a line to show under the summary (the daemon stopped answering, say), and
-    ``progress`` one above it (how far a sweep is, see :func:`progress`).
+    ``progress`` one above it (how far a sweep is, see :func:`progress`).  ``busy``: the slots
+    in use, when ``jobs`` are not all the jobs (a filtered view); else counted from ``jobs``.
     """
     tally = counts(jobs)
-    busy = sum(int(j.get("slots") or 1) for j in jobs if j["state"] == "running")
+    if busy is None:
+        busy = sum(int(j.get("slots") or 1) for j in jobs if j["state"] == "running")
     eta = drain_estimate(jobs, slots)
     if tally["queued"] == 0:
         drain = "queue empty"
@@ -309,8 +312,9 @@ class _Daemon:
         self.scope = f"sweep {sweep}" if sweep else "selected jobs"
         self.client: Client | None = Client()
 
-    def fetch(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, str]:
-        """The jobs, the GPUs, the number of slots, and the progress line (with filters)."""
+    def fetch(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, str, int | None]:
+        """The jobs, the GPUs, the number of slots, and with filters the progress line and the
+        slots in use by every job (the daemon's count: the view shows only some jobs)."""
         if self.client is None:
             client = Client.__new__(Client)
             client.sock = connect(autostart=False)
@@ -318,7 +322,8 @@ class _Daemon:
         try:
             jobs = json.loads(self.client.call(rq.List(format="json", filter=self.filter))["text"])
             gpus = self.client.call(rq.GpuStatus(data=True)).get("gpus") or []
-            slots = int(self.client.call(rq.Slots())["slots"])
+            reply = self.client.call(rq.Slots())
+            slots, busy = int(reply["slots"]), reply.get("busy") if self.filter is not None else None
             line = ""
             if self.filter is not None:
                 request = rq.Results(filter=self.filter, best=self.best, pick_best=self.best is None)
@@ -326,7 +331,7 @@ class _Daemon:
         except BaseException:
             self.close()  # a half-read reply leaves the connection unusable
             raise
-        return jobs, gpus, slots, line
+        return jobs, gpus, slots, line, busy
 
     def close(self) -> None:
         if self.client is not None:
@@ -399,10 +404,12 @@ def _pause(seconds: float, size: os.terminal_size) -> None:
 def watch(inv: Invocation) -> int:
     daemon = _Daemon(inv)
     try:
-        jobs, gpus, slots, line = daemon.fetch()
+        jobs, gpus, slots, line, busy = daemon.fetch()
         if not sys.stdout.isatty() or os.environ.get("TERM") == "dumb":
             size = shutil.get_terminal_size()
-            frame = render_watch(jobs, gpus, slots, size.columns, size.lines, time.time(), False, "", line)
+            frame = render_watch(
+                jobs, gpus, slots, size.columns, size.lines, time.time(), False, "", line, busy
+            )
             sys.stdout.write(frame + "\n")
             return 0
         color = not os.environ.get("NO_COLOR")
@@ -412,12 +419,12 @@ def watch(inv: Invocation) -> int:
                 while True:
                     size = _size()
                     frame = render_watch(
-                        jobs, gpus, slots, size.columns, size.lines, time.time(), color, notice, line
+                        jobs, gpus, slots, size.columns, size.lines, time.time(), color, notice, line, busy
                     )
                     _draw(frame, size.lines)
                     _pause(REFRESH, size)
                     try:
-                        (jobs, gpus, slots, line), notice, fetched = daemon.fetch(), "", time.time()
+                        (jobs, gpus, slots, line, busy), notice, fetched = daemon.fetch(), "", time.time()
                     except (SpoolerError, OSError, ValueError) as exc:
                         # Keep showing the last data we have, and say how old it is.
                         since = time.strftime("%H:%M:%S", time.localtime(fetched))
