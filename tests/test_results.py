@@ -225,3 +225,17 @@ def test_results_options_belong_to_results(spool: Spool) -> None:
         assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
     # "ts -- results" queues a command named results, as "ts -- sweep" does.
     assert spool.run("--", "results").stdout.strip() == "0"
+
+
+def test_the_client_stays_a_printer(tiny: Spool) -> None:
+    # The daemon builds and renders the rows: ts results imports none of that, nor the daemon.
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "spooler", "results", "--sort", "-acc", "--best", "acc"],
+        env=tiny.env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert "spooler.cli.main" in imported
+    assert not {name for name in imported if name.startswith(("spooler.daemon", "spooler.results", "json"))}
+    assert "same in every run: acc = 0.5000" in done.stdout
+    assert "* best (max acc): 0.5000, jobs 0, 1" in done.stdout

@@ -112,7 +112,7 @@ def _folded(results: Results) -> tuple[list[str], str]:
     shown = [c for c in results.columns if c not in constant]
     if not constant:
         return shown, ""
-    parts = [f"{short_name(c, results.columns)} = {_text(v)}" for c, v in constant.items()]
+    parts = [f"{short_name(c, results.columns)} = {_formatter(results, c)(v)}" for c, v in constant.items()]
     return shown, "same in every run: " + ", ".join(parts)
 
 
