@@ -19,6 +19,7 @@ from spooler.results import Results, Row, short_name
 from spooler.text import duration
 
 _HEADERS = {"id": "ID", "state": "State", "time": "Time"}
+_STATE_ORDER = ("finished", "failed", "timeout", "skipped", "lost", "running", "allocating", "queued")
 _MAX_CELL = 40  # characters of a text cell in the table; CSV and JSON are never cut
 _BOLD, _RESET = "\033[1m", "\033[0m"
 _CONTROL = {c: " " for c in range(32)} | {127: " "}
@@ -117,10 +118,11 @@ def _folded(results: Results) -> tuple[list[str], str]:
 
 
 def _summary(results: Results) -> str:
-    states: dict[str, int] = {}
+    """``8 runs: 5 finished, 1 failed, 2 running``: the states in the order of a run's life."""
+    states = dict.fromkeys(_STATE_ORDER, 0)
     for row in results.rows:
         states[row["state"]] = states.get(row["state"], 0) + 1
-    counts = ", ".join(f"{n} {state}" for state, n in states.items())
+    counts = ", ".join(f"{n} {state}" for state, n in states.items() if n)
     runs = len(results.rows)
     return f"{runs} run{'s' * (runs != 1)}" + (f": {counts}" if counts else "")
 
