@@ -373,6 +373,7 @@ def test_parsing_results(argv: list[str], filters: dict[str, Any], results: dict
         (["results", "--format", "xml"], "--format: unknown format 'xml'"),
         (["results", "train.py"], "not 'train.py'"),
         (["results", "-L", "x"], "takes filters, --sort, --best, --format and --ids only"),
+        (["-n", "results"], "takes filters, --sort, --best, --format and --ids only"),
         (["-l", "--sort", "id"], "go with ts results"),
         (["--best", "acc", "python", "x.py"], "go with ts results"),
         (["--watch", "--sort", "id"], "--watch takes filters and --best"),

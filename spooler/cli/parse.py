@@ -148,7 +148,10 @@ def parse(argv: list[str], nested: bool = False) -> Invocation:
     if inv.filters and not inv.action and not inv.command:
         inv.action = "list"
     if inv.filters and not inv.action:
-        raise UsageError("filters (--state, --label, --sweep, --where) go with -l, -r, -k or --requeue")
+        raise UsageError(
+            "filters (--state, --label, --sweep, --where) go with -l, -r, -k, --requeue, --watch"
+            " or ts results"
+        )
     if inv.action == "list" and inv.list_format not in ("default", "json", "tab"):
         raise UsageError(f"unknown list format {inv.list_format!r}: choose default, json or tab")
     if inv.action and inv.command:
@@ -180,7 +183,7 @@ def _results(inv: Invocation) -> None:
         raise UsageError(
             f"ts results takes filters, --sort, --best, --format and --ids, not {after.command[0]!r}"
         )
-    if after.action not in ("", "list") or after.job or after.list_format != "default":
+    if after.action not in ("", "list") or inv.job or after.job or after.list_format != "default":
         raise UsageError("ts results takes filters, --sort, --best, --format and --ids only")
     inv.filters.update(after.filters)
     inv.results.update(after.results)
