@@ -137,6 +137,8 @@ def test_watch_on_a_sweep_shows_runs_done_and_the_best(spool: Spool, digits: dic
     assert "max result.acc" in frame
     low = spool.ts("--watch", "--sweep", "digits", "--best", "min:acc")
     assert f"best acc {min(digits.values()):.6g}" in low and "min result.acc" in low
+    everything = spool.ts("--watch", "--best", "acc")  # no filter: over every job
+    assert f"all jobs: 8 of 8 runs done, best acc {best:.6g}" in everything
 
 
 def test_watch_while_the_sweep_runs(spool: Spool) -> None:

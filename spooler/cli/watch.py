@@ -309,7 +309,8 @@ class _Daemon:
         self.filter = filter_of(inv)
         self.best = inv.results.get("best")
         sweep = inv.filters.get("sweep")
-        self.scope = f"sweep {sweep}" if sweep else "selected jobs"
+        self.scope = f"sweep {sweep}" if sweep else "selected jobs" if self.filter else "all jobs"
+        self.progress = self.filter is not None or self.best is not None
         self.client: Client | None = Client()
 
     def fetch(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, str, int | None]:
@@ -325,7 +326,7 @@ class _Daemon:
             reply = self.client.call(rq.Slots())
             slots, busy = int(reply["slots"]), reply.get("busy") if self.filter is not None else None
             line = ""
-            if self.filter is not None:
+            if self.progress:
                 request = rq.Results(filter=self.filter, best=self.best, pick_best=self.best is None)
                 line = progress(jobs, self.client.call(request).get("best"), self.scope)
         except BaseException:
