@@ -323,12 +323,13 @@ class _Daemon:
         try:
             jobs = json.loads(self.client.call(rq.List(format="json", filter=self.filter))["text"])
             gpus = self.client.call(rq.GpuStatus(data=True)).get("gpus") or []
-            reply = self.client.call(rq.Slots())
-            slots, busy = int(reply["slots"]), reply.get("busy") if self.filter is not None else None
-            line = ""
+            slots = int(self.client.call(rq.Slots())["slots"])
+            line, busy = "", None
             if self.progress:
                 request = rq.Results(filter=self.filter, best=self.best, pick_best=self.best is None)
-                line = progress(jobs, self.client.call(request).get("best"), self.scope)
+                reply = self.client.call(request)
+                line = progress(jobs, reply.get("best"), self.scope)
+                busy = reply.get("busy") if self.filter is not None else None
         except BaseException:
             self.close()  # a half-read reply leaves the connection unusable
             raise

@@ -19,7 +19,7 @@ Reply = dict[str, Any] | None
 def slots(sp: Spooler, req: rq.Slots, conn: Connection) -> Reply:
     if req.set is not None:
         sp.set_slots(req.set)
-    return {"ok": True, "slots": sp.settings.slots, "busy": sp.running.busy_slots}
+    return {"ok": True, "slots": sp.settings.slots}
 
 
 def count_running(sp: Spooler, req: rq.CountRunning, conn: Connection) -> Reply:

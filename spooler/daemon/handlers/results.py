@@ -50,7 +50,8 @@ def results(sp: Spooler, req: rq.Results, conn: Connection) -> Reply:
         table = build([row_of(job, now) for job in jobs], req.sort, req.best, req.pick_best)
     except ResultsError as exc:
         raise bad(str(exc)) from None
-    reply: dict[str, Any] = {"ok": True, "count": len(table.rows)}
+    # busy: the slots every running job holds, for the title of a filtered ts --watch.
+    reply: dict[str, Any] = {"ok": True, "count": len(table.rows), "busy": sp.running.busy_slots}
     if table.best is not None:
         reply["best"] = table.best.wire()
     if req.ids_only:
