@@ -1,5 +1,6 @@
 """``ts results`` through the real ``ts``: a real (small) sweep compared at a glance, in every
-format, the Python API's rows, ``ts --watch`` on a sweep, odd results and bad input."""
+format, the Python API's rows, ``ts --watch`` on a sweep, odd results and bad input; and how
+its command line is parsed."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from typing import Any
 
 import pytest
 from conftest import Spool, wait_for
+
+from spooler.cli.parse import parse
+from spooler.errors import UsageError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))
@@ -241,3 +245,44 @@ def test_the_client_stays_a_printer(tiny: Spool) -> None:
     assert not {name for name in imported if name.startswith(("spooler.daemon", "spooler.results", "json"))}
     assert "same in every run: acc = 0.5000" in done.stdout
     assert "* best (max acc): 0.5000, jobs 0, 1" in done.stdout
+
+
+# -- the command line, parsed in-process ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "filters", "results"),
+    [
+        (["results"], {}, {}),
+        (["results", "--sweep", "d", "--sort", "-result.acc"], {"sweep": "d"}, {"sort": "-result.acc"}),
+        (["--sweep", "d", "results", "--best", "min:loss", "--ids"], {"sweep": "d", "ids_only": True},
+         {"best": "min:loss"}),
+        (["results", "--format=csv", "--state", "failed"], {"states": "failed"}, {"format": "csv"}),
+    ],
+)  # fmt: skip
+def test_parsing_results(argv: list[str], filters: dict[str, Any], results: dict[str, str]) -> None:
+    inv = parse(argv)
+    assert (inv.action, inv.filters, inv.results, inv.command) == ("results", filters, results, [])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["results", "--format", "xml"], "--format: unknown format 'xml'"),
+        (["results", "train.py"], "not 'train.py'"),
+        (["results", "-L", "x"], "takes filters, --sort, --best, --format and --ids only"),
+        (["-n", "results"], "takes filters, --sort, --best, --format and --ids only"),
+        (["-l", "--sort", "id"], "go with ts results"),
+        (["--best", "acc", "python", "x.py"], "go with ts results"),
+        (["--watch", "--sort", "id"], "--watch takes filters and --best"),
+        (["-i", "--sweep", "x"], "does not take --state"),
+    ],
+)
+def test_parsing_bad_results(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse(argv)
+
+
+def test_results_after_double_dash_is_a_command() -> None:
+    assert parse(["--", "results"]).command == ["results"]
+    assert parse(["--watch", "--sweep", "s", "--best", "acc"]).results == {"best": "acc"}

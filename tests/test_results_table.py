@@ -1,5 +1,5 @@
 """The pure parts of ``ts results``, table-tested in-process: flattening, field names, sorting,
-the best row, folding, the four formats, the parser, and ``ts --watch``'s progress line."""
+the best row, folding, the four formats, and ``ts --watch``'s progress line."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from spooler.cli.parse import parse
 from spooler.cli.watch import progress
 from spooler.daemon.outcome import NOT_JSON, TOO_LARGE, result_problem
 from spooler.daemon.render_results import render
@@ -336,7 +335,7 @@ def test_the_empty_table_in_each_format() -> None:
     assert render(empty, "markdown") == "| ID | State | Time |\n|---:|---|---:|\n"
 
 
-# -- result files, the parser, the watch line ------------------------------------------------
+# -- result files and the watch line ------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -350,44 +349,6 @@ def test_the_empty_table_in_each_format() -> None:
 )
 def test_result_problems_are_found_in_the_reason(reason: str, problem: str | None) -> None:
     assert result_problem(reason) == problem
-
-
-@pytest.mark.parametrize(
-    ("argv", "filters", "results"),
-    [
-        (["results"], {}, {}),
-        (["results", "--sweep", "d", "--sort", "-result.acc"], {"sweep": "d"}, {"sort": "-result.acc"}),
-        (["--sweep", "d", "results", "--best", "min:loss", "--ids"], {"sweep": "d", "ids_only": True},
-         {"best": "min:loss"}),
-        (["results", "--format=csv", "--state", "failed"], {"states": "failed"}, {"format": "csv"}),
-    ],
-)  # fmt: skip
-def test_parsing_results(argv: list[str], filters: dict[str, Any], results: dict[str, str]) -> None:
-    inv = parse(argv)
-    assert (inv.action, inv.filters, inv.results, inv.command) == ("results", filters, results, [])
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["results", "--format", "xml"], "--format: unknown format 'xml'"),
-        (["results", "train.py"], "not 'train.py'"),
-        (["results", "-L", "x"], "takes filters, --sort, --best, --format and --ids only"),
-        (["-n", "results"], "takes filters, --sort, --best, --format and --ids only"),
-        (["-l", "--sort", "id"], "go with ts results"),
-        (["--best", "acc", "python", "x.py"], "go with ts results"),
-        (["--watch", "--sort", "id"], "--watch takes filters and --best"),
-        (["-i", "--sweep", "x"], "does not take --state"),
-    ],
-)
-def test_parsing_bad_results(argv: list[str], message: str) -> None:
-    with pytest.raises(UsageError, match=message):
-        parse(argv)
-
-
-def test_results_after_double_dash_is_a_command() -> None:
-    assert parse(["--", "results"]).command == ["results"]
-    assert parse(["--watch", "--sweep", "s", "--best", "acc"]).results == {"best": "acc"}
 
 
 def job(state: str, exit_code: int | None = 0) -> dict[str, Any]:
