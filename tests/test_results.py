@@ -283,6 +283,10 @@ def test_parsing_bad_results(argv: list[str], message: str) -> None:
         parse(argv)
 
 
+def test_results_help_is_the_usage() -> None:
+    assert parse(["results", "--sweep", "x", "-h"]).action == "help"
+
+
 def test_results_after_double_dash_is_a_command() -> None:
     assert parse(["--", "results"]).command == ["results"]
     assert parse(["--watch", "--sweep", "s", "--best", "acc"]).results == {"best": "acc"}

@@ -179,6 +179,9 @@ def _sweep(inv: Invocation) -> None:
 def _results(inv: Invocation) -> None:
     """``ts [filters] results [filters] [--sort F] [--best F] [--format F]``."""
     after = parse(inv.command[1:], nested=True) if len(inv.command) > 1 else Invocation()
+    if after.action == "help":  # ts results -h: the usage, which has a section on ts results
+        inv.action, inv.action_option, inv.command = "help", after.action_option, []
+        return
     if after.command:
         raise UsageError(
             f"ts results takes filters, --sort, --best, --format and --ids, not {after.command[0]!r}"
