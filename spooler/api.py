@@ -10,6 +10,7 @@ The same requests as ``ts``, with Python values in and out::
         for job_id in ids:
             print(job_id, ts.wait(job_id))
         failed = ts.jobs(state="failed", sweep="lr")
+        best = ts.results(sweep="lr", sort="-result.acc")[0]
 """
 
 from __future__ import annotations
@@ -184,6 +185,28 @@ class Client(client.Client):
         """Every job the filters select, as ``ts -M json`` describes it."""
         reply = self.call(rq.List(format="json", filter=_filter(state, label, sweep, where)))
         return list(json.loads(reply["text"]))
+
+    def results(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        label: str | None = None,
+        sweep: str | None = None,
+        where: str | None = None,
+        sort: str | Sequence[str] | None = None,
+        best: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """One dict per job the filters select, as ``ts results --format json`` gives them:
+        ``id``, ``state``, ``time`` (run time in seconds), ``args.*`` and ``result.*``, flattened
+        with dots (None where a job has no such value).
+
+        ``sort``: field names, ``-`` before one for descending (``"-result.acc"``, or a list of
+        them); ``best``: ``"result.acc"`` (highest) or ``"min:result.loss"``, which adds
+        ``best: True`` to the best rows.
+        """
+        keys = sort if sort is None or isinstance(sort, str) else ",".join(sort)
+        request = rq.Results(filter=_filter(state, label, sweep, where), sort=keys, best=best, format="json")
+        return list(json.loads(self.call(request)["text"]))
 
     def job(self, job_id: int) -> dict[str, Any]:
         found = self.jobs(where=f"id == {int(job_id)}")

@@ -129,3 +129,34 @@ def test_plain_ts_calls_never_import_click(spool: Spool) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
     assert "spooler.cli.main" in imported
     assert not any(name.split(".")[0] == "click" for name in imported)
+
+
+def test_ts_results_words_are_its_options_and_values(spool: Spool) -> None:
+    assert complete(spool, "ts res") == ["file,res", "plain,results"]
+    assert values(complete(spool, "ts results --so")) == ["--sort"]
+    assert {"--sweep", "--where", "--best", "--format", "--ids"} <= set(
+        values(complete(spool, "ts results --"))
+    )
+    assert values(complete(spool, "ts results --format ")) == ["table", "csv", "json", "markdown"]
+    assert values(complete(spool, "ts --format m")) == ["markdown"]
+    assert complete(spool, "ts results --state f") == ["plain,finished", "plain,failed"]
+    # The fields come from the live queue; --sort takes -FIELD and lists, --best max: and min:.
+    job = spool.submit(
+        "sh",
+        "-c",
+        'echo \'{"acc": 1, "m": {"f1": 2}}\' > "$TS_RESULT_FILE" # %(lr)',
+        opts=("--arg", "lr=1", "--"),
+    )
+    spool.wait_state(job, "finished")
+    assert values(complete(spool, "ts results --sort ")) == [
+        "id",
+        "state",
+        "time",
+        "args.lr",
+        "result.acc",
+        "result.m.f1",
+    ]
+    assert values(complete(spool, "ts results --sort id,-result.")) == ["id,-result.acc", "id,-result.m.f1"]
+    assert values(complete(spool, "ts results --best min:a")) == ["min:args.lr"]
+    assert values(complete(spool, "ts --watch --best result.m")) == ["result.m.f1"]
+    assert values(complete(spool, "ts results --sweep x --label ")) == []

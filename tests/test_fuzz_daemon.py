@@ -71,6 +71,7 @@ FIELDS = {
         "snapshot_info",
     ],
     "list": ["format", "width", "color", "gpu_jobs", "ids_only", "filter"],
+    "results": ["filter", "sort", "best", "pick_best", "format", "ids_only", "color"],
     "info": ["id"],
     "job_field": ["id", "default", "field"],
     "wait": ["id", "default"],
@@ -93,11 +94,12 @@ FIELDS = {
 # the protocol later is left out until dangerous() knows it.
 FUZZ_OPS = sorted(set(FIELDS) & OPS)
 FLAGS = {"no_output", "stderr_apart", "gzip", "mail", "after_last", "foreground", "color", "all", "unset",
-         "gpu_jobs", "data", "no_block", "ids_only"}  # fmt: skip
+         "gpu_jobs", "data", "no_block", "ids_only", "pick_best"}  # fmt: skip
 INTS = {"slots", "width", "signal", "id", "a", "b", "gpus", "gpu_mem_mib", "priority", "retry"}
 STATES = ["queued", "allocating", "running", "finished", "skipped", "lost", "failed"]
 WORDS = ["default", "json", "tab", "xml", "run", "added", "state", "status", "pid", "output", "label",
-         "command", "true", ".", "..", "/", "/tmp", "PATH", "A=B", "HOME"]  # fmt: skip
+         "command", "true", ".", "..", "/", "/tmp", "PATH", "A=B", "HOME",
+         "table", "csv", "markdown", "-id", "state,-time", "min:id", "max:result.x"]  # fmt: skip
 CHARS = [*"aZ0 /.=-_'\"$;*~\t\n", "\0", "\x1b", "é", "€", "\u202e", "\ufeff", "💥", "\U0010ffff"]
 EDGE_INTS = [0, 1, 2, -1, 63, 64, 65, 2**31, 2**32, 2**62, 2**62 + 1, 2**63 - 1, -(2**63), 2**64 - 1,
              10**6, 10**6 + 1, NO_SUCH_JOB]  # fmt: skip

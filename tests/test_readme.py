@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -92,7 +93,7 @@ def test_the_python_api_example(fake_python: Spool) -> None:
     gpus = fake_python.root / "gpus.json"  # the example asks for a GPU each
     gpus.write_text('[{"total_mib": 24000, "used_mib": 0}]')
     fake_python.env["TS_FAKE_GPUS"] = str(gpus)
-    code = blocks("python")[0]
+    code = next(b for b in blocks("python") if "from spooler import Client" in b)
     done = subprocess.run(
         [sys.executable, "-c", code + "\nprint(sorted(statuses.values()), len(failed))\n"],
         env=fake_python.env, cwd=fake_python.root, capture_output=True, text=True, timeout=120,
@@ -100,3 +101,40 @@ def test_the_python_api_example(fake_python: Spool) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[0, 0, 0] 0"
     assert {j["sweep"] for j in fake_python.jobs()} == {"lr-sweep"}
+
+
+def test_the_results_example(spool: Spool, tmp_path: Path) -> None:
+    """The digits sweep, with a stand-in ``python`` that writes the accuracy the README shows
+    for its C and solver: ``ts results`` must print the README's table, run times aside."""
+    toml = next(b for b in blocks("toml") if 'name = "digits"' in b)
+    command = next(line for b in blocks("sh") for line in b.splitlines() if line.startswith("ts results"))
+    shown = next(b for b in blocks("text") if b.startswith("8 runs"))
+    accs = {}
+    for line in shown.splitlines()[2:-1]:
+        _, c, solver, acc = line.lstrip("* ").split()[2:]
+        accs[f"{c} {solver}"] = float(acc)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "accs.json").write_text(json.dumps(accs))
+    script = bindir / "python"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"accs = json.load(open({str(bindir / 'accs.json')!r}))\n"
+        "acc = accs[sys.argv[3] + ' ' + sys.argv[5]]  # digits.py --C C --solver S\n"
+        "json.dump({'acc': acc}, open(os.environ['TS_RESULT_FILE'], 'w'))\n"
+    )
+    script.chmod(0o755)
+    spool.env["PATH"] = f"{bindir}:{BIN}:{os.environ['PATH']}"
+    (spool.root / "digits.toml").write_text(toml)
+    assert sh(spool, "ts sweep digits.toml").stdout.split() == [str(n) for n in range(8)]
+    assert spool.run("-w", "7").returncode == 0
+    for n in range(7):
+        spool.run("-w", str(n))
+    done = sh(spool, command)
+    assert done.returncode == 0, done.stderr
+
+    def without_times(text: str) -> list[str]:
+        return [" ".join(re.sub(r"\b[0-9.]+s\b", "T", line).split()) for line in text.splitlines()]
+
+    assert without_times(done.stdout) == without_times(shown)

@@ -8,9 +8,10 @@ table, so completion offers exactly the options the parser accepts::
     eval "$(_TS_COMPLETE=bash_source ts)"     # ~/.bashrc; zsh_source in ~/.zshrc
     _TS_COMPLETE=fish_source ts | source      # fish
 
-Options that take job ids complete the ids of the live queue (and labels and sweep names
-complete from it too).  That asks an already running daemon only: pressing Tab must never start
-a daemon, wait for one, or print a traceback.
+Options that take job ids complete the ids of the live queue (and labels, sweep names and the
+fields of ``ts results --sort/--best`` complete from it too).  That asks an already running
+daemon only: pressing Tab must never start a daemon, wait for one, or print a traceback.  After
+``ts results`` the words are its filters and options, not a command.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ _STATES: dict[str, frozenset[str]] = {
 _STATE_NAMES = ("queued", "allocating", "running", "finished", "skipped", "lost", "timeout", "failed")
 
 _PATHS = frozenset({"set_logdir", "batch", "skip_if_exists"})
+_FORMATS = ("table", "csv", "json", "markdown")
+_SUBCOMMANDS = ("results", "sweep")
 _DAEMON_TIMEOUT = 1.0  # seconds a stuck daemon may hold up a Tab press
 _HELP_WIDTH = 70
 
@@ -123,6 +126,62 @@ def _states(ctx: click.Context, param: click.Parameter, incomplete: str) -> list
     return _list_item(incomplete, ",", [(name, "") for name in _STATE_NAMES])
 
 
+def _fields(dest: str) -> Completer:
+    """The columns of ``ts results`` in the live queue: id, state, time, args.*, result.*;
+    after ``-`` (--sort, descending) or ``max:``/``min:`` (--best) too."""
+
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+        from spooler.results import FIXED, flatten
+
+        names: dict[str, None] = dict.fromkeys(FIXED)
+        for job in _queue():
+            row: dict[str, Any] = {}
+            for group in ("args", "result"):
+                if job.get(group) is not None:
+                    flatten(job[group], group, row)
+            names.update(dict.fromkeys(row))
+        done, _, partial = incomplete.rpartition(",") if dest == "sort" else ("", "", incomplete)
+        head = done + "," if done else ""
+        if dest == "sort" and partial.startswith("-"):
+            head, partial = head + "-", partial[1:]
+        elif dest == "best" and partial.startswith(("max:", "min:")):
+            head, partial = head + partial[:4], partial[4:]
+        return [CompletionItem(head + name) for name in names if name.startswith(partial)]
+
+    return complete
+
+
+_VALUES: dict[str, Completer] = {"sort": _fields("sort"), "best": _fields("best"), "states": _states}
+
+
+def _results_words(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """After ``ts results``: its filters and options, and their values."""
+    words = list(ctx.params.get("command") or ())
+    previous = LONG.get(words[-1][2:]) if len(words) > 1 and words[-1].startswith("--") else None
+    if previous is not None and previous.arg == "str":
+        if previous.dest == "format":
+            return [CompletionItem(name) for name in _FORMATS if name.startswith(incomplete)]
+        if previous.dest in ("label", "sweep"):
+            return _field_values(previous.dest)(ctx, param, incomplete)
+        completer = _VALUES.get(previous.dest)
+        return completer(ctx, param, incomplete) if completer else []
+    if incomplete.startswith("-"):
+        names = [(f"--{o.long}", o.help) for o in OPTIONS if o.kind in ("filter", "results") and o.long]
+        return [CompletionItem(name, help=help) for name, help in names if name.startswith(incomplete)]
+    return []
+
+
+def _command_words(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """The command's words are files, but a first word may be a subcommand of ts."""
+    words = ctx.params.get("command") or ()
+    if words[:1] == ("results",):
+        return _results_words(ctx, param, incomplete)
+    items = [CompletionItem(incomplete, type="file")]
+    if not words and incomplete:
+        items += [CompletionItem(name) for name in _SUBCOMMANDS if name.startswith(incomplete)]
+    return items
+
+
 def _parameter(index: int, option: Option) -> click.Option:
     # Our dests are not unique (-l and -M both set "list"), so click gets a name of its own.
     decls = [f"option{index}"]
@@ -143,6 +202,10 @@ def _parameter(index: int, option: Option) -> click.Option:
         kwargs["type"] = click.Path()
     elif option.short == "M":
         kwargs["type"] = click.Choice(["default", "json", "tab"])
+    elif option.dest == "format":
+        kwargs["type"] = click.Choice(_FORMATS)
+    elif option.dest in ("sort", "best"):
+        kwargs["shell_complete"] = _fields(option.dest)
     elif option.dest == "states":
         kwargs["shell_complete"] = _states
     elif option.dest in ("label", "sweep") and option.arg == "str":
@@ -155,14 +218,15 @@ class _TsCommand(click.Command):
         # Once the command has begun, its words are its own: "ts python -" must not offer
         # ts's options.  Offer files, as for any argument.
         if ctx.params.get("command"):
-            return [CompletionItem(incomplete, type="file")]
+            argument = next(p for p in self.params if isinstance(p, click.Argument))
+            return _command_words(ctx, argument, incomplete)
         return super().shell_complete(ctx, incomplete)
 
 
 def _command(prog: str) -> click.Command:
     params: list[click.Parameter] = [_parameter(i, o) for i, o in enumerate(OPTIONS)]
     # The command: its first word is a program or a file, the rest the program's arguments.
-    params.append(click.Argument(["command"], nargs=-1, type=click.Path()))
+    params.append(click.Argument(["command"], nargs=-1, type=click.Path(), shell_complete=_command_words))
     return _TsCommand(
         prog,
         params=params,

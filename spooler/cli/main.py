@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from spooler.cli.parse import Invocation, job_id, parse
+from spooler.cli.parse import Invocation, filter_of, job_id, parse
 from spooler.client import Client
 from spooler.errors import SpoolerError, UsageError, VersionMismatch
 from spooler.protocol import requests as rq
@@ -23,17 +23,6 @@ def _print(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
 
 
-def _filter(inv: Invocation) -> rq.Filter | None:
-    """The filter of a request (-l, -r, -k, --requeue), if the command line has one."""
-    given = inv.filters
-    if not any(key != "ids_only" for key in given):
-        return None
-    states = [s.strip() for s in given.get("states", "").split(",") if s.strip()]
-    return rq.Filter(
-        states=states, label=given.get("label"), sweep=given.get("sweep"), where=given.get("where")
-    )
-
-
 def _list(inv: Invocation) -> int:
     width, color = 0, False
     if inv.list_format == "default" and sys.stdout.isatty():
@@ -44,7 +33,7 @@ def _list(inv: Invocation) -> int:
         width=width,
         color=color,
         ids_only=bool(inv.filters.get("ids_only")),
-        filter=_filter(inv),
+        filter=filter_of(inv),
     )
     with Client() as client:
         reply = client.call(request)
@@ -56,7 +45,7 @@ def _bulk(op: str) -> Callable[[Invocation], int]:
     """-r, -k and --requeue: one job by id, or every job the filters select."""
 
     def action(inv: Invocation) -> int:
-        spec, target = _filter(inv), job_id(inv.value, inv.action_option)
+        spec, target = filter_of(inv), job_id(inv.value, inv.action_option)
         request: rq.Request = {"remove": rq.Remove, "kill": rq.Kill, "requeue": rq.Requeue}[op](
             id=target, filter=spec
         )
@@ -71,6 +60,26 @@ def _bulk(op: str) -> Callable[[Invocation], int]:
         return 0
 
     return action
+
+
+def _results(inv: Invocation) -> int:
+    """``ts results``: the daemon builds and renders the rows; a filter that matches nothing is
+    not an error, but is said (on stderr, so the header alone stays valid CSV or JSON)."""
+    fmt = inv.results.get("format", "table")
+    request = rq.Results(
+        filter=filter_of(inv),
+        sort=inv.results.get("sort"),
+        best=inv.results.get("best"),
+        format=fmt,
+        ids_only=bool(inv.filters.get("ids_only")),
+        color=fmt == "table" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"),
+    )
+    with Client() as client:
+        reply = client.call(request)
+    sys.stdout.write(reply["text"])
+    if not reply["count"]:
+        print("ts: no job matches" + (" these filters" if request.filter else ""), file=sys.stderr)
+    return 0
 
 
 def _set_priority(inv: Invocation) -> int:
@@ -295,6 +304,7 @@ ACTIONS: dict[str, Callable[[Invocation], int]] = {
     "remove": _bulk("remove"),
     "requeue": _bulk("requeue"),
     "set_priority": _set_priority,
+    "results": _results,
     "sweep": _sweep,
     "wait": _wait,
     "kill": _bulk("kill"),

@@ -1,8 +1,9 @@
 """Every ``ts`` option, declared once: the parser, ``-h``, the man-page check and shell
 completion all read this table.
 
-``kind`` is ``action`` (what this call does; one per call), ``job`` (how a queued job runs) or
-``filter`` (which jobs ``-l``, ``-r``, ``-k`` and ``--requeue`` act on).
+``kind`` is ``action`` (what this call does; one per call), ``job`` (how a queued job runs),
+``filter`` (which jobs ``-l``, ``-r``, ``-k``, ``--requeue`` and ``ts results`` act on) or
+``results`` (how ``ts results`` shows them).
 ``arg`` says what follows the option:
   ``none``; ``id`` (an optional job id: the next word unless it starts with ``-``);
   ``int?`` (an optional number, same rule); ``count?`` (an optional number, taken only when
@@ -51,6 +52,10 @@ def _filter(long: str, dest: str, arg: str, help: str, metavar: str = "") -> Opt
 
 def _job(short: str | None, long: str | None, dest: str, arg: str, help: str, metavar: str = "") -> Option:
     return Option(short, long, "job", dest, arg, help, metavar)
+
+
+def _results(long: str, dest: str, help: str, metavar: str) -> Option:
+    return Option(None, long, "results", dest, "str", help, metavar)
 
 
 # fmt: off
@@ -118,7 +123,11 @@ OPTIONS: tuple[Option, ...] = (
     _job(None, "skip-if-exists", "skip_if_exists", "str", "skip the job if PATH (templated) exists when it is due to start", "PATH"),
     _job(None, "snapshot", "snapshot", "none", "run on a copy of the working tree taken now (git: tracked and new files)"),
     _job(None, "dry-run", "dry_run", "none", "with sweep: print the commands, queue nothing"),
-    # Filters, for -l, -r, -k and --requeue
+    # How ts results shows its rows (--best also names the best result of ts --watch)
+    _results("sort", "sort", "order the rows by FIELD (-FIELD: descending; several keys: comma-separated)", "[-]FIELD,..."),
+    _results("best", "best", "mark the row with the highest FIELD (min:FIELD: the lowest); with --watch too", "[max:|min:]FIELD"),
+    _results("format", "format", "the rows as a table (the default), csv, json or markdown", "FORMAT"),
+    # Filters, for -l, -r, -k, --requeue and ts results
     _filter("state", "states", "str", "only jobs in these states (comma-separated; 'failed' too)", "STATE,..."),
     _filter("label", "label", "str", "only jobs with this label", "LABEL"),
     _filter("sweep", "sweep", "str", "only jobs of this sweep", "NAME"),

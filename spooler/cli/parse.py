@@ -16,6 +16,8 @@ TYPE_CHECKING = False  # typing costs ts about 2 ms of start-up; only the type c
 if TYPE_CHECKING:
     from typing import Any
 
+    from spooler.protocol import requests as rq
+
 GPU_LIST = Option("g", None, "action", "gpu_list", "none", "list jobs running on GPUs")
 
 
@@ -28,6 +30,7 @@ class Invocation:
         self.value: str | None = None
         self.job: dict[str, Any] = {}
         self.filters: dict[str, Any] = {}
+        self.results: dict[str, str] = {}  # --sort, --best, --format
         self.list_format = "default"
         self.command: list[str] = []
 
@@ -62,7 +65,7 @@ def _apply(inv: Invocation, option: Option, value: str | None) -> None:
     elif option.kind == "action":
         inv.set_action(option, value)
     else:
-        target = inv.filters if option.kind == "filter" else inv.job
+        target = {"filter": inv.filters, "results": inv.results}.get(option.kind, inv.job)
         if option.arg == "none":
             target[option.dest] = True
         elif option.arg == "multi":
@@ -71,7 +74,8 @@ def _apply(inv: Invocation, option: Option, value: str | None) -> None:
             target[option.dest] = value
 
 
-def parse(argv: list[str]) -> Invocation:
+def parse(argv: list[str], nested: bool = False) -> Invocation:
+    """``nested``: only read the words (those after ``results``); the caller checks them."""
     inv = Invocation()
     i = 0
     while i < len(argv):
@@ -122,19 +126,32 @@ def parse(argv: list[str]) -> Invocation:
             break
         i += 1
     inv.command = argv[i:]
+    if nested:
+        return inv
     ended_options = i > 0 and argv[i - 1] == "--"
     if not inv.action and inv.command[:1] == ["sweep"] and not ended_options:
         _sweep(inv)
+    elif not inv.action and inv.command[:1] == ["results"] and not ended_options:
+        _results(inv)
     elif not inv.action and "priority" in inv.job and len(inv.command) == 1 and inv.command[0].isdigit():
         # ts --priority N ID: change a queued job's priority (queue the command ``5`` with ts -- 5)
         inv.action, inv.action_option, inv.value = "set_priority", "--priority", inv.command[0]
         inv.command = []
-    if inv.filters and inv.action not in ("", "list", "remove", "kill", "requeue"):
+    if inv.filters and inv.action not in ("", "list", "remove", "kill", "requeue", "results", "watch"):
         raise UsageError(f"{inv.action_option} does not take --state, --label, --sweep or --where")
+    if inv.action == "watch" and set(inv.results) - {"best"}:
+        raise UsageError("--watch takes filters and --best, not --sort or --format")
+    if inv.results and inv.action not in ("results", "watch"):
+        raise UsageError(
+            "--sort, --best and --format go with ts results (ts results --sweep NAME --sort FIELD)"
+        )
     if inv.filters and not inv.action and not inv.command:
         inv.action = "list"
     if inv.filters and not inv.action:
-        raise UsageError("filters (--state, --label, --sweep, --where) go with -l, -r, -k or --requeue")
+        raise UsageError(
+            "filters (--state, --label, --sweep, --where) go with -l, -r, -k, --requeue, --watch"
+            " or ts results"
+        )
     if inv.action == "list" and inv.list_format not in ("default", "json", "tab"):
         raise UsageError(f"unknown list format {inv.list_format!r}: choose default, json or tab")
     if inv.action and inv.command:
@@ -157,6 +174,39 @@ def _sweep(inv: Invocation) -> None:
     inv.job.update(before.job)
     inv.job.update(after.job)
     inv.action, inv.action_option, inv.value, inv.command = "sweep", "sweep", before.command[0], []
+
+
+def _results(inv: Invocation) -> None:
+    """``ts [filters] results [filters] [--sort F] [--best F] [--format F]``."""
+    after = parse(inv.command[1:], nested=True) if len(inv.command) > 1 else Invocation()
+    if after.action == "help":  # ts results -h: the usage, which has a section on ts results
+        inv.action, inv.action_option, inv.command = "help", after.action_option, []
+        return
+    if after.command:
+        raise UsageError(
+            f"ts results takes filters, --sort, --best, --format and --ids, not {after.command[0]!r}"
+        )
+    if after.action not in ("", "list") or inv.job or after.job or after.list_format != "default":
+        raise UsageError("ts results takes filters, --sort, --best, --format and --ids only")
+    inv.filters.update(after.filters)
+    inv.results.update(after.results)
+    fmt = inv.results.get("format", "table")
+    if fmt not in ("table", "csv", "json", "markdown"):
+        raise UsageError(f"--format: unknown format {fmt!r}: choose table, csv, json or markdown")
+    inv.action, inv.action_option, inv.value, inv.command = "results", "results", None, []
+
+
+def filter_of(inv: Invocation) -> rq.Filter | None:
+    """The filter of a request (-l, -r, -k, --requeue, results, --watch), if the command line has one."""
+    from spooler.protocol import requests as rq
+
+    given = inv.filters
+    if not any(key != "ids_only" for key in given):
+        return None
+    states = [s.strip() for s in given.get("states", "").split(",") if s.strip()]
+    return rq.Filter(
+        states=states, label=given.get("label"), sweep=given.get("sweep"), where=given.get("where")
+    )
 
 
 def job_id(value: str | None, option: str) -> int | None:

@@ -27,11 +27,19 @@ ENVIRONMENT = (
 def usage() -> str:
     lines = [
         "usage: ts [action] [-nEzfmdB] [-L label] [-N slots] [-D ids] [-W ids] [-O name] [command...]",
+        "       ts sweep [options] FILE [--dry-run]",
+        "       ts results [filters] [--sort [-]FIELD] [--best [max:|min:]FIELD] [--format FORMAT]",
         "",
         "Actions (one at a time; with none, a command is queued, and without a command the list is shown):",
     ]
     width = max(len(f"{o.names} {o.metavar}") for o in OPTIONS)
-    for kind, title in (("action", None), ("job", "Options for queued jobs:")):
+    sections = (
+        ("action", None),
+        ("job", "Options for queued jobs:"),
+        ("filter", "Filters, for -l, -r, -k, --requeue, --watch and ts results:"),
+        ("results", "ts results [filters] [options]: a table of the jobs' arguments and results"),
+    )
+    for kind, title in sections:
         if title:
             lines += ["", title]
         for option in OPTIONS:

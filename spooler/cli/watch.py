@@ -1,5 +1,8 @@
 """``ts --watch``: a live view of the queue and the GPUs, redrawn every 2 seconds until Ctrl-C.
 
+With filters (``ts --watch --sweep NAME``) it shows the jobs they select, and a line with how
+many of them are done and the best result so far (``--best``, or the first numeric result).
+
 A frame is a pure function of what the daemon reports (:func:`render_watch`), so its layout is
 tested without a terminal.  When standard output is not a terminal (or ``TERM=dumb``), one plain
 frame is printed and the call ends: that is what ``ts --watch | cat`` gives.
@@ -18,7 +21,7 @@ import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
-from spooler.cli.parse import Invocation
+from spooler.cli.parse import Invocation, filter_of
 from spooler.client import Client, connect
 from spooler.errors import SpoolerError
 from spooler.protocol import requests as rq
@@ -89,6 +92,26 @@ def drain_estimate(jobs: list[dict[str, Any]], slots: int) -> float | None:
     if not times:
         return None
     return sum(times) / len(times) * waiting / max(slots, 1)
+
+
+def progress(jobs: list[dict[str, Any]], best: dict[str, Any] | None, scope: str) -> str:
+    """``sweep lr: 5 of 8 runs done (1 failed), best acc 0.9733 (job 5, max result.acc)``.
+
+    ``best`` is the ``best`` of a ``results`` reply: field, how (max or min), value, ids.
+    """
+    done = sum(job["state"] in _ENDED for job in jobs)
+    bad = sum(failed(job) for job in jobs)
+    line = f"{scope}: {done} of {len(jobs)} run{'s' * (len(jobs) != 1)} done"
+    line += f" ({bad} failed)" if bad else ""
+    if best is None:
+        return line + ", no result yet"
+    name = str(best["field"]).split(".", 1)[-1]
+    if best.get("value") is None:
+        return line + f", no {name} yet"
+    ids = ",".join(map(str, best["ids"]))
+    value = best["value"]
+    shown = f"{value:.6g}" if isinstance(value, float) else str(value)
+    return line + f", best {name} {shown} (job {ids}, {best['how']} {best['field']})"
 
 
 def _cells(char: str) -> int:
@@ -210,14 +233,19 @@ def render_watch(
     now: float,
     color: bool,
     notice: str = "",
+    progress: str = "",
+    busy: int | None = None,
 ) -> str:
     """One frame: at most ``height`` lines of at most ``width`` cells, without a final newline.
 
     ``jobs`` are the dicts of ``ts -M json``, ``gpus`` those of the ``gpu_status`` request;
-    ``notice`` is a line to show under the summary (the daemon stopped answering, say).
+    ``notice`` is a line to show under the summary (the daemon stopped answering, say), and
+    ``progress`` one above it (how far a sweep is, see :func:`progress`).  ``busy``: the slots
+    in use, when ``jobs`` are not all the jobs (a filtered view); else counted from ``jobs``.
     """
     tally = counts(jobs)
-    busy = sum(int(j.get("slots") or 1) for j in jobs if j["state"] == "running")
+    if busy is None:
+        busy = sum(int(j.get("slots") or 1) for j in jobs if j["state"] == "running")
     eta = drain_estimate(jobs, slots)
     if tally["queued"] == 0:
         drain = "queue empty"
@@ -237,6 +265,8 @@ def render_watch(
             width,
         ),
     ]
+    if progress:
+        head.append(fit(progress, width))
     if notice:
         head.append(fit(notice, width))
 
@@ -275,22 +305,35 @@ class _Daemon:
     user's back.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, inv: Invocation) -> None:
+        self.filter = filter_of(inv)
+        self.best = inv.results.get("best")
+        sweep = inv.filters.get("sweep")
+        self.scope = f"sweep {sweep}" if sweep else "selected jobs" if self.filter else "all jobs"
+        self.progress = self.filter is not None or self.best is not None
         self.client: Client | None = Client()
 
-    def fetch(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    def fetch(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, str, int | None]:
+        """The jobs, the GPUs, the number of slots, and with filters the progress line and the
+        slots in use by every job (the daemon's count: the view shows only some jobs)."""
         if self.client is None:
             client = Client.__new__(Client)
             client.sock = connect(autostart=False)
             self.client = client
         try:
-            jobs = json.loads(self.client.call(rq.List(format="json"))["text"])
+            jobs = json.loads(self.client.call(rq.List(format="json", filter=self.filter))["text"])
             gpus = self.client.call(rq.GpuStatus(data=True)).get("gpus") or []
             slots = int(self.client.call(rq.Slots())["slots"])
+            line, busy = "", None
+            if self.progress:
+                request = rq.Results(filter=self.filter, best=self.best, pick_best=self.best is None)
+                reply = self.client.call(request)
+                line = progress(jobs, reply.get("best"), self.scope)
+                busy = reply.get("busy") if self.filter is not None else None
         except BaseException:
             self.close()  # a half-read reply leaves the connection unusable
             raise
-        return jobs, gpus, slots
+        return jobs, gpus, slots, line, busy
 
     def close(self) -> None:
         if self.client is not None:
@@ -361,15 +404,15 @@ def _pause(seconds: float, size: os.terminal_size) -> None:
 
 
 def watch(inv: Invocation) -> int:
-    daemon = _Daemon()
+    daemon = _Daemon(inv)
     try:
-        data = daemon.fetch()
+        jobs, gpus, slots, line, busy = daemon.fetch()
         if not sys.stdout.isatty() or os.environ.get("TERM") == "dumb":
             size = shutil.get_terminal_size()
-            jobs, gpus, slots = data
-            sys.stdout.write(
-                render_watch(jobs, gpus, slots, size.columns, size.lines, time.time(), False) + "\n"
+            frame = render_watch(
+                jobs, gpus, slots, size.columns, size.lines, time.time(), False, "", line, busy
             )
+            sys.stdout.write(frame + "\n")
             return 0
         color = not os.environ.get("NO_COLOR")
         notice, fetched = "", time.time()
@@ -377,12 +420,13 @@ def watch(inv: Invocation) -> int:
             try:
                 while True:
                     size = _size()
-                    _draw(
-                        render_watch(*data, size.columns, size.lines, time.time(), color, notice), size.lines
+                    frame = render_watch(
+                        jobs, gpus, slots, size.columns, size.lines, time.time(), color, notice, line, busy
                     )
+                    _draw(frame, size.lines)
                     _pause(REFRESH, size)
                     try:
-                        data, notice, fetched = daemon.fetch(), "", time.time()
+                        (jobs, gpus, slots, line, busy), notice, fetched = daemon.fetch(), "", time.time()
                     except (SpoolerError, OSError, ValueError) as exc:
                         # Keep showing the last data we have, and say how old it is.
                         since = time.strftime("%H:%M:%S", time.localtime(fetched))

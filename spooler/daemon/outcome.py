@@ -9,6 +9,10 @@ import os
 import time
 
 MAX_RESULT = 1024 * 1024  # bytes of $TS_RESULT_FILE kept with a job
+# What a job's reason says when its result file was there but could not be kept; ``ts results``
+# shows it in the row of the job (see result_problem).
+NOT_JSON = "result file is not valid JSON: ignored"
+TOO_LARGE = "result file larger than {limit} bytes: ignored"
 
 
 def read_result(path: str, limit: int = MAX_RESULT) -> tuple[object, str]:
@@ -24,11 +28,19 @@ def read_result(path: str, limit: int = MAX_RESULT) -> tuple[object, str]:
         except OSError:
             pass
     if len(data) > limit:
-        return None, f"result file larger than {limit} bytes: ignored"
+        return None, TOO_LARGE.format(limit=limit)
     try:
         return json.loads(data), ""
     except ValueError:
-        return None, "result file is not valid JSON: ignored"
+        return None, NOT_JSON
+
+
+def result_problem(reason: str) -> str | None:
+    """Why a job that ended has no result although it wrote a file, from its reason."""
+    for note in reason.split("; "):
+        if note == NOT_JSON or (note.startswith("result file larger than ") and note.endswith(": ignored")):
+            return note.removesuffix(": ignored")
+    return None
 
 
 _last_check: dict[str, tuple[float, bool]] = {}

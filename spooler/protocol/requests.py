@@ -182,6 +182,22 @@ class List(Request, op="list"):
     filter: Filter | None = field(default=None, check=_filter)
 
 
+class Results(Request, op="results"):
+    """``ts results``: the jobs the filter selects as rows of their arguments and results.
+
+    Without ``format`` the reply carries no text, only the count and the best row (``ts
+    --watch``); ``pick_best`` chooses the best field when ``best`` names none.
+    """
+
+    filter: Filter | None = field(default=None, check=_filter)
+    sort: str | None = field(default=None, max_len=4096)  # FIELD, -FIELD, comma-separated
+    best: str | None = field(default=None, max_len=1024)  # [max:|min:]FIELD
+    pick_best: bool = field(default=False)
+    format: str | None = field(default=None, max_len=16)  # table, csv, json or markdown
+    ids_only: bool = field(default=False)
+    color: bool = field(default=False)
+
+
 class Info(Request, op="info"):
     id: int | None = field(default=None)
 

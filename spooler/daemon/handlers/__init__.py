@@ -7,6 +7,7 @@ handler returns the reply map, or ``None`` when it will reply later (``wait``). 
 
 - ``submit``: queueing (one command, a batch, a sweep);
 - ``jobs``: looking at jobs (``-l``, ``-i``, one field, waiting for one);
+- ``results``: the arguments and results of jobs, as a table (``ts results``);
 - ``queue``: acting on jobs (remove, requeue, reorder, kill, clear);
 - ``daemon``: the daemon's own settings and state (slots, log directory, environment, GPUs).
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from spooler.daemon.handlers import daemon, jobs, queue, submit
+from spooler.daemon.handlers import daemon, jobs, queue, results, submit
 from spooler.daemon.server import Connection
 from spooler.daemon.spooler import Spooler
 from spooler.protocol import requests as rq
@@ -37,6 +38,7 @@ class Route(Generic[R]):
 ROUTES: tuple[Route[Any], ...] = (
     Route(rq.Submit, submit.submit),
     Route(rq.List, jobs.list_jobs),
+    Route(rq.Results, results.results),
     Route(rq.Info, jobs.info),
     Route(rq.JobField, jobs.job_field),
     Route(rq.Wait, jobs.wait),
