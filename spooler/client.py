@@ -200,7 +200,7 @@ class Client:
         token makes the daemon answer a repeat with the ids it gave the first time, so a
         daemon's death costs a delay, never a lost or a doubled job."""
         if request.token is None:
-            request.token = os.urandom(12).hex()
+            request.token = os.urandom(8).hex()  # 64 random bits: unique among recent ones
         return self.call_again_if_lost(request, fds)
 
     def call_again_if_lost(self, request: Request, fds: list[int] | None = None) -> dict[str, Any]:

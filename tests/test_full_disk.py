@@ -142,7 +142,7 @@ def test_a_compaction_that_cannot_be_written_loses_nothing(roomier_disk: Path, s
     spool.savelist = disk / "savelist"
     spool.env["TS_SAVELIST"] = str(spool.savelist)
     first = gate_job(spool)
-    fill(disk, leave=7 * 1024 * 1024)  # room for the journal, not for a snapshot beside it
+    fill(disk, leave=8 * 1024 * 1024)  # room for the journal, not for a snapshot beside it
     lines = "".join(f"echo {i}\n" for i in range(12_000))  # about 5 MB of journal: compaction due
     ids = [int(i) for i in spool.ts("--batch", "-", input=lines).split()]
     log = Path(f"{spool.savelist}.log")
