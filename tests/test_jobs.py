@@ -20,6 +20,7 @@ ALLOWED = {
     (S.RUNNING, S.FINISHED),
     (S.RUNNING, S.LOST),
     (S.RUNNING, S.TIMEOUT),
+    (S.RUNNING, S.QUEUED),  # its launch never reached a launcher: it never ran
     (S.FINISHED, S.QUEUED),
     (S.SKIPPED, S.QUEUED),
     (S.LOST, S.QUEUED),
