@@ -94,6 +94,7 @@ class Client(client.Client):
         no_output: bool = False,
         stderr_apart: bool = False,
         gzip: bool = False,
+        hold: bool = False,
     ) -> rq.Submit:
         """What every job of one call shares; the keywords are :meth:`submit`'s."""
         return rq.Submit(
@@ -113,6 +114,7 @@ class Client(client.Client):
             no_output=no_output,
             stderr_apart=stderr_apart,
             gzip=gzip,
+            hold=hold,
         )
 
     def submit(
@@ -129,8 +131,8 @@ class Client(client.Client):
         """Queue one job; returns its id.  ``args`` fill the command's ``%(name)`` placeholders.
 
         ``options``: label, slots, gpus, gpu_indices, gpu_mem_mib, after, after_ok, priority,
-        retry, retry_timeout, no_output, stderr_apart, gzip (as the ``ts`` options of the same
-        names), and ``time``: the time limit, as ``--time`` takes it ("2h") or in seconds.
+        retry, retry_timeout, no_output, stderr_apart, gzip, hold (as the ``ts`` options of the
+        same names), and ``time``: the time limit, as ``--time`` takes it ("2h") or in seconds.
         """
         request = self._submission(cwd, env, **options)
         request.command, request.skip_if_exists = _words(command), skip_if_exists
@@ -201,7 +203,10 @@ class Client(client.Client):
     # -- acting --------------------------------------------------------------------------------
 
     def _bulk(
-        self, kind: type[rq.Kill | rq.Remove | rq.Requeue], job_id: int | None, filters: dict[str, Any]
+        self,
+        kind: type[rq.Kill | rq.Remove | rq.Requeue | rq.Hold | rq.Release],
+        job_id: int | None,
+        filters: dict[str, Any],
     ) -> list[int]:
         spec = _filter(**_filter_args(filters))
         if job_id is None and spec is None:
@@ -220,6 +225,14 @@ class Client(client.Client):
     def requeue(self, job_id: int | None = None, **filters: Any) -> list[int]:
         """Put ended jobs back in the queue with fresh attempts, e.g. ``requeue(state="failed")``."""
         return self._bulk(rq.Requeue, job_id, filters)
+
+    def hold(self, job_id: int | None = None, **filters: Any) -> list[int]:
+        """Keep a queued job (or every queued job the filters select) from starting."""
+        return self._bulk(rq.Hold, job_id, filters)
+
+    def release(self, job_id: int | None = None, **filters: Any) -> list[int]:
+        """Let held jobs start again."""
+        return self._bulk(rq.Release, job_id, filters)
 
 
 def _json_values(args: Mapping[str, Any]) -> dict[str, Any]:

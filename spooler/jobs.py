@@ -24,10 +24,12 @@ class JobState(str, enum.Enum):
     SKIPPED = "skipped"  # never ran: a -W dependency failed, or it was skipped on purpose
     LOST = "lost"  # was running when the daemon died and its outcome cannot be known
     TIMEOUT = "timeout"  # was still running at its time limit (--time), so it was killed
+    HELD = "held"  # queued, keeping its place, but never started until released (--hold)
 
     @property
     def is_waiting(self) -> bool:
-        return self in (JobState.QUEUED, JobState.ALLOCATING)
+        """In the queue (a held job keeps its place there, so it is waiting too)."""
+        return self in (JobState.QUEUED, JobState.ALLOCATING, JobState.HELD)
 
     @property
     def is_active(self) -> bool:
@@ -39,8 +41,9 @@ class JobState(str, enum.Enum):
 
 
 _ALLOWED: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.ALLOCATING, JobState.RUNNING, JobState.SKIPPED}),
-    JobState.ALLOCATING: frozenset({JobState.QUEUED, JobState.RUNNING, JobState.SKIPPED}),
+    JobState.QUEUED: frozenset({JobState.ALLOCATING, JobState.RUNNING, JobState.SKIPPED, JobState.HELD}),
+    JobState.ALLOCATING: frozenset({JobState.QUEUED, JobState.RUNNING, JobState.SKIPPED, JobState.HELD}),
+    JobState.HELD: frozenset({JobState.QUEUED}),
     JobState.RUNNING: frozenset({JobState.FINISHED, JobState.LOST, JobState.TIMEOUT}),
     JobState.FINISHED: frozenset({JobState.QUEUED}),
     JobState.SKIPPED: frozenset({JobState.QUEUED}),

@@ -24,6 +24,9 @@ ALLOWED = {
     (S.SKIPPED, S.QUEUED),
     (S.LOST, S.QUEUED),
     (S.TIMEOUT, S.QUEUED),
+    (S.QUEUED, S.HELD),
+    (S.ALLOCATING, S.HELD),
+    (S.HELD, S.QUEUED),
 }
 
 

@@ -34,7 +34,7 @@ _PROGRAMS = {"_TS_COMPLETE": "ts", "_TSP_COMPLETE": "tsp"}
 # The value is the separator between ids: -U takes ID-ID, -D and -W take ID,ID,...
 _ID_LISTS = {"swap": "-", "after": ",", "after_ok": ","}
 
-_WAITING = frozenset({"queued", "allocating"})
+_WAITING = frozenset({"queued", "allocating", "held"})
 _ENDED = frozenset({"finished", "skipped", "lost", "timeout"})
 # Jobs an option can act on at all (the daemon refuses the others); the rest offer every job.
 _STATES: dict[str, frozenset[str]] = {
@@ -43,9 +43,12 @@ _STATES: dict[str, frozenset[str]] = {
     "swap": _WAITING,
     "remove": _WAITING | _ENDED,
     "requeue": _ENDED,
+    "release": frozenset({"held"}),
 }
 # What --state accepts ("failed" is a filter of its own: a bad exit, a signal, skipped, lost).
-_STATE_NAMES = ("queued", "allocating", "running", "finished", "skipped", "lost", "timeout", "failed")
+_STATE_NAMES = (
+    "queued", "allocating", "held", "running", "finished", "skipped", "lost", "timeout", "failed",
+)  # fmt: skip
 
 _PATHS = frozenset({"set_logdir", "batch", "skip_if_exists"})
 _DAEMON_TIMEOUT = 1.0  # seconds a stuck daemon may hold up a Tab press

@@ -53,20 +53,31 @@ def _list(inv: Invocation) -> int:
 
 
 def _bulk(op: str) -> Callable[[Invocation], int]:
-    """-r, -k and --requeue: one job by id, or every job the filters select."""
+    """-r, -k, --requeue, --hold and --release: one job by id, or every job the filters select."""
 
     def action(inv: Invocation) -> int:
         spec, target = _filter(inv), job_id(inv.value, inv.action_option)
-        request: rq.Request = {"remove": rq.Remove, "kill": rq.Kill, "requeue": rq.Requeue}[op](
-            id=target, filter=spec
-        )
+        kinds: dict[str, type[rq.Remove | rq.Kill | rq.Requeue | rq.Hold | rq.Release]] = {
+            "remove": rq.Remove,
+            "kill": rq.Kill,
+            "requeue": rq.Requeue,
+            "hold": rq.Hold,
+            "release": rq.Release,
+        }
+        request: rq.Request = kinds[op](id=target, filter=spec)
         with Client() as client:
             reply = client.call(request)
         if "ids" in reply:
             if reply["ids"]:
                 _print("\n".join(map(str, reply["ids"])))
             if reply.get("left"):
-                why = {"remove": "running", "kill": "not running", "requeue": "not ended"}[op]
+                why = {
+                    "remove": "running",
+                    "kill": "not running",
+                    "requeue": "not ended",
+                    "hold": "not queued",
+                    "release": "not held",
+                }[op]
                 print(f"ts: left {len(reply['left'])} {why} job(s) alone: {reply['left']}", file=sys.stderr)
         return 0
 
@@ -292,6 +303,8 @@ ACTIONS: dict[str, Callable[[Invocation], int]] = {
     "remove": _bulk("remove"),
     "requeue": _bulk("requeue"),
     "set_priority": _set_priority,
+    "hold": _bulk("hold"),
+    "release": _bulk("release"),
     "sweep": _sweep,
     "wait": _wait,
     "kill": _bulk("kill"),

@@ -2,7 +2,7 @@
 completion all read this table.
 
 ``kind`` is ``action`` (what this call does; one per call), ``job`` (how a queued job runs) or
-``filter`` (which jobs ``-l``, ``-r``, ``-k`` and ``--requeue`` act on).
+``filter`` (which jobs ``-l``, ``-r``, ``-k``, ``--requeue``, ``--hold`` and ``--release`` act on).
 ``arg`` says what follows the option:
   ``none``; ``id`` (an optional job id: the next word unless it starts with ``-``);
   ``int?`` (an optional number, same rule); ``count?`` (an optional number, taken only when
@@ -82,6 +82,7 @@ OPTIONS: tuple[Option, ...] = (
     _action(None, "setenv", "setenv", "str", "set a variable that new jobs get", "VAR=VALUE"),
     _action(None, "unsetenv", "unsetenv", "str", "remove a variable from what new jobs get", "VAR"),
     _action(None, "requeue", "requeue", "id", "put an ended job (or every job the filters select) back in the queue"),
+    _action(None, "release", "release", "id", "let a held job (or every held job the filters select) start; last added if no id"),
     _action(None, "get_logdir", "get_logdir", "none", "show the directory of the log files"),
     _action(None, "set_logdir", "set_logdir", "str", "set the directory of the log files", "PATH"),
     _action(None, "get_gpu_free_perc", "get_gpu_free_perc", "none", "show the free-memory percentage above which a GPU counts as free"),
@@ -117,8 +118,9 @@ OPTIONS: tuple[Option, ...] = (
     _job(None, "allow-extra", "allow_extra", "none", "allow arguments that no placeholder uses"),
     _job(None, "skip-if-exists", "skip_if_exists", "str", "skip the job if PATH (templated) exists when it is due to start", "PATH"),
     _job(None, "snapshot", "snapshot", "none", "run on a copy of the working tree taken now (git: tracked and new files)"),
+    _job(None, "hold", "hold", "none", "queue the job held: it keeps its place but starts only once released; ts --hold ID holds a queued job"),
     _job(None, "dry-run", "dry_run", "none", "with sweep: print the commands, queue nothing"),
-    # Filters, for -l, -r, -k and --requeue
+    # Filters, for -l, -r, -k, --requeue, --hold and --release
     _filter("state", "states", "str", "only jobs in these states (comma-separated; 'failed' too)", "STATE,..."),
     _filter("label", "label", "str", "only jobs with this label", "LABEL"),
     _filter("sweep", "sweep", "str", "only jobs of this sweep", "NAME"),

@@ -129,12 +129,16 @@ def parse(argv: list[str]) -> Invocation:
         # ts --priority N ID: change a queued job's priority (queue the command ``5`` with ts -- 5)
         inv.action, inv.action_option, inv.value = "set_priority", "--priority", inv.command[0]
         inv.command = []
-    if inv.filters and inv.action not in ("", "list", "remove", "kill", "requeue"):
+    elif not inv.action and inv.job.get("hold") and not ended_options:
+        _hold_action(inv)
+    if inv.filters and inv.action not in FILTERED:
         raise UsageError(f"{inv.action_option} does not take --state, --label, --sweep or --where")
     if inv.filters and not inv.action and not inv.command:
         inv.action = "list"
     if inv.filters and not inv.action:
-        raise UsageError("filters (--state, --label, --sweep, --where) go with -l, -r, -k or --requeue")
+        raise UsageError(
+            "filters (--state, --label, --sweep, --where) go with -l, -r, -k, --requeue, --hold or --release"
+        )
     if inv.action == "list" and inv.list_format not in ("default", "json", "tab"):
         raise UsageError(f"unknown list format {inv.list_format!r}: choose default, json or tab")
     if inv.action and inv.command:
@@ -142,6 +146,22 @@ def parse(argv: list[str]) -> Invocation:
     if not inv.action:
         inv.action = "enqueue" if inv.command or "batch" in inv.job else "list"
     return inv
+
+
+# The actions that take filters instead of one job id.
+FILTERED = ("", "list", "remove", "kill", "requeue", "hold", "release")
+
+
+def _hold_action(inv: Invocation) -> None:
+    """``ts --hold ID`` (or with filters, or alone: the last added job) holds a queued job;
+    ``ts --hold CMD...`` queues a command held.  (Queue the command ``5`` held with ts --hold -- 5.)"""
+    words = inv.command
+    if words and not (len(words) == 1 and words[0].isdigit()):
+        return
+    inv.action, inv.action_option = "hold", "--hold"
+    inv.value = words[0] if words else None
+    inv.command = []
+    del inv.job["hold"]
 
 
 def _sweep(inv: Invocation) -> None:

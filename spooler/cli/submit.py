@@ -51,6 +51,7 @@ def submission(opts: dict[str, Any]) -> Submit:
         after_last=bool(opts.get("after_last")),
         foreground=bool(opts.get("foreground")),
         no_block=bool(opts.get("no_block")),
+        hold=bool(opts.get("hold")),
     )
     if "slots" in opts:
         req.slots = positive(str(opts["slots"]), "-N")
@@ -231,7 +232,7 @@ def _forward(job: int, signum: int) -> bool:
         for _ in range(3):  # the job may start (or end) between the two requests
             try:
                 state = client.call(JobField(id=job, field="state"))["value"]
-                if state in ("queued", "allocating"):
+                if state in ("queued", "allocating", "held"):
                     client.call(Remove(id=job))
                     return True
                 if state == "running":

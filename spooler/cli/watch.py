@@ -37,7 +37,7 @@ _ROW_COLORS = {
     "failed": "\033[31m",
 }
 _BAR_COLOR = "\033[32m"
-_WAITING = ("queued", "allocating")
+_WAITING = ("queued", "allocating", "held")
 _ENDED = ("finished", "skipped", "lost", "timeout")
 _MIN_JOB_ROWS = 3  # GPU bars give way before the job list shrinks below this
 _HOLDERS_ROOM = 20  # cells kept after a GPU's bar for the ids of the jobs that hold it

@@ -19,6 +19,7 @@ _COLORS = {
     JobState.RUNNING: "\033[1;34m",
     JobState.QUEUED: "\033[33m",
     JobState.ALLOCATING: "\033[35m",
+    JobState.HELD: "\033[36m",
     JobState.SKIPPED: "\033[2m",
     JobState.LOST: "\033[1;31m",
     JobState.TIMEOUT: "\033[1;31m",

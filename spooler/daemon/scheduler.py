@@ -2,6 +2,7 @@
 the decisions.
 
 Policy, in queue order (priority, then first in, first out):
+- a held job (``--hold``) is passed over: it keeps its place and holds up nothing;
 - a job whose dependencies have not all ended is passed over (jobs behind it may start);
 - a ``-W`` job whose dependency failed, was skipped or was removed is skipped;
 - a job that needs more slots than are free stops the pass, so a wide job is never starved by
@@ -28,7 +29,7 @@ from typing import Protocol
 
 from spooler.daemon.gpus.placement import Want
 from spooler.durations import format_duration
-from spooler.jobs import Job
+from spooler.jobs import Job, JobState
 
 # outcome(job, dependency id): None while the dependency has not ended, else whether it succeeded.
 Outcome = Callable[[Job, int], "bool | None"]
@@ -93,6 +94,8 @@ def plan(
     called once, when the first GPU job is reached."""
     decisions = Plan()
     for job in queue:
+        if job.state is JobState.HELD:
+            continue
         ready, skip_reason = dependency_verdict(job, outcome)
         if skip_reason:
             decisions.skip.append((job, skip_reason))

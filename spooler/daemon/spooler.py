@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from spooler.commands import needs_shell
 from spooler.daemon.config import StartupConfig
+from spooler.daemon.control import JobControl
 from spooler.daemon.dispatch import Backend, Dispatcher
 from spooler.daemon.events import Events
 from spooler.daemon.gpus.manager import GpuManager
@@ -83,6 +84,7 @@ class Spooler:
             loop, self.table, self.running, self.gpu, self.events, self.terminals, self.runs_dir, clock
         )
         self.dispatcher.policy = config.policy
+        self.control = JobControl(self.table, self.kick, clock)
         self.limits = TimeLimits(loop, self.table, self.running, self.stop, clock)
         self.reaper = Reaper(
             loop, self.table, self.running, self.events, self.waiters, self.runs_dir, self.signal, adoption
@@ -306,6 +308,7 @@ def job_of(request: Submit, command: list[str], now: float) -> Job:
         skip_if_exists=request.skip_if_exists,
         snapshot=request.snapshot,
         snapshot_info=request.snapshot_info,
+        state=JobState.HELD if request.hold else JobState.QUEUED,
     )
 
 

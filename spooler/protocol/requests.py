@@ -92,7 +92,9 @@ def _filter(value: Any, name: str) -> Filter | None:
     return Filter.parse(value)
 
 
-STATES = frozenset({"queued", "allocating", "running", "finished", "skipped", "lost", "timeout", "failed"})
+STATES = frozenset(
+    {"queued", "allocating", "held", "running", "finished", "skipped", "lost", "timeout", "failed"}
+)
 
 
 def _states(value: Any, name: str) -> list[str]:
@@ -168,6 +170,7 @@ class Submit(Request, op="submit"):
     skip_if_exists: str | None = field(default=None, max_len=_PATH)
     snapshot: str | None = field(default=None, max_len=_PATH)
     snapshot_info: str | None = field(default=None, max_len=_PATH)
+    hold: bool = field(default=False)  # --hold: queued held, started only once released
 
 
 class List(Request, op="list"):
@@ -205,6 +208,21 @@ class Remove(Request, op="remove"):
 
 
 class Requeue(Request, op="requeue"):
+    id: int | None = field(default=None)
+    filter: Filter | None = field(default=None, check=_filter)
+
+
+class Hold(Request, op="hold"):
+    """--hold ID: a queued job (or every queued job the filter selects) stays queued but never
+    starts until released."""
+
+    id: int | None = field(default=None)
+    filter: Filter | None = field(default=None, check=_filter)
+
+
+class Release(Request, op="release"):
+    """--release ID: a held job (or every held job the filter selects) may start again."""
+
     id: int | None = field(default=None)
     filter: Filter | None = field(default=None, check=_filter)
 

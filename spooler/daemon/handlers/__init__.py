@@ -43,6 +43,8 @@ ROUTES: tuple[Route[Any], ...] = (
     Route(rq.Remove, queue.remove),
     Route(rq.Requeue, queue.requeue),
     Route(rq.Priority, queue.priority),
+    Route(rq.Hold, queue.hold),
+    Route(rq.Release, queue.release),
     Route(rq.Kill, queue.kill),
     Route(rq.Clear, queue.clear),
     Route(rq.Urgent, queue.urgent),

@@ -1,6 +1,8 @@
-"""Acting on jobs: remove, requeue, reorder (``-u``, ``-U``, ``--priority``), kill, clear.
+"""Acting on jobs: remove, requeue, reorder (``-u``, ``-U``, ``--priority``), hold, release,
+kill, clear.
 
-``-r``, ``-k`` and ``--requeue`` take one job by id, or every job a filter selects.
+``-r``, ``-k``, ``--requeue``, ``--hold`` and ``--release`` take one job by id, or every job a
+filter selects.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 from spooler.daemon.filters import select
 from spooler.daemon.server import Connection
 from spooler.daemon.spooler import Spooler
-from spooler.jobs import Job
+from spooler.jobs import Job, JobState
 from spooler.protocol import requests as rq
 
 Reply = dict[str, Any] | None
@@ -41,6 +43,22 @@ def requeue(sp: Spooler, req: rq.Requeue, conn: Connection) -> Reply:
         return _bulk(sp, req.filter, lambda j: j.state.is_done, sp.requeue)
     job = sp.get(req.id)
     sp.requeue(job)
+    return {"ok": True, "id": job.id}
+
+
+def hold(sp: Spooler, req: rq.Hold, conn: Connection) -> Reply:
+    if req.filter is not None and req.id is None:
+        return _bulk(sp, req.filter, lambda j: j.state.is_waiting, sp.control.hold)
+    job = sp.get(req.id)
+    sp.control.hold(job)
+    return {"ok": True, "id": job.id}
+
+
+def release(sp: Spooler, req: rq.Release, conn: Connection) -> Reply:
+    if req.filter is not None and req.id is None:
+        return _bulk(sp, req.filter, lambda j: j.state is JobState.HELD, sp.control.release)
+    job = sp.get(req.id)
+    sp.control.release(job)
     return {"ok": True, "id": job.id}
 
 

@@ -1,0 +1,99 @@
+"""Control over the queue and each job's life through the real ``ts`` and the Python API:
+hold and release."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Spool
+
+from spooler import Client
+
+
+@pytest.fixture
+def api(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> Client:
+    for key, value in spool.env.items():
+        if key.startswith("TS_") or key in ("TMPDIR", "XDG_STATE_HOME"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.chdir(spool.root)
+    spool.ts("-l")  # the daemon, started as ts would
+    return Client()
+
+
+def _gate(spool: Spool) -> int:
+    """A job that holds the one slot until the test touches ``gate``."""
+    gate = spool.root / "gate"
+    return spool.submit("sh", "-c", f"until [ -e {gate} ]; do sleep 0.02; done")
+
+
+def test_hold_and_release_through_ts(spool: Spool) -> None:
+    gate = _gate(spool)
+    held = spool.submit("echo", "held", opts=("--hold",))
+    queued = spool.submit("echo", "queued")
+    assert spool.ts("-s", str(held)).strip() == "held"
+    assert spool.ts("--hold", str(queued)) == ""  # silent, as -r ID and -k ID
+    listing = spool.ts("-l").splitlines()
+    assert [line.split()[1] for line in listing[1:]] == ["running", "held", "held"]
+    assert spool.ts("-l", "--state", "held", "--ids").split() == [str(held), str(queued)]
+    spool.ts("--release", str(held))
+    (spool.root / "gate").touch()
+    assert spool.run("-w", str(held)).returncode == 0
+    assert spool.job(queued)["state"] == "held"
+    assert spool.ts("--release", "--state", "held").split() == [str(queued)]
+    assert spool.run("-w", str(queued)).returncode == 0
+    assert spool.job(gate)["state"] == "finished"
+
+
+def test_hold_with_filters_and_the_last_added_job(spool: Spool) -> None:
+    _gate(spool)
+    a = spool.submit("true", opts=("-L", "sweep-a"))
+    b = spool.submit("true", opts=("-L", "sweep-b"))
+    done = spool.run("--hold", "--label", "sweep-a")
+    assert done.returncode == 0 and done.stdout.split() == [str(a)]
+    spool.ts("--hold")  # no id: the last added job
+    assert spool.job(b)["state"] == "held"
+    (spool.root / "gate").touch()
+
+
+def test_holding_a_command_that_is_a_number_needs_the_double_dash(spool: Spool) -> None:
+    held = spool.submit("--hold", "--", "5")
+    assert spool.job(held)["state"] == "held" and spool.job(held)["command"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--hold", "0"), "job 0 is not queued (it is running)"),
+        (("--release", "0"), "job 0 is not held (it is running)"),
+        (("--hold", "99"), "job 99 does not exist"),
+        (("--release", "x"), "--release: 'x' is not a job id"),
+    ],
+)
+def test_bad_hold_and_release(spool: Spool, args: tuple[str, ...], message: str) -> None:
+    _gate(spool)
+    done = spool.run(*args)
+    assert done.returncode != 0
+    assert done.stderr.strip() == f"ts: {message}"
+    assert spool.job(0)["state"] == "running"
+    (spool.root / "gate").touch()
+
+
+def test_held_jobs_survive_kill_9(spool: Spool) -> None:
+    held = spool.submit("true", opts=("--hold",))
+    spool.kill_daemon()
+    assert spool.job(held)["state"] == "held"
+    spool.ts("--release", str(held))
+    assert spool.run("-w", str(held)).returncode == 0
+
+
+def test_hold_and_release_from_python(api: Client, spool: Spool) -> None:
+    with api:
+        job = api.submit("true", hold=True, label="p")
+        assert api.job(job)["state"] == "held"
+        assert api.release(job) == [job]
+        assert api.wait(job) == 0
+        gate = api.submit(["sh", "-c", f"until [ -e {spool.root / 'gate'} ]; do sleep 0.02; done"])
+        later = api.submit("true", label="p")
+        assert api.hold(label="p") == [later]
+        assert api.job(later)["state"] == "held"
+        (spool.root / "gate").touch()
+        assert api.wait(gate) == 0
