@@ -204,7 +204,7 @@ class Client(client.Client):
 
     def _bulk(
         self,
-        kind: type[rq.Kill | rq.Remove | rq.Requeue | rq.Hold | rq.Release],
+        kind: type[rq.Kill | rq.Remove | rq.Requeue | rq.Hold | rq.Release | rq.Pause | rq.Resume],
         job_id: int | None,
         filters: dict[str, Any],
     ) -> list[int]:
@@ -233,6 +233,14 @@ class Client(client.Client):
     def release(self, job_id: int | None = None, **filters: Any) -> list[int]:
         """Let held jobs start again."""
         return self._bulk(rq.Release, job_id, filters)
+
+    def pause(self, job_id: int | None = None, **filters: Any) -> list[int]:
+        """SIGSTOP a running job's process group; it keeps its slots, GPUs and time left."""
+        return self._bulk(rq.Pause, job_id, filters)
+
+    def resume(self, job_id: int | None = None, **filters: Any) -> list[int]:
+        """SIGCONT a paused job's process group."""
+        return self._bulk(rq.Resume, job_id, filters)
 
 
 def _json_values(args: Mapping[str, Any]) -> dict[str, Any]:

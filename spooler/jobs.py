@@ -25,6 +25,7 @@ class JobState(str, enum.Enum):
     LOST = "lost"  # was running when the daemon died and its outcome cannot be known
     TIMEOUT = "timeout"  # was still running at its time limit (--time), so it was killed
     HELD = "held"  # queued, keeping its place, but never started until released (--hold)
+    PAUSED = "paused"  # running but stopped (SIGSTOP, --pause): keeps its slots and GPUs
 
     @property
     def is_waiting(self) -> bool:
@@ -33,7 +34,8 @@ class JobState(str, enum.Enum):
 
     @property
     def is_active(self) -> bool:
-        return self is JobState.RUNNING
+        """Its process exists: running, or paused."""
+        return self in (JobState.RUNNING, JobState.PAUSED)
 
     @property
     def is_done(self) -> bool:
@@ -44,7 +46,8 @@ _ALLOWED: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.ALLOCATING, JobState.RUNNING, JobState.SKIPPED, JobState.HELD}),
     JobState.ALLOCATING: frozenset({JobState.QUEUED, JobState.RUNNING, JobState.SKIPPED, JobState.HELD}),
     JobState.HELD: frozenset({JobState.QUEUED}),
-    JobState.RUNNING: frozenset({JobState.FINISHED, JobState.LOST, JobState.TIMEOUT}),
+    JobState.RUNNING: frozenset({JobState.FINISHED, JobState.LOST, JobState.TIMEOUT, JobState.PAUSED}),
+    JobState.PAUSED: frozenset({JobState.RUNNING, JobState.FINISHED, JobState.LOST, JobState.TIMEOUT}),
     JobState.FINISHED: frozenset({JobState.QUEUED}),
     JobState.SKIPPED: frozenset({JobState.QUEUED}),
     JobState.LOST: frozenset({JobState.QUEUED}),
@@ -85,6 +88,8 @@ class Job:
     assigned_gpus: list[int] = field(default_factory=list)
     # Time limit (--time): killed when still running this many seconds after its start
     time_limit: int | None = None
+    paused_at: float | None = None  # when its current pause began (--pause)
+    paused_for: float = 0.0  # seconds spent paused in earlier pauses: the time limit skips them
     timed_out: bool = False  # the limit was reached: it ends as TIMEOUT, however it exits
     retry_timeout: bool = False  # --retry-timeout: a timed-out attempt is retried too
     gpu_free_at_start: int | None = None  # MiB free on the least free of its GPUs when placed
@@ -115,7 +120,12 @@ class Job:
     def transition(self, new: JobState, now: float) -> None:
         if new not in _ALLOWED[self.state]:
             raise TransitionError(f"job {self.id}: {self.state.value} -> {new.value} is not allowed")
-        if new is JobState.RUNNING:
+        if self.state is JobState.PAUSED and self.paused_at is not None:
+            self.paused_for += max(0.0, now - self.paused_at)
+            self.paused_at = None
+        if new is JobState.PAUSED:
+            self.paused_at = now
+        elif new is JobState.RUNNING and self.state is not JobState.PAUSED:
             self.start_time = now
             self.reason = ""
         elif new.is_done:
@@ -126,6 +136,7 @@ class Job:
             self.assigned_gpus = []
             self.killed = self.timed_out = False
             self.result = None
+            self.paused_for = 0.0
         self.state = new
 
     def archive_attempt(self) -> None:
@@ -155,10 +166,18 @@ class Job:
         return 124 if self.state is JobState.TIMEOUT else 255
 
     def deadline(self) -> float | None:
-        """When a running job reaches its time limit (counted from its real start)."""
+        """When a running job reaches its time limit (counted from its real start, without the
+        time it spent paused); None while it is paused."""
+        if self.time_limit is None or self.start_time is None or self.paused_at is not None:
+            return None
+        return self.start_time + self.time_limit + self.paused_for
+
+    def time_left(self, now: float) -> float | None:
+        """What is left of its time limit (frozen while it is paused)."""
         if self.time_limit is None or self.start_time is None:
             return None
-        return self.start_time + self.time_limit
+        used = (self.paused_at or now) - self.start_time - self.paused_for
+        return self.time_limit - used
 
     @property
     def command_text(self) -> str:
@@ -222,6 +241,7 @@ def job_data(job: Job, now: float) -> dict[str, Any]:
         "gpus": job.assigned_gpus,
         "gpu_mem_mib": job.gpu_mem_mib,
         "time_limit": job.time_limit,
+        "paused_at": job.paused_at,
         "pid": job.pid,
         "cwd": job.cwd,
         "reason": job.reason or None,

@@ -4,7 +4,7 @@ hold and release."""
 from __future__ import annotations
 
 import pytest
-from conftest import Spool
+from conftest import Spool, wait_for
 
 from spooler import Client
 
@@ -97,3 +97,75 @@ def test_hold_and_release_from_python(api: Client, spool: Spool) -> None:
         assert api.job(later)["state"] == "held"
         (spool.root / "gate").touch()
         assert api.wait(gate) == 0
+
+
+# -- pause and resume --------------------------------------------------------------------------
+
+
+def _process_state(pid: int) -> str:
+    """The kernel's one-letter state of a process: T when stopped."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_pause_and_resume_through_ts(spool: Spool) -> None:
+    spool.ts("-S", "2")
+    job = spool.submit("sh", "-c", "sleep 30 & wait")
+    spool.wait_state(job, "running")
+    pid = int(spool.ts("-p", str(job)))
+    spool.ts("--pause", str(job))
+    assert spool.job(job)["state"] == "paused"
+    wait_for(lambda: _process_state(pid) == "T", what="the job to stop")
+    assert "Paused since:" in spool.ts("-i", str(job))
+    assert spool.ts("-l", "--state", "paused", "--ids").split() == [str(job)]
+    spool.ts("--resume", str(job))
+    assert spool.job(job)["state"] == "running"
+    wait_for(lambda: _process_state(pid) != "T", what="the job to continue")
+    spool.ts("--pause")  # no id: the last run job
+    spool.ts("-k", str(job))  # ends a paused job: SIGCONT follows the SIGTERM
+    assert spool.run("-w", str(job)).returncode == 255
+    assert spool.job(job)["signal"] == "SIGTERM"
+
+
+def test_a_paused_job_stays_paused_across_kill_9(spool: Spool) -> None:
+    job = spool.submit("sh", "-c", "sleep 30 & wait", opts=("--time", "1h"))
+    spool.wait_state(job, "running")
+    pid = int(spool.ts("-p", str(job)))
+    spool.ts("--pause", str(job))
+    spool.kill_daemon()
+    assert spool.job(job)["state"] == "paused"  # adopted by the next daemon, still paused
+    assert _process_state(pid) == "T"
+    assert "not counting while paused" in spool.ts("-i", str(job))
+    spool.ts("--resume", str(job))
+    wait_for(lambda: _process_state(pid) != "T", what="the job to continue")
+    spool.ts("-k", str(job))
+    assert spool.run("-w", str(job)).returncode == 255
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--pause", "1"), "job 1 is not running (it is queued)"),
+        (("--resume", "0"), "job 0 is not paused (it is running)"),
+        (("--pause", "7"), "job 7 does not exist"),
+    ],
+)
+def test_bad_pause_and_resume(spool: Spool, args: tuple[str, ...], message: str) -> None:
+    gate = _gate(spool)
+    spool.submit("true")
+    spool.wait_state(gate, "running")
+    done = spool.run(*args)
+    assert done.returncode != 0 and done.stderr.strip() == f"ts: {message}"
+    assert spool.job(0)["state"] == "running"
+    (spool.root / "gate").touch()
+
+
+def test_pause_and_resume_from_python(api: Client, spool: Spool) -> None:
+    with api:
+        job = api.submit(["sh", "-c", "sleep 30 & wait"], label="p")
+        wait_for(lambda: api.job(job)["pid"], what="the job to start")
+        assert api.pause(label="p") == [job]
+        assert api.job(job)["state"] == "paused"
+        assert api.resume(job) == [job]
+        assert api.kill(job) == [job]
+        assert api.wait(job) == 255

@@ -1,13 +1,17 @@
 """The daemon core in-process (``core_harness``): the user's control over a job's life — hold
-and release — with a fake launcher and clock.  No processes, no sleeps."""
+and release, pause and resume — with a fake launcher and clock.  No processes, no sleeps."""
 
 from __future__ import annotations
+
+import re
+import signal
+from typing import Any
 
 import pytest
 from core_harness import Core, MakeCore
 
 from spooler.protocol import RequestError
-from spooler.protocol.requests import Filter, Hold, Release, Urgent
+from spooler.protocol.requests import Filter, Hold, Pause, Release, Resume, Urgent
 
 # -- hold and release --------------------------------------------------------------------------
 
@@ -99,3 +103,95 @@ def test_held_jobs_stay_held_across_a_restart(make_core: MakeCore) -> None:
     assert c.state(held) == "held" and c.queue() == [held] and c.launched() == [queued]
     c.request(Release(id=held))
     assert c.state(held) == "queued"
+
+
+# -- pause and resume --------------------------------------------------------------------------
+
+
+def test_pause_stops_the_process_group_and_keeps_the_slot(make_core: MakeCore) -> None:
+    c = make_core(1)
+    job = c.submit("true")
+    behind = c.submit("true")
+    pid = c.started(job)
+    assert c.request(Pause(id=job)) == {"ok": True, "id": job}
+    assert c.signals == [(pid, signal.SIGSTOP)] and c.state(job) == "paused"
+    assert c.launched() == [job] and c.sp.running.busy_slots == 1  # behind does not start
+    c.request(Resume(id=job))
+    assert c.signals[-1] == (pid, signal.SIGCONT) and c.state(job) == "running"
+    c.ended(job)
+    assert c.launched() == [job, behind]
+
+
+def test_the_time_limit_does_not_run_while_paused(core: Core) -> None:
+    c = core
+    job = c.submit("true", time_limit=100)
+    pid = c.started(job)
+    c.loop.advance(30)
+    c.request(Pause(id=job))
+    c.loop.advance(1000)
+    assert not c.job(job).timed_out and c.signals == [(pid, signal.SIGSTOP)]
+    c.request(Resume(id=job))
+    assert c.job(job).deadline() == pytest.approx(c.clock() + 70)
+    c.loop.advance(69)
+    assert not c.job(job).timed_out
+    c.loop.advance(2)
+    assert c.job(job).timed_out and c.signals[-1] == (pid, signal.SIGTERM)
+
+
+def test_killing_a_paused_job_continues_it_after_the_sigterm(core: Core) -> None:
+    c = core
+    job = c.submit("true")
+    pid = c.started(job)
+    c.request(Pause(id=job))
+    c.kill(job)
+    assert c.signals == [(pid, signal.SIGSTOP), (pid, signal.SIGTERM), (pid, signal.SIGCONT)]
+    assert c.state(job) == "running"
+    c.ended(job, signal=signal.SIGTERM)
+    assert c.state(job) == "finished"
+
+
+def test_a_job_may_end_while_paused(core: Core) -> None:
+    job = core.submit("true")
+    core.started(job)
+    core.request(Pause(id=job))
+    core.ended(job, signal=signal.SIGKILL)
+    assert core.state(job) == "finished" and core.job(job).paused_at is None
+
+
+def test_a_paused_job_is_adopted_paused_and_can_be_resumed(core: Core) -> None:
+    c = core
+    job = c.submit("true", time_limit=100)
+    pid = c.started(job)
+    c.request(Pause(id=job))
+    c.adoption.alive.add(pid)
+    c.restart()
+    assert c.state(job) == "paused" and c.running() == [job]
+    c.loop.advance(500)
+    assert not c.job(job).timed_out
+    c.request(Resume(id=job))
+    assert c.signals[-1] == (pid, signal.SIGCONT) and c.state(job) == "running"
+
+
+@pytest.mark.parametrize(
+    ("request_type", "message"),
+    [
+        (lambda job: Pause(id=job), "is not running (it is queued)"),
+        (lambda job: Resume(id=job), "is not paused (it is queued)"),
+    ],
+)
+def test_pause_and_resume_want_a_running_or_paused_job(
+    make_core: MakeCore, request_type: Any, message: str
+) -> None:
+    c = make_core(1)
+    c.submit("true")
+    queued = c.submit("true")
+    with pytest.raises(RequestError, match=re.escape(f"job {queued} {message}")):
+        c.request(request_type(queued))
+    assert c.state(queued) == "queued" and c.signals == []
+
+
+def test_a_job_not_started_yet_cannot_be_paused(core: Core) -> None:
+    job = core.submit("true")  # handed to the launcher, which has not reported its pid
+    with pytest.raises(RequestError, match="its process is not known yet"):
+        core.request(Pause(id=job))
+    assert core.state(job) == "running"

@@ -27,6 +27,11 @@ ALLOWED = {
     (S.QUEUED, S.HELD),
     (S.ALLOCATING, S.HELD),
     (S.HELD, S.QUEUED),
+    (S.RUNNING, S.PAUSED),
+    (S.PAUSED, S.RUNNING),
+    (S.PAUSED, S.FINISHED),
+    (S.PAUSED, S.LOST),
+    (S.PAUSED, S.TIMEOUT),
 }
 
 

@@ -38,16 +38,18 @@ _WAITING = frozenset({"queued", "allocating", "held"})
 _ENDED = frozenset({"finished", "skipped", "lost", "timeout"})
 # Jobs an option can act on at all (the daemon refuses the others); the rest offer every job.
 _STATES: dict[str, frozenset[str]] = {
-    "kill": frozenset({"running"}),
+    "kill": frozenset({"running", "paused"}),
     "urgent": _WAITING,
     "swap": _WAITING,
     "remove": _WAITING | _ENDED,
     "requeue": _ENDED,
     "release": frozenset({"held"}),
+    "pause": frozenset({"running"}),
+    "resume": frozenset({"paused"}),
 }
 # What --state accepts ("failed" is a filter of its own: a bad exit, a signal, skipped, lost).
 _STATE_NAMES = (
-    "queued", "allocating", "held", "running", "finished", "skipped", "lost", "timeout", "failed",
+    "queued", "allocating", "held", "running", "paused", "finished", "skipped", "lost", "timeout", "failed",
 )  # fmt: skip
 
 _PATHS = frozenset({"set_logdir", "batch", "skip_if_exists"})

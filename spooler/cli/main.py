@@ -53,16 +53,21 @@ def _list(inv: Invocation) -> int:
 
 
 def _bulk(op: str) -> Callable[[Invocation], int]:
-    """-r, -k, --requeue, --hold and --release: one job by id, or every job the filters select."""
+    """-r, -k, --requeue, --hold, --release, --pause, --resume: one job by id, or every job the
+    filters select."""
 
     def action(inv: Invocation) -> int:
         spec, target = _filter(inv), job_id(inv.value, inv.action_option)
-        kinds: dict[str, type[rq.Remove | rq.Kill | rq.Requeue | rq.Hold | rq.Release]] = {
+        kinds: dict[
+            str, type[rq.Remove | rq.Kill | rq.Requeue | rq.Hold | rq.Release | rq.Pause | rq.Resume]
+        ] = {
             "remove": rq.Remove,
             "kill": rq.Kill,
             "requeue": rq.Requeue,
             "hold": rq.Hold,
             "release": rq.Release,
+            "pause": rq.Pause,
+            "resume": rq.Resume,
         }
         request: rq.Request = kinds[op](id=target, filter=spec)
         with Client() as client:
@@ -77,6 +82,8 @@ def _bulk(op: str) -> Callable[[Invocation], int]:
                     "requeue": "not ended",
                     "hold": "not queued",
                     "release": "not held",
+                    "pause": "not running",
+                    "resume": "not paused",
                 }[op]
                 print(f"ts: left {len(reply['left'])} {why} job(s) alone: {reply['left']}", file=sys.stderr)
         return 0
@@ -305,6 +312,8 @@ ACTIONS: dict[str, Callable[[Invocation], int]] = {
     "set_priority": _set_priority,
     "hold": _bulk("hold"),
     "release": _bulk("release"),
+    "pause": _bulk("pause"),
+    "resume": _bulk("resume"),
     "sweep": _sweep,
     "wait": _wait,
     "kill": _bulk("kill"),

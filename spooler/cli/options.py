@@ -2,7 +2,8 @@
 completion all read this table.
 
 ``kind`` is ``action`` (what this call does; one per call), ``job`` (how a queued job runs) or
-``filter`` (which jobs ``-l``, ``-r``, ``-k``, ``--requeue``, ``--hold`` and ``--release`` act on).
+``filter`` (which jobs ``-l`` and the actions on many jobs act on: ``-r``, ``-k``,
+``--requeue``, ``--hold``, ``--release``, ``--pause``, ``--resume``).
 ``arg`` says what follows the option:
   ``none``; ``id`` (an optional job id: the next word unless it starts with ``-``);
   ``int?`` (an optional number, same rule); ``count?`` (an optional number, taken only when
@@ -82,6 +83,8 @@ OPTIONS: tuple[Option, ...] = (
     _action(None, "setenv", "setenv", "str", "set a variable that new jobs get", "VAR=VALUE"),
     _action(None, "unsetenv", "unsetenv", "str", "remove a variable from what new jobs get", "VAR"),
     _action(None, "requeue", "requeue", "id", "put an ended job (or every job the filters select) back in the queue"),
+    _action(None, "pause", "pause", "id", "stop a running job's process group (SIGSTOP): it keeps its slots and GPUs; last run if no id"),
+    _action(None, "resume", "resume", "id", "continue a paused job (SIGCONT); last run if no id"),
     _action(None, "release", "release", "id", "let a held job (or every held job the filters select) start; last added if no id"),
     _action(None, "get_logdir", "get_logdir", "none", "show the directory of the log files"),
     _action(None, "set_logdir", "set_logdir", "str", "set the directory of the log files", "PATH"),
@@ -120,7 +123,7 @@ OPTIONS: tuple[Option, ...] = (
     _job(None, "snapshot", "snapshot", "none", "run on a copy of the working tree taken now (git: tracked and new files)"),
     _job(None, "hold", "hold", "none", "queue the job held: it keeps its place but starts only once released; ts --hold ID holds a queued job"),
     _job(None, "dry-run", "dry_run", "none", "with sweep: print the commands, queue nothing"),
-    # Filters, for -l, -r, -k, --requeue, --hold and --release
+    # Filters, for -l, -r, -k, --requeue, --hold, --release, --pause and --resume
     _filter("state", "states", "str", "only jobs in these states (comma-separated; 'failed' too)", "STATE,..."),
     _filter("label", "label", "str", "only jobs with this label", "LABEL"),
     _filter("sweep", "sweep", "str", "only jobs of this sweep", "NAME"),

@@ -137,7 +137,8 @@ def parse(argv: list[str]) -> Invocation:
         inv.action = "list"
     if inv.filters and not inv.action:
         raise UsageError(
-            "filters (--state, --label, --sweep, --where) go with -l, -r, -k, --requeue, --hold or --release"
+            "filters (--state, --label, --sweep, --where) go with -l, -r, -k, --requeue, --hold, --release,"
+            " --pause or --resume"
         )
     if inv.action == "list" and inv.list_format not in ("default", "json", "tab"):
         raise UsageError(f"unknown list format {inv.list_format!r}: choose default, json or tab")
@@ -149,7 +150,7 @@ def parse(argv: list[str]) -> Invocation:
 
 
 # The actions that take filters instead of one job id.
-FILTERED = ("", "list", "remove", "kill", "requeue", "hold", "release")
+FILTERED = ("", "list", "remove", "kill", "requeue", "hold", "release", "pause", "resume")
 
 
 def _hold_action(inv: Invocation) -> None:

@@ -65,7 +65,7 @@ def counts(jobs: list[dict[str, Any]]) -> dict[str, int]:
             result["failed"] += 1
         elif state == "finished":
             result["finished"] += 1
-        elif state == "running":
+        elif state in ("running", "paused"):
             result["running"] += 1
         elif state in _WAITING:
             result["queued"] += 1
@@ -124,7 +124,9 @@ def fit(text: str, width: int) -> str:
 
 def _ordered(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What matters most first: running jobs, then the queue in its order, then the latest ended."""
-    running = sorted((j for j in jobs if j["state"] == "running"), key=lambda j: j.get("start_time") or 0)
+    running = sorted(
+        (j for j in jobs if j["state"] in ("running", "paused")), key=lambda j: j.get("start_time") or 0
+    )
     waiting = [j for j in jobs if j["state"] in _WAITING]  # the daemon lists them in queue order
     ended = sorted(
         (j for j in jobs if j["state"] in _ENDED),
@@ -217,7 +219,7 @@ def render_watch(
     ``notice`` is a line to show under the summary (the daemon stopped answering, say).
     """
     tally = counts(jobs)
-    busy = sum(int(j.get("slots") or 1) for j in jobs if j["state"] == "running")
+    busy = sum(int(j.get("slots") or 1) for j in jobs if j["state"] in ("running", "paused"))
     eta = drain_estimate(jobs, slots)
     if tally["queued"] == 0:
         drain = "queue empty"

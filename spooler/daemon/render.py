@@ -20,6 +20,7 @@ _COLORS = {
     JobState.QUEUED: "\033[33m",
     JobState.ALLOCATING: "\033[35m",
     JobState.HELD: "\033[36m",
+    JobState.PAUSED: "\033[1;36m",
     JobState.SKIPPED: "\033[2m",
     JobState.LOST: "\033[1;31m",
     JobState.TIMEOUT: "\033[1;31m",
@@ -225,12 +226,16 @@ def render_info(job: Job, now: float) -> str:
         lines.append(f"GPUs assigned: {', '.join(map(str, job.assigned_gpus)) or '-'}")
     if job.time_limit:
         limit = f"Time limit: {format_duration(job.time_limit)}"
-        deadline = job.deadline()
-        if job.state is JobState.RUNNING and deadline is not None:
-            limit += f" ({format_duration(deadline - now)} left)" if deadline > now else " (reached)"
+        left = job.time_left(now)
+        if job.state.is_active and left is not None:
+            limit += f" ({format_duration(left)} left)" if left > 0 else " (reached)"
+            if job.state is JobState.PAUSED:
+                limit += ", not counting while paused"
         lines.append(limit)
     if job.pid:
         lines.append(f"PID: {job.pid}")
+    if job.paused_at is not None:
+        lines.append(f"Paused since: {_when(job.paused_at)} (ts --resume {job.id})")
     if job.reason:
         lines.append(f"Reason: {job.reason}")
     lines += [

@@ -84,8 +84,9 @@ class Spooler:
             loop, self.table, self.running, self.gpu, self.events, self.terminals, self.runs_dir, clock
         )
         self.dispatcher.policy = config.policy
-        self.control = JobControl(self.table, self.kick, clock)
         self.limits = TimeLimits(loop, self.table, self.running, self.stop, clock)
+        # kill_group looked up at each call: the in-process tests replace it.
+        self.control = JobControl(self.table, self.limits, lambda g, s: kill_group(g, s), self.kick, clock)
         self.reaper = Reaper(
             loop, self.table, self.running, self.events, self.waiters, self.runs_dir, self.signal, adoption
         )
@@ -160,7 +161,7 @@ class Spooler:
 
     def has_started(self, job: Job) -> bool:
         """Its process runs: the launcher reported it (so its log exists), or it was adopted."""
-        return job.state is JobState.RUNNING and (job.shim_pid is not None or job.pid is not None)
+        return job.state.is_active and (job.shim_pid is not None or job.pid is not None)
 
     # -- queueing ----------------------------------------------------------------------------
 
@@ -206,8 +207,10 @@ class Spooler:
     # -- the user's actions ------------------------------------------------------------------
 
     def remove(self, job: Job) -> None:
-        if job.state is JobState.RUNNING:
-            raise RequestError(E_INVALID, f"job {job.id} is running; kill it first (ts -k {job.id})")
+        if job.state.is_active:
+            raise RequestError(
+                E_INVALID, f"job {job.id} is {job.state.value}; kill it first (ts -k {job.id})"
+            )
         self.events.removed(job)
 
     def clear_finished(self) -> int:
@@ -219,7 +222,7 @@ class Spooler:
     def kill(self, job: Job, sig: int = signal.SIGTERM, escalate: bool = True) -> None:
         """Signal the job's process group; unless told not to, SIGKILL whatever is left after the
         grace period.  (``ts -f`` forwards Ctrl-C without escalation, as a terminal would.)"""
-        if job.state is not JobState.RUNNING:
+        if not job.state.is_active:
             raise RequestError(E_INVALID, f"job {job.id} is not running (it is {job.state.value})")
         if not self.stop(job, sig, escalate):
             raise RequestError(E_INVALID, f"job {job.id} has no process left to signal")
@@ -236,6 +239,9 @@ class Spooler:
     def signal(self, job: Job, sig: int, escalate: bool = True) -> bool:
         if not job.pid or not kill_group(job.pid, sig):
             return False
+        if job.state is JobState.PAUSED and sig not in (signal.SIGSTOP, signal.SIGCONT):
+            self.control.continued(job)  # a stopped process cannot act on the signal
+            self.table.record(job)
         if escalate and sig != signal.SIGKILL:
             # Whatever ignores the signal, or outlives the job in its process group, is killed
             # after the grace period: nothing of a killed job survives.

@@ -48,7 +48,8 @@ class JobTable:
     # -- loading and compaction ------------------------------------------------------------
 
     def load(self) -> list[Job]:
-        """Read the save-list; returns the jobs that were running when the last daemon stopped."""
+        """Read the save-list; returns the jobs that were running (or paused) when the last daemon
+        stopped."""
         loaded = self.store.load()
         self.warnings += loaded.warnings
         self.settings.update_from_record(loaded.settings)
@@ -75,7 +76,7 @@ class JobTable:
             if started:
                 self.last_run = max(started, key=lambda j: j.start_time or 0).id
         self.store.open()
-        return [j for j in self.jobs.values() if j.state is JobState.RUNNING]
+        return [j for j in self.jobs.values() if j.state.is_active]
 
     def snapshot(self) -> Snapshot:
         """The whole state, for a compaction; call _drop_unused_envs first."""

@@ -93,7 +93,7 @@ def _filter(value: Any, name: str) -> Filter | None:
 
 
 STATES = frozenset(
-    {"queued", "allocating", "held", "running", "finished", "skipped", "lost", "timeout", "failed"}
+    {"queued", "allocating", "held", "running", "paused", "finished", "skipped", "lost", "timeout", "failed"}
 )
 
 
@@ -222,6 +222,20 @@ class Hold(Request, op="hold"):
 
 class Release(Request, op="release"):
     """--release ID: a held job (or every held job the filter selects) may start again."""
+
+    id: int | None = field(default=None)
+    filter: Filter | None = field(default=None, check=_filter)
+
+
+class Pause(Request, op="pause"):
+    """--pause ID: SIGSTOP to a running job's process group (or every one the filter selects)."""
+
+    id: int | None = field(default=None)
+    filter: Filter | None = field(default=None, check=_filter)
+
+
+class Resume(Request, op="resume"):
+    """--resume ID: SIGCONT to a paused job's process group (or every one the filter selects)."""
 
     id: int | None = field(default=None)
     filter: Filter | None = field(default=None, check=_filter)

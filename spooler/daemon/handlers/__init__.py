@@ -45,6 +45,8 @@ ROUTES: tuple[Route[Any], ...] = (
     Route(rq.Priority, queue.priority),
     Route(rq.Hold, queue.hold),
     Route(rq.Release, queue.release),
+    Route(rq.Pause, queue.pause),
+    Route(rq.Resume, queue.resume),
     Route(rq.Kill, queue.kill),
     Route(rq.Clear, queue.clear),
     Route(rq.Urgent, queue.urgent),

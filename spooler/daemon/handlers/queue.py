@@ -1,8 +1,8 @@
 """Acting on jobs: remove, requeue, reorder (``-u``, ``-U``, ``--priority``), hold, release,
-kill, clear.
+pause, resume, kill, clear.
 
-``-r``, ``-k``, ``--requeue``, ``--hold`` and ``--release`` take one job by id, or every job a
-filter selects.
+``-r``, ``-k``, ``--requeue``, ``--hold``, ``--release``, ``--pause`` and ``--resume`` take one
+job by id, or every job a filter selects.
 """
 
 from __future__ import annotations
@@ -62,6 +62,22 @@ def release(sp: Spooler, req: rq.Release, conn: Connection) -> Reply:
     return {"ok": True, "id": job.id}
 
 
+def pause(sp: Spooler, req: rq.Pause, conn: Connection) -> Reply:
+    if req.filter is not None and req.id is None:
+        return _bulk(sp, req.filter, lambda j: j.state is JobState.RUNNING and bool(j.pid), sp.control.pause)
+    job = sp.get(req.id, "run")
+    sp.control.pause(job)
+    return {"ok": True, "id": job.id}
+
+
+def resume(sp: Spooler, req: rq.Resume, conn: Connection) -> Reply:
+    if req.filter is not None and req.id is None:
+        return _bulk(sp, req.filter, lambda j: j.state is JobState.PAUSED, sp.control.resume)
+    job = sp.get(req.id, "run")
+    sp.control.resume(job)
+    return {"ok": True, "id": job.id}
+
+
 def priority(sp: Spooler, req: rq.Priority, conn: Connection) -> Reply:
     job = sp.get(req.id)
     sp.set_priority(job, req.set)
@@ -70,7 +86,7 @@ def priority(sp: Spooler, req: rq.Priority, conn: Connection) -> Reply:
 
 def kill(sp: Spooler, req: rq.Kill, conn: Connection) -> Reply:
     if req.all or (req.filter is not None and req.id is None):
-        spec = req.filter or rq.Filter(states=["running"])
+        spec = req.filter or rq.Filter(states=["running", "paused"])
         return _bulk(sp, spec, lambda j: j.state.is_active and bool(j.pid), sp.kill)
     job = sp.get(req.id, "run")
     sp.kill(job, req.signal, escalate=not req.only)
