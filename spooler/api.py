@@ -95,6 +95,7 @@ class Client(client.Client):
         stderr_apart: bool = False,
         gzip: bool = False,
         hold: bool = False,
+        begin: str | float | None = None,
     ) -> rq.Submit:
         """What every job of one call shares; the keywords are :meth:`submit`'s."""
         return rq.Submit(
@@ -115,6 +116,7 @@ class Client(client.Client):
             stderr_apart=stderr_apart,
             gzip=gzip,
             hold=hold,
+            begin_at=_begin(begin),
         )
 
     def submit(
@@ -132,7 +134,9 @@ class Client(client.Client):
 
         ``options``: label, slots, gpus, gpu_indices, gpu_mem_mib, after, after_ok, priority,
         retry, retry_timeout, no_output, stderr_apart, gzip, hold (as the ``ts`` options of the
-        same names), and ``time``: the time limit, as ``--time`` takes it ("2h") or in seconds.
+        same names), ``time``: the time limit, as ``--time`` takes it ("2h") or in seconds, and
+        ``begin``: not before this time, as ``--begin`` takes it ("22:00", "+2h") or in seconds
+        since the epoch.
         """
         request = self._submission(cwd, env, **options)
         request.command, request.skip_if_exists = _words(command), skip_if_exists
@@ -280,3 +284,23 @@ def _time_limit(value: str | float | None) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= MAX_DURATION:
         raise UsageError(f"time: {value!r} is not a duration of 1 s to a year")
     return round(value)
+
+
+def _begin(value: str | float | None) -> int | None:
+    """``begin=``: "22:00", "2026-05-01T22:00", "+2h" as ``--begin`` takes them, or a time in
+    seconds since the epoch."""
+    if value is None:
+        return None
+    import time as clock
+
+    from spooler.durations import parse_begin
+
+    now = clock.time()
+    if isinstance(value, str):
+        try:
+            return parse_begin(value, now)
+        except ValueError as exc:
+            raise UsageError(f"begin: {exc}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= now:
+        raise UsageError(f"begin: {value!r} is not a time to come (seconds since the epoch)")
+    return int(-(-value // 1))

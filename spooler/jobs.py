@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import signal as signals
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +89,7 @@ class Job:
     assigned_gpus: list[int] = field(default_factory=list)
     # Time limit (--time): killed when still running this many seconds after its start
     time_limit: int | None = None
+    begin_at: float | None = None  # --begin: not started before this time (seconds since the epoch)
     paused_at: float | None = None  # when its current pause began (--pause)
     paused_for: float = 0.0  # seconds spent paused in earlier pauses: the time limit skips them
     timed_out: bool = False  # the limit was reached: it ends as TIMEOUT, however it exits
@@ -179,6 +181,14 @@ class Job:
         used = (self.paused_at or now) - self.start_time - self.paused_for
         return self.time_limit - used
 
+    def why_waiting(self, now: float) -> str:
+        """Why a job has not started (or the reason it ended as it did): for ``-i`` and ``-M``."""
+        if self.state is JobState.HELD:
+            return f"held (ts --release {self.id})"
+        if self.state.is_waiting and self.begin_at is not None and self.begin_at > now:
+            return f"begins at {time.strftime('%a %b %d %H:%M:%S %Y', time.localtime(self.begin_at))}"
+        return self.reason
+
     @property
     def command_text(self) -> str:
         return display(self.command)
@@ -244,7 +254,8 @@ def job_data(job: Job, now: float) -> dict[str, Any]:
         "paused_at": job.paused_at,
         "pid": job.pid,
         "cwd": job.cwd,
-        "reason": job.reason or None,
+        "reason": job.why_waiting(now) or None,
+        "begin_at": job.begin_at,
         "priority": job.priority,
         "retries": job.max_retries,
         "attempt": job.attempt,

@@ -7,6 +7,7 @@ import pytest
 from conftest import Spool, wait_for
 
 from spooler import Client
+from spooler.errors import UsageError
 
 
 @pytest.fixture
@@ -169,3 +170,49 @@ def test_pause_and_resume_from_python(api: Client, spool: Spool) -> None:
         assert api.resume(job) == [job]
         assert api.kill(job) == [job]
         assert api.wait(job) == 255
+
+
+# -- start later (--begin) ---------------------------------------------------------------------
+
+
+def test_begin_later_through_ts(spool: Spool) -> None:
+    job = spool.submit("true", opts=("--begin", "+1s"))
+    info = spool.ts("-i", str(job))
+    record = spool.job(job)
+    # (It may have begun already on a slow machine; if not, it says when it will.)
+    if record["state"] == "queued":
+        assert "Reason: begins at " in info
+    assert spool.run("-w", str(job)).returncode == 0
+    assert spool.job(job)["start_time"] >= record["begin_at"]
+
+
+def test_a_begin_time_survives_kill_9(spool: Spool) -> None:
+    job = spool.submit("true", opts=("--begin", "+1h"))
+    begin = spool.job(job)["begin_at"]
+    spool.kill_daemon()
+    record = spool.job(job)
+    assert record["state"] == "queued" and record["begin_at"] == begin
+    assert record["reason"].startswith("begins at ")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("25:61", "'25:61' is not a time of day"),
+        ("yesterday", "'yesterday' is not a time"),
+        ("2001-01-01T00:00", "'2001-01-01T00:00' is in the past"),
+    ],
+)
+def test_bad_begin_times_through_ts(spool: Spool, value: str, message: str) -> None:
+    done = spool.run("--begin", value, "true")
+    assert done.returncode != 0 and done.stderr.startswith(f"ts: --begin: {message}")
+    assert len(done.stderr.splitlines()) == 1
+    assert spool.jobs() == []
+
+
+def test_begin_from_python(api: Client, spool: Spool) -> None:
+    with api:
+        job = api.submit("true", begin="+1h")
+        assert api.job(job)["reason"].startswith("begins at ")
+        with pytest.raises(UsageError, match="is in the past"):
+            api.submit("true", begin="2001-01-01T00:00")

@@ -1,5 +1,5 @@
 """The daemon core in-process (``core_harness``): the user's control over a job's life — hold
-and release, pause and resume — with a fake launcher and clock.  No processes, no sleeps."""
+and release, pause and resume, start later — with a fake launcher and clock.  No processes, no sleeps."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from core_harness import Core, MakeCore
 
+from spooler.durations import parse_begin
 from spooler.protocol import RequestError
 from spooler.protocol.requests import Filter, Hold, Pause, Release, Resume, Urgent
 
@@ -195,3 +196,94 @@ def test_a_job_not_started_yet_cannot_be_paused(core: Core) -> None:
     with pytest.raises(RequestError, match="its process is not known yet"):
         core.request(Pause(id=job))
     assert core.state(job) == "running"
+
+
+# -- start later (--begin) ---------------------------------------------------------------------
+
+
+def test_a_job_begins_at_its_time_on_a_timer(make_core: MakeCore) -> None:
+    c = make_core(1)
+    later = c.submit("true", begin_at=int(c.clock()) + 100)
+    now = c.submit("true")
+    assert c.launched() == [now] and c.queue() == [later]
+    assert c.job(later).why_waiting(c.clock()).startswith("begins at ")
+    c.run(now)
+    c.loop.advance(99)
+    assert c.launched() == [now]
+    c.loop.advance(1)  # the timer fires at the job's time: no polling in between
+    assert c.launched() == [now, later]
+
+
+def test_a_job_that_begins_later_does_not_hold_up_the_slots(make_core: MakeCore) -> None:
+    c = make_core(2)
+    c.submit("true", begin_at=int(c.clock()) + 3600, slots=2)
+    narrow = c.submit("true")
+    assert c.launched() == [narrow]
+
+
+def test_the_earliest_time_is_armed_and_each_is_kept(make_core: MakeCore) -> None:
+    c = make_core(4)
+    base = int(c.clock())
+    late = c.submit("true", begin_at=base + 300)
+    early = c.submit("true", begin_at=base + 100)
+    assert c.loop.pending_timers() == 1
+    c.loop.advance(100)
+    assert c.launched() == [early]
+    c.loop.advance(200)
+    assert c.launched() == [early, late]
+
+
+def test_begin_times_survive_a_restart(make_core: MakeCore) -> None:
+    c = make_core(1)
+    job = c.submit("true", begin_at=int(c.clock()) + 100)
+    c.restart()
+    assert c.queue() == [job] and c.launched() == []
+    c.loop.advance(100)
+    assert c.launched() == [job]
+
+
+def test_a_begin_time_in_the_past_is_refused(core: Core) -> None:
+    with pytest.raises(RequestError, match="--begin: that time is in the past"):
+        core.submit("true", begin_at=int(core.clock()) - 3600)
+    assert core.sp.table.jobs == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("+30s", 30),
+        ("+2h", 7200),
+        ("+90", 5400),  # a bare number is minutes, as in --time
+        ("13:00", 3600),  # the next 13:00: later today
+        ("11:00", 23 * 3600),  # 11:00 is past: tomorrow's
+        ("12:00:30", 30),
+        ("2023-11-14T13:00:00", 3600),
+    ],
+)
+def test_begin_times_as_users_write_them(text: str, expected: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        noon = 1_699_963_200  # 2023-11-14 12:00:00 UTC
+        assert parse_begin(text, noon) - noon == expected
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("25:00", "is not a time of day"),
+        ("tomorrow", "is not a time"),
+        ("2020-01-01T00:00", "is in the past"),
+        ("+0s", "at least one second"),
+        ("+x", "is not a duration"),
+        ("2099-01-01", "more than a year away"),
+    ],
+)
+def test_bad_begin_times(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_begin(text, 1_699_963_200)

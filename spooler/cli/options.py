@@ -121,6 +121,7 @@ OPTIONS: tuple[Option, ...] = (
     _job(None, "allow-extra", "allow_extra", "none", "allow arguments that no placeholder uses"),
     _job(None, "skip-if-exists", "skip_if_exists", "str", "skip the job if PATH (templated) exists when it is due to start", "PATH"),
     _job(None, "snapshot", "snapshot", "none", "run on a copy of the working tree taken now (git: tracked and new files)"),
+    _job(None, "begin", "begin", "str", "start the job no earlier than TIME: HH:MM (the next such time), an ISO 8601 date-time, or +DURATION (+30s, +2h)", "TIME"),
     _job(None, "hold", "hold", "none", "queue the job held: it keeps its place but starts only once released; ts --hold ID holds a queued job"),
     _job(None, "dry-run", "dry_run", "none", "with sweep: print the commands, queue nothing"),
     # Filters, for -l, -r, -k, --requeue, --hold, --release, --pause and --resume

@@ -82,6 +82,15 @@ def submission(opts: dict[str, Any]) -> Submit:
             req.time_limit = parse_duration(str(opts["time"]))
         except ValueError as exc:
             raise UsageError(f"--time: {exc}") from None
+    if opts.get("begin") is not None:
+        import time
+
+        from spooler.durations import parse_begin
+
+        try:
+            req.begin_at = parse_begin(str(opts["begin"]), time.time())
+        except ValueError as exc:
+            raise UsageError(f"--begin: {exc}") from None
     onfinish = os.environ.get("TS_ONFINISH")
     if onfinish:
         _check_program(onfinish, "TS_ONFINISH")

@@ -236,8 +236,9 @@ def render_info(job: Job, now: float) -> str:
         lines.append(f"PID: {job.pid}")
     if job.paused_at is not None:
         lines.append(f"Paused since: {_when(job.paused_at)} (ts --resume {job.id})")
-    if job.reason:
-        lines.append(f"Reason: {job.reason}")
+    reason = job.why_waiting(now)
+    if reason:
+        lines.append(f"Reason: {reason}")
     lines += [
         f"Enqueue time: {_when(job.enqueue_time)}",
         f"Start time: {_when(job.start_time)}",

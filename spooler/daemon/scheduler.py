@@ -2,7 +2,8 @@
 the decisions.
 
 Policy, in queue order (priority, then first in, first out):
-- a held job (``--hold``) is passed over: it keeps its place and holds up nothing;
+- a held job (``--hold``), or one whose ``--begin`` time has not come, is passed over: it keeps
+  its place and holds up nothing (the daemon's ``wakeups`` kick a pass at that time);
 - a job whose dependencies have not all ended is passed over (jobs behind it may start);
 - a ``-W`` job whose dependency failed, was skipped or was removed is skipped;
 - a job that needs more slots than are free stops the pass, so a wide job is never starved by
@@ -94,7 +95,7 @@ def plan(
     called once, when the first GPU job is reached."""
     decisions = Plan()
     for job in queue:
-        if job.state is JobState.HELD:
+        if job.state is JobState.HELD or (job.begin_at is not None and job.begin_at > now):
             continue
         ready, skip_reason = dependency_verdict(job, outcome)
         if skip_reason:

@@ -40,11 +40,15 @@ from spooler.daemon.running import RunningJobs
 from spooler.daemon.table import JobTable, ensure_dirs
 from spooler.daemon.terminals import Terminals
 from spooler.daemon.waiters import Waiters
+from spooler.daemon.wakeups import Wakeups
 from spooler.jobs import Job, JobState
 from spooler.protocol import E_INTERNAL, E_INVALID, E_NOT_FOUND, E_QUEUE_FULL, RequestError
 from spooler.protocol.requests import Submit
 
 log = logging.getLogger("spooler")
+
+# A --begin time this much in the past is refused; less is the time the request took to arrive.
+BEGIN_SLACK = 60.0
 
 # (reaper.note, reaper.launcher_lost) -> the backend that starts jobs
 BackendFactory = Callable[[Callable[[list[object]], None], Callable[[], None]], Backend]
@@ -84,6 +88,7 @@ class Spooler:
             loop, self.table, self.running, self.gpu, self.events, self.terminals, self.runs_dir, clock
         )
         self.dispatcher.policy = config.policy
+        self.wakeups = Wakeups(loop, clock, self.kick)  # --begin times
         self.limits = TimeLimits(loop, self.table, self.running, self.stop, clock)
         # kill_group looked up at each call: the in-process tests replace it.
         self.control = JobControl(self.table, self.limits, lambda g, s: kill_group(g, s), self.kick, clock)
@@ -113,6 +118,9 @@ class Spooler:
         for job in was_running:
             self.reaper.recover(job, logs)
         exits.remove_logs_of_dead_launchers(self.runs_dir, alive=set())
+        for job in self.table.queue:
+            if job.begin_at is not None:
+                self.wakeups.at(job.begin_at)
         self.backend.start()
         self.table.compact_at_start()
 
@@ -128,6 +136,7 @@ class Spooler:
         """Stop adopting and launching: running jobs keep running in their own sessions."""
         self.reaper.close()
         self.limits.close()
+        self.wakeups.close()
         self.backend.close()
         self.gpu.close()
 
@@ -173,6 +182,8 @@ class Spooler:
         if request.mail and find_sendmail(request.env) is None:
             raise RequestError(E_INVALID, "-m: no sendmail found to mail the output; install one or drop -m")
         self.gpu.validate(request.gpus, request.gpu_indices or None)
+        if request.begin_at is not None and request.begin_at < self.clock() - BEGIN_SLACK:
+            raise RequestError(E_INVALID, "--begin: that time is in the past")
         limit = self.config.queue_limit
         if limit is not None and len(self.table.queue) >= limit:
             raise RequestError(E_QUEUE_FULL, f"the queue is full ({limit} jobs waiting, TS_MAXCONN)")
@@ -185,6 +196,8 @@ class Spooler:
             raise RequestError(E_INTERNAL, f"could not record the job: {exc.strerror or exc}") from None
         if terminal is not None:
             self.terminals.hold(job.id, terminal)
+        if job.begin_at is not None:
+            self.wakeups.at(job.begin_at)
         self.kick()
         return job
 
@@ -314,6 +327,7 @@ def job_of(request: Submit, command: list[str], now: float) -> Job:
         skip_if_exists=request.skip_if_exists,
         snapshot=request.snapshot,
         snapshot_info=request.snapshot_info,
+        begin_at=request.begin_at,
         state=JobState.HELD if request.hold else JobState.QUEUED,
     )
 

@@ -171,6 +171,7 @@ class Submit(Request, op="submit"):
     snapshot: str | None = field(default=None, max_len=_PATH)
     snapshot_info: str | None = field(default=None, max_len=_PATH)
     hold: bool = field(default=False)  # --hold: queued held, started only once released
+    begin_at: int | None = field(default=None, lo=0, hi=2**40)  # --begin, in seconds since the epoch
 
 
 class List(Request, op="list"):
