@@ -12,7 +12,7 @@ from core_harness import Core, MakeCore
 
 from spooler.durations import parse_begin
 from spooler.protocol import RequestError
-from spooler.protocol.requests import Filter, Hold, Pause, Release, Resume, Urgent
+from spooler.protocol.requests import Filter, Hold, Pause, Release, Remove, Resume, Urgent
 
 # -- hold and release --------------------------------------------------------------------------
 
@@ -287,3 +287,20 @@ def test_begin_times_as_users_write_them(text: str, expected: int, monkeypatch: 
 def test_bad_begin_times(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         parse_begin(text, 1_699_963_200)
+
+
+# -- the job an id-less action takes -----------------------------------------------------------
+
+
+def test_id_less_actions_take_the_job_at_the_tail_of_the_queue(make_core: MakeCore) -> None:
+    c = make_core(1)
+    running, a, b = c.submit("true"), c.submit("true"), c.submit("true")
+    c.request(Urgent())  # the last job (b) goes to the front
+    assert c.queue() == [b, a]
+    assert c.sp.get(None).id == a  # the one now last
+    c.request(Remove())  # removes a
+    assert c.queue() == [b] and c.sp.get(None).id == b
+    c.request(Remove())
+    assert c.sp.get(None).id == running  # nothing queued: the running job
+    c.run(running)
+    assert c.sp.get(None).id == running  # nothing left: the job that ended last

@@ -30,6 +30,9 @@ class JobQueue:
     def __len__(self) -> int:
         return len(self._jobs)
 
+    def last(self) -> Job | None:
+        return self._jobs[-1] if self._jobs else None
+
     def restore(self, jobs: list[Job]) -> None:
         """Load saved waiting jobs (their seq and priority say where they go)."""
         self._jobs = sorted(jobs, key=order_key)

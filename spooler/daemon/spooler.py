@@ -159,7 +159,7 @@ class Spooler:
     # -- lookups -----------------------------------------------------------------------------
 
     def get(self, job_id: int | None, default: str = "added") -> Job:
-        return self.table.get(job_id, default)
+        return self.table.get(job_id, default, self.running)
 
     def ordered(self) -> Iterator[Job]:
         """Running jobs, then waiting ones in queue order, then ended ones in the order they

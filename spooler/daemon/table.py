@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import msgpack
 
@@ -203,10 +203,11 @@ class JobTable:
 
     # -- lookups ---------------------------------------------------------------------------
 
-    def get(self, job_id: int | None, default: str = "added") -> Job:
-        """The job with this id; without one, the last added (or the last run) job."""
+    def get(self, job_id: int | None, default: str = "added", running: Iterable[Job] = ()) -> Job:
+        """The job with this id; without one, the last run job (``default="run"``) or the job at
+        the tail of the list (``"added"``, see :meth:`tail`)."""
         if job_id is None:
-            job_id = self.last_run if default == "run" else self.last_added
+            job_id = self.last_run if default == "run" else self.tail(running)
             if job_id is None or job_id not in self.jobs:
                 if default == "run" and self.last_added in self.jobs:
                     job_id = self.last_added
@@ -216,6 +217,19 @@ class JobTable:
         if job is None:
             raise RequestError(E_NOT_FOUND, f"job {job_id} does not exist")
         return job
+
+    def tail(self, running: Iterable[Job]) -> int | None:
+        """What the original's id-less actions (``-w``, ``-r``, ``-u``, ``-s``, ...) take as "the
+        last added job": the job at the tail of the queue (so after ``-u`` moved the last job to
+        the front, the one now last; after ``-r`` removed it, the one before), else the last
+        running one, else the one that ended last."""
+        last = self.queue.last()
+        if last is not None:
+            return last.id
+        started = max(running, key=lambda j: j.id, default=None)
+        if started is not None:
+            return started.id
+        return next(reversed(self.done_order), None)
 
     def dependency_outcome(self, job: Job, dep: int) -> bool | None:
         """None while the dependency has not ended, else whether it succeeded."""
