@@ -43,11 +43,12 @@ def _filter(
     label: str | None = None,
     sweep: str | None = None,
     where: str | None = None,
+    queue: str | None = None,
 ) -> rq.Filter | None:
-    if state is None and label is None and sweep is None and where is None:
+    if state is None and label is None and sweep is None and where is None and queue is None:
         return None
     states = [] if state is None else [state] if isinstance(state, str) else list(state)
-    return rq.Filter(states=states, label=label, sweep=sweep, where=where)
+    return rq.Filter(states=states, label=label, sweep=sweep, where=where, queue=queue)
 
 
 class Client(client.Client):
@@ -96,6 +97,7 @@ class Client(client.Client):
         gzip: bool = False,
         hold: bool = False,
         begin: str | float | None = None,
+        queue: str | None = None,
     ) -> rq.Submit:
         """What every job of one call shares; the keywords are :meth:`submit`'s."""
         return rq.Submit(
@@ -117,6 +119,7 @@ class Client(client.Client):
             gzip=gzip,
             hold=hold,
             begin_at=_begin(begin),
+            queue=queue,
         )
 
     def submit(
@@ -135,7 +138,8 @@ class Client(client.Client):
         ``options``: label, slots, gpus, gpu_indices, gpu_mem_mib, after, after_ok, priority,
         retry, retry_timeout, no_output, stderr_apart, gzip, hold (as the ``ts`` options of the
         same names), ``time``: the time limit, as ``--time`` takes it ("2h") or in seconds, and
-        ``begin``: not before this time, as ``--begin`` takes it ("22:00", "+2h") or in seconds
+        ``queue``: the named queue whose slots it takes, and ``begin``: not before this time, as
+        ``--begin`` takes it ("22:00", "+2h") or in seconds
         since the epoch.
         """
         request = self._submission(cwd, env, **options)
@@ -189,9 +193,10 @@ class Client(client.Client):
         label: str | None = None,
         sweep: str | None = None,
         where: str | None = None,
+        queue: str | None = None,
     ) -> list[dict[str, Any]]:
         """Every job the filters select, as ``ts -M json`` describes it."""
-        reply = self.call(rq.List(format="json", filter=_filter(state, label, sweep, where)))
+        reply = self.call(rq.List(format="json", filter=_filter(state, label, sweep, where, queue)))
         return list(json.loads(reply["text"]))
 
     def job(self, job_id: int) -> dict[str, Any]:
@@ -203,6 +208,14 @@ class Client(client.Client):
     def wait(self, job_id: int) -> int:
         """Block until the job ends; returns its exit status (255: killed by a signal or skipped)."""
         return int(self.call(rq.Wait(id=int(job_id)))["exit_status"])
+
+    def slots(self, slots: int | None = None, queue: str | None = None) -> int:
+        """The number of jobs that run at once (in a named queue), after setting it to ``slots``."""
+        return int(self.call(rq.Slots(set=slots, queue=queue))["slots"])
+
+    def queues(self) -> list[dict[str, Any]]:
+        """Each queue: its name, slots, and running and queued job counts."""
+        return list(self.call(rq.Queues(data=True))["queues"])
 
     # -- acting --------------------------------------------------------------------------------
 
@@ -261,10 +274,11 @@ def _json_values(args: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _filter_args(filters: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(filters) - {"state", "label", "sweep", "where"}
+    keys = ("state", "label", "sweep", "where", "queue")
+    unknown = set(filters) - set(keys)
     if unknown:
-        raise UsageError(f"unknown filter {sorted(unknown)[0]!r} (state, label, sweep or where)")
-    return {key: filters.get(key) for key in ("state", "label", "sweep", "where")}
+        raise UsageError(f"unknown filter {sorted(unknown)[0]!r} (state, label, sweep, where or queue)")
+    return {key: filters.get(key) for key in keys}
 
 
 __all__ = ["Client", "DaemonUnavailable"]

@@ -71,6 +71,7 @@ class Job:
     label: str | None = None
     slots: int = 1
     seq: float = 0.0  # queue position: lower runs first (``-u`` and ``-U`` edit it)
+    queue: str | None = None  # --queue: the named queue whose slots it takes (None: default)
     # Output
     store_output: bool = True  # False for -n
     stderr_apart: bool = False  # -E
@@ -244,6 +245,7 @@ def job_data(job: Job, now: float) -> dict[str, Any]:
         "end_time": job.end_time,
         "run_time": run_time(job, now),
         "slots": job.slots,
+        "queue": job.queue or "default",
         "depends_on": job.after,
         "depends_on_success": job.after_ok,
         "gpus_requested": job.gpus,

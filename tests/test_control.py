@@ -216,3 +216,53 @@ def test_begin_from_python(api: Client, spool: Spool) -> None:
         assert api.job(job)["reason"].startswith("begins at ")
         with pytest.raises(UsageError, match="is in the past"):
             api.submit("true", begin="2001-01-01T00:00")
+
+
+# -- named queues ------------------------------------------------------------------------------
+
+
+def test_named_queues_through_ts(spool: Spool) -> None:
+    gate = _gate(spool)  # the default queue's one slot is taken
+    waiting = spool.submit("true")
+    cpu = spool.submit("true", opts=("--queue", "cpu"))
+    assert spool.run("-w", str(cpu)).returncode == 0  # ran while the default queue was full
+    assert spool.ts("--queue", "cpu", "-S").strip() == "1"
+    spool.ts("--queue", "cpu", "-S", "3")
+    assert spool.ts("--queue", "cpu", "-S").strip() == "3"
+    assert spool.ts("-S").strip() == "1"
+    assert spool.ts("--queues").splitlines() == [
+        "Queue    Slots  Running  Queued",
+        "default  1      1        1",
+        "cpu      3      0        0",
+    ]
+    listing = spool.ts("-l").splitlines()
+    assert listing[0].split()[:3] == ["ID", "State", "Queue"]
+    assert spool.ts("-l", "--queue", "cpu", "--ids").split() == [str(cpu)]
+    assert spool.ts("-l", "--queue", "default", "--ids").split() == [str(gate), str(waiting)]
+    (spool.root / "gate").touch()
+    assert spool.run("-w", str(waiting)).returncode == 0
+
+
+def test_queue_slots_survive_kill_9(spool: Spool) -> None:
+    spool.ts("--queue", "gpu", "-S", "4")
+    spool.kill_daemon()
+    assert spool.ts("--queue", "gpu", "-S").strip() == "4"
+
+
+@pytest.mark.parametrize("name", ["a/b", "two words", "q" * 65])
+def test_bad_queue_names_through_ts(spool: Spool, name: str) -> None:
+    for args in (("--queue", name, "true"), ("--queue", name, "-S", "2"), ("-l", "--queue", name)):
+        done = spool.run(*args)
+        assert done.returncode != 0 and "is not a queue name" in done.stderr
+        assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+    assert spool.jobs() == []
+    assert spool.ts("--queues").splitlines()[1:] == ["default  1      0        0"]
+
+
+def test_queues_from_python(api: Client, spool: Spool) -> None:
+    with api:
+        assert api.slots(2, queue="cpu") == 2
+        job = api.submit("true", queue="cpu")
+        assert api.wait(job) == 0
+        assert [j["id"] for j in api.jobs(queue="cpu")] == [job]
+        assert api.queues()[1] == {"name": "cpu", "slots": 2, "running": 0, "queued": 0}

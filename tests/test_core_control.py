@@ -1,8 +1,10 @@
-"""The daemon core in-process (``core_harness``): the user's control over a job's life — hold
-and release, pause and resume, start later — with a fake launcher and clock.  No processes, no sleeps."""
+"""The daemon core in-process (``core_harness``): the user's control over the queue and each
+job's life — hold and release, pause and resume, start later, named queues — with a fake
+launcher and clock.  No processes, no sleeps."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 from typing import Any
@@ -12,7 +14,18 @@ from core_harness import Core, MakeCore
 
 from spooler.durations import parse_begin
 from spooler.protocol import RequestError
-from spooler.protocol.requests import Filter, Hold, Pause, Release, Remove, Resume, Urgent
+from spooler.protocol.requests import (
+    Filter,
+    Hold,
+    List,
+    Pause,
+    Release,
+    Remove,
+    Resume,
+    Slots,
+    Urgent,
+)
+from spooler.protocol.requests import Queues as QueuesRequest
 
 # -- hold and release --------------------------------------------------------------------------
 
@@ -304,3 +317,75 @@ def test_id_less_actions_take_the_job_at_the_tail_of_the_queue(make_core: MakeCo
     assert c.sp.get(None).id == running  # nothing queued: the running job
     c.run(running)
     assert c.sp.get(None).id == running  # nothing left: the job that ended last
+
+
+# -- named queues ------------------------------------------------------------------------------
+
+
+def test_a_named_queue_runs_while_the_default_one_is_full(make_core: MakeCore) -> None:
+    c = make_core(1)
+    busy = c.submit("true")
+    waiting = c.submit("true")
+    cpu = c.submit("true", queue="cpu")  # springs into being with one slot
+    cpu_waiting = c.submit("true", queue="cpu")
+    assert c.launched() == [busy, cpu]
+    assert c.queue() == [waiting, cpu_waiting]
+    assert c.request(Slots(queue="cpu", set=2)) == {"ok": True, "slots": 2}
+    assert c.launched() == [busy, cpu, cpu_waiting]
+    c.run(busy)
+    assert c.launched() == [busy, cpu, cpu_waiting, waiting]
+
+
+def test_a_wide_job_holds_up_only_its_own_queue(make_core: MakeCore) -> None:
+    c = make_core(2)
+    c.request(Slots(queue="gpu", set=2))
+    c.submit("true", queue="gpu")
+    wide = c.submit("true", queue="gpu", slots=2)
+    narrow_gpu = c.submit("true", queue="gpu")
+    default = c.submit("true")
+    assert c.launched() == [0, default]
+    assert c.queue() == [wide, narrow_gpu]  # the narrow one does not overtake the wide one
+
+
+def test_queues_list_their_slots_and_jobs_and_filter_the_list(make_core: MakeCore) -> None:
+    c = make_core(1)
+    c.submit("true")
+    c.submit("true")
+    cpu = c.submit("true", queue="cpu")
+    reply = c.request(QueuesRequest(data=True))
+    assert reply is not None and reply["queues"] == [
+        {"name": "default", "slots": 1, "running": 1, "queued": 1},
+        {"name": "cpu", "slots": 1, "running": 1, "queued": 0},
+    ]
+    listed = c.request(List(format="json", filter=Filter(queue="cpu")))
+    assert listed is not None and [j["id"] for j in json.loads(listed["text"])] == [cpu]
+    listed = c.request(List(format="json", filter=Filter(queue="default")))
+    assert listed is not None and [j["queue"] for j in json.loads(listed["text"])] == ["default"] * 2
+    text = c.request(List())
+    assert text is not None and text["text"].splitlines()[0].split()[:3] == ["ID", "State", "Queue"]
+
+
+def test_queue_slots_survive_a_restart(make_core: MakeCore) -> None:
+    c = make_core(1)
+    c.request(Slots(queue="cpu", set=3))
+    c.request(Slots(queue="empty", set=0))
+    c.restart()
+    assert c.request(Slots(queue="cpu")) == {"ok": True, "slots": 3}
+    assert c.request(Slots(queue="empty")) == {"ok": True, "slots": 0}
+    assert c.request(Slots()) == {"ok": True, "slots": 1}
+
+
+def test_the_list_has_no_queue_column_while_there_is_one_queue(core: Core) -> None:
+    core.submit("true", queue="default")  # the queue without a name, named
+    text = core.request(List())
+    assert text is not None and "Queue" not in text["text"]
+    assert core.job(0).queue is None
+
+
+@pytest.mark.parametrize("name", ["a/b", "has space", "x" * 65, "", "tab\there"])
+def test_bad_queue_names(core: Core, name: str) -> None:
+    with pytest.raises(RequestError, match="is not a queue name"):
+        core.submit("true", queue=name)
+    with pytest.raises(RequestError, match="is not a queue name"):
+        core.request(Slots(queue=name, set=2))
+    assert core.sp.table.jobs == {} and core.sp.settings.queues == {}

@@ -30,7 +30,11 @@ def _filter(inv: Invocation) -> rq.Filter | None:
         return None
     states = [s.strip() for s in given.get("states", "").split(",") if s.strip()]
     return rq.Filter(
-        states=states, label=given.get("label"), sweep=given.get("sweep"), where=given.get("where")
+        states=states,
+        label=given.get("label"),
+        sweep=given.get("sweep"),
+        where=given.get("where"),
+        queue=given.get("queue"),
     )
 
 
@@ -174,11 +178,17 @@ def _wait(inv: Invocation) -> int:
 def _slots(inv: Invocation) -> int:
     if inv.value is not None and not (inv.value.isdigit() and inv.value.isascii()):
         raise UsageError(f"-S: {inv.value!r} is not a whole number (0 drains: no new job starts)")
-    request = rq.Slots(set=None if inv.value is None else int(inv.value))
+    request = rq.Slots(set=None if inv.value is None else int(inv.value), queue=inv.job.get("queue"))
     with Client() as client:
         reply = client.call(request)
     if inv.value is None:
         _print(str(reply["slots"]))
+    return 0
+
+
+def _queues(inv: Invocation) -> int:
+    with Client() as client:
+        sys.stdout.write(client.call(rq.Queues())["text"])
     return 0
 
 
@@ -321,6 +331,7 @@ ACTIONS: dict[str, Callable[[Invocation], int]] = {
     "urgent": _simple(rq.Urgent, with_id=True),
     "swap": _swap,
     "slots": _slots,
+    "queues": _queues,
     "clear": _simple(rq.Clear),
     "shutdown": _shutdown,
     "reset": _shutdown,

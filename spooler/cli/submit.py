@@ -52,6 +52,7 @@ def submission(opts: dict[str, Any]) -> Submit:
         foreground=bool(opts.get("foreground")),
         no_block=bool(opts.get("no_block")),
         hold=bool(opts.get("hold")),
+        queue=opts.get("queue"),
     )
     if "slots" in opts:
         req.slots = positive(str(opts["slots"]), "-N")

@@ -69,17 +69,26 @@ def render_list(
     width: int = 0,
     color: bool = False,
     show_gpus: bool = False,
+    show_queue: bool = False,
 ) -> str:
     """The ``ts -l`` table.  ``width`` 0 (piped output) never cuts the command.
+
+    A Queue column (after State) appears once named queues exist (``--queue``).
 
     The GPUs column (between Time and Command, as in GPU Task Spooler) shows the GPUs a job holds,
     ``xN`` for N GPUs still to be allocated and ``[i,j]`` for ``-g`` GPUs not yet taken.
     """
     jobs = list(jobs)
     headers = [*HEADERS[:5], "GPUs"] if show_gpus else list(HEADERS[:5])
+    output = 2  # the column that gives way on a narrow terminal
+    if show_queue:
+        headers.insert(2, "Queue")
+        output = 3
     rows = []
     for j in jobs:
         row = [str(j.id), j.state.value, output_text(j), exit_text(j), duration(run_time(j, now))]
+        if show_queue:
+            row.insert(2, j.queue or "default")
         if show_gpus:
             row.append(gpus_text(j))
         rows.append(row)
@@ -92,8 +101,8 @@ def render_list(
         # Too narrow a terminal: the Output column gives way first, then the command is cut.
         fixed = sum(widths) + 2 * columns
         spare = width - fixed - len(f"Command [run={busy}/{slots}]")
-        if spare < 0 and widths[2] > 12:
-            widths[2] = max(12, widths[2] + spare)
+        if spare < 0 and widths[output] > 12:
+            widths[output] = max(12, widths[output] + spare)
     lines = []
     header = "  ".join(h.ljust(widths[i]) for i, h in enumerate(headers))
     lines.append(f"{header}  Command [run={busy}/{slots}]")
@@ -145,6 +154,16 @@ def render_gpu_status(status: dict[str, Any]) -> str:
     if status.get("leases"):
         text += f"\nGPU leases: {status['leases']}\n"
     return text
+
+
+def render_queues(rows: list[dict[str, Any]]) -> str:
+    """``ts --queues``: each queue with its slots, running and queued jobs."""
+    headers = ("Queue", "Slots", "Running", "Queued")
+    table = [[str(row["name"]), str(row["slots"]), str(row["running"]), str(row["queued"])] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
+    lines += ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in table]
+    return "\n".join(lines) + "\n"
 
 
 def _holders_cell(gpu: dict[str, Any]) -> str:
@@ -209,6 +228,8 @@ def render_info(job: Job, now: float) -> str:
     ]
     if job.label:
         lines.append(f"Label: {job.label}")
+    if job.queue:
+        lines.append(f"Queue: {job.queue}")
     lines.append(f"Slots required: {job.slots}")
     if job.after:
         lines.append(f"Depends on (any result): {', '.join(map(str, job.after))}")

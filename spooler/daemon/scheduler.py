@@ -6,9 +6,10 @@ Policy, in queue order (priority, then first in, first out):
   its place and holds up nothing (the daemon's ``wakeups`` kick a pass at that time);
 - a job whose dependencies have not all ended is passed over (jobs behind it may start);
 - a ``-W`` job whose dependency failed, was skipped or was removed is skipped;
-- a job that needs more slots than are free stops the pass, so a wide job is never starved by
-  narrow ones queued after it; one wider than all the slots waits for ``-S`` without blocking
-  (so ``-S 0`` drains: nothing starts);
+- a job that needs more slots than are free in its queue stops the pass for that queue, so a
+  wide job is never starved by narrow ones queued after it; one wider than all its queue's slots
+  waits for ``-S`` without blocking (so ``-S 0`` drains: nothing starts).  Each named queue
+  (``--queue``) has slots of its own: a full queue holds up only its own jobs;
 - GPU jobs never hold up CPU jobs.  The first GPU job that cannot start gets the GPUs that suit
   it *earmarked* as they come free (SLURM's reservation for the first waiting job), and later
   jobs may only take GPUs nobody has earmarked, so a 4-GPU job is not starved by a stream of
@@ -24,7 +25,7 @@ first come, first served among GPU jobs: the first that cannot start stops every
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -90,12 +91,21 @@ def plan(
     *,
     now: float = 0.0,
     policy: str = "backfill",
+    queues: Mapping[str, tuple[int, int]] | None = None,
 ) -> Plan:
-    """``gpus()``: the pool, or why GPUs cannot be placed now (every GPU job then waits with it);
-    called once, when the first GPU job is reached."""
+    """``free_slots`` and ``total_slots`` are the default queue's; ``queues`` gives each named
+    queue's (free, total).  ``gpus()``: the pool, or why GPUs cannot be placed now (every GPU
+    job then waits with it); called once, when the first GPU job is reached."""
     decisions = Plan()
+    free: dict[str | None, int] = {None: free_slots}
+    total: dict[str | None, int] = {None: total_slots}
+    for name, (queue_free, queue_total) in (queues or {}).items():
+        free[name], total[name] = queue_free, queue_total
+    full: set[str | None] = set()  # queues whose next job does not fit: the pass is over for them
     for job in queue:
         if job.state is JobState.HELD or (job.begin_at is not None and job.begin_at > now):
+            continue
+        if job.queue in full:
             continue
         ready, skip_reason = dependency_verdict(job, outcome)
         if skip_reason:
@@ -103,10 +113,13 @@ def plan(
             continue
         if not ready:
             continue
-        if job.slots > total_slots:
+        if job.slots > total.get(job.queue, 0):
             continue
-        if job.slots > free_slots:
-            break
+        if job.slots > free[job.queue]:
+            full.add(job.queue)
+            if len(full) == len(free):
+                break  # every queue is full: nothing later can start
+            continue
         if job.gpus or job.gpu_indices:
             if decisions.gpus is None:
                 decisions.gpus = gpus()
@@ -116,7 +129,7 @@ def plan(
         else:
             placed = []
         decisions.start.append((job, placed))
-        free_slots -= job.slots
+        free[job.queue] -= job.slots
     return decisions
 
 

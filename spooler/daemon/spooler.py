@@ -34,6 +34,7 @@ from spooler.daemon.launcher import exits
 from spooler.daemon.launcher.handle import Launcher
 from spooler.daemon.limits import TimeLimits
 from spooler.daemon.process import kill_group
+from spooler.daemon.queues import Queue
 from spooler.daemon.reaper import Reaper
 from spooler.daemon.recovery import Adoption
 from spooler.daemon.running import RunningJobs
@@ -187,6 +188,8 @@ class Spooler:
         limit = self.config.queue_limit
         if limit is not None and len(self.table.queue) >= limit:
             raise RequestError(E_QUEUE_FULL, f"the queue is full ({limit} jobs waiting, TS_MAXCONN)")
+        if request.queue is not None:
+            self.queue_named(request.queue)
         job = job_of(request, command, self.clock())
         if job.time_limit is None:
             job.time_limit = self.config.default_time
@@ -282,10 +285,21 @@ class Spooler:
         self.table.save(job)
         self.kick()
 
-    def set_slots(self, slots: int) -> None:
-        self.settings.slots = slots
+    def set_slots(self, slots: int, queue: str | None = None) -> None:
+        if queue is None:
+            self.settings.slots = slots
+        else:
+            self.queue_named(queue).slots = slots
         self.table.save_settings()
         self.kick()
+
+    def queue_named(self, name: str) -> Queue:
+        """A named queue; one named for the first time springs into being with one slot."""
+        queue = self.settings.queues.get(name)
+        if queue is None:
+            queue = self.settings.queues[name] = Queue(name)
+            self.table.save_settings()
+        return queue
 
     def set_logdir(self, path: str) -> None:
         if not os.path.isdir(path):
@@ -328,6 +342,7 @@ def job_of(request: Submit, command: list[str], now: float) -> Job:
         snapshot=request.snapshot,
         snapshot_info=request.snapshot_info,
         begin_at=request.begin_at,
+        queue=request.queue,
         state=JobState.HELD if request.hold else JobState.QUEUED,
     )
 

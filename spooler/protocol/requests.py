@@ -84,6 +84,32 @@ def _items(value: Any, name: str) -> list[Item]:
     return out
 
 
+MAX_QUEUE_NAME = 64
+
+
+def queue_name(value: Any, name: str = "queue") -> str | None:
+    """A queue's name: a word of at most 64 characters, without ``/``."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise bad(f"{name} must be a queue name")
+    if (
+        not value
+        or len(value) > MAX_QUEUE_NAME
+        or "/" in value
+        or any(c.isspace() or not c.isprintable() for c in value)
+    ):
+        raise bad(f"{value[:80]!r} is not a queue name (1 to {MAX_QUEUE_NAME} characters, no '/', no spaces)")
+    return value
+
+
+def _named_queue(value: Any, name: str) -> str | None:
+    """The queue a job goes to or whose slots are set: ``default`` (the queue without a name)
+    is None."""
+    checked = queue_name(value, name)
+    return None if checked == "default" else checked
+
+
 def _filter(value: Any, name: str) -> Filter | None:
     if not value:
         return None  # an empty filter selects nothing in particular: no filter
@@ -130,6 +156,7 @@ class Filter(Request):
     sweep: str | None = field(default=None, max_len=255)
     ids: list[int] = field(default_factory=list)
     where: str | None = field(default=None, max_len=4096)
+    queue: str | None = field(default=None, check=queue_name)
 
 
 class Submit(Request, op="submit"):
@@ -172,6 +199,7 @@ class Submit(Request, op="submit"):
     snapshot_info: str | None = field(default=None, max_len=_PATH)
     hold: bool = field(default=False)  # --hold: queued held, started only once released
     begin_at: int | None = field(default=None, lo=0, hi=2**40)  # --begin, in seconds since the epoch
+    queue: str | None = field(default=None, check=_named_queue)  # --queue NAME
 
 
 class List(Request, op="list"):
@@ -263,6 +291,13 @@ class Clear(Request, op="clear"):
 
 class Slots(Request, op="slots"):
     set: int | None = field(default=None, lo=0, hi=1_000_000)  # 0 drains: nothing new starts
+    queue: str | None = field(default=None, check=_named_queue)  # a named queue's (None: default)
+
+
+class Queues(Request, op="queues"):
+    """--queues: each queue with its slots and its running and queued jobs."""
+
+    data: bool = field(default=False)  # the rows as data (the Python API) instead of text
 
 
 class Urgent(Request, op="urgent"):

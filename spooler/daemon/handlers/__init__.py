@@ -52,6 +52,7 @@ ROUTES: tuple[Route[Any], ...] = (
     Route(rq.Urgent, queue.urgent),
     Route(rq.Swap, queue.swap),
     Route(rq.Slots, daemon.slots),
+    Route(rq.Queues, daemon.queues),
     Route(rq.CountRunning, daemon.count_running),
     Route(rq.LastId, daemon.last_id),
     Route(rq.Logdir, daemon.logdir),
