@@ -217,6 +217,16 @@ class Client(client.Client):
         """Each queue: its name, slots, and running and queued job counts."""
         return list(self.call(rq.Queues(data=True))["queues"])
 
+    def wait_all(self, **filters: Any) -> dict[int, int]:
+        """Block until every job (or every job the filters select) has ended; returns each one's
+        exit status (255 for a job removed before it ended), by id."""
+        from spooler.wait_all import wait_all
+
+        ended, removed = wait_all(self, _filter(**_filter_args(filters)))
+        statuses = {int(job["id"]): int(job["exit_status"]) for job in ended}
+        statuses.update(dict.fromkeys(removed, 255))
+        return statuses
+
     # -- acting --------------------------------------------------------------------------------
 
     def _bulk(

@@ -3,8 +3,10 @@ hold and release."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
-from conftest import Spool, wait_for
+from conftest import TS, Spool, wait_for
 
 from spooler import Client
 from spooler.errors import UsageError
@@ -266,3 +268,38 @@ def test_queues_from_python(api: Client, spool: Spool) -> None:
         assert api.wait(job) == 0
         assert [j["id"] for j in api.jobs(queue="cpu")] == [job]
         assert api.queues()[1] == {"name": "cpu", "slots": 2, "running": 0, "queued": 0}
+
+
+# -- waiting for all ---------------------------------------------------------------------------
+
+
+def test_wait_all_through_ts(spool: Spool) -> None:
+    spool.ts("-S", "3")
+    gate = spool.root / "gate"
+    wait = f"until [ -e {gate} ]; do sleep 0.02; done"
+    ok = spool.submit("sh", "-c", wait, opts=("-L", "good"))
+    bad = spool.submit("sh", "-c", f"{wait}; exit 3", opts=("-L", "bad"))
+    waiter = subprocess.Popen([*TS, "--wait-all"], env=spool.env, stdout=subprocess.PIPE, text=True)
+    good_only = subprocess.Popen([*TS, "--wait-all", "--label", "good"], env=spool.env)
+    spool.wait_state(bad, "running")
+    assert waiter.poll() is None and good_only.poll() is None
+    gate.touch()
+    out, _ = waiter.communicate(timeout=60)
+    assert waiter.returncode == 1
+    assert out.splitlines() == [f"job {bad} exited 3: sh -c '{wait}; exit 3'"]
+    assert good_only.wait(timeout=60) == 0
+    assert spool.job(ok)["state"] == "finished"
+    assert spool.run("--wait-all", "--state", "finished", "--label", "good").returncode == 0
+
+
+def test_wait_all_with_nothing_to_wait_for(spool: Spool) -> None:
+    assert spool.run("--wait-all").returncode == 0
+    done = spool.run("--wait-all", "7")
+    assert done.returncode != 0 and done.stderr.startswith("ts: --wait-all does not take a command")
+
+
+def test_wait_all_from_python(api: Client, spool: Spool) -> None:
+    with api:
+        a = api.submit("true", label="w")
+        b = api.submit(["sh", "-c", "exit 4"], label="w")
+        assert api.wait_all(label="w") == {a: 0, b: 4}

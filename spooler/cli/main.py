@@ -186,6 +186,20 @@ def _slots(inv: Invocation) -> int:
     return 0
 
 
+def _wait_all(inv: Invocation) -> int:
+    """--wait-all: one line per job that ended badly (or was removed first); 1 if there is any."""
+    from spooler.wait_all import failure, wait_all
+
+    with Client() as client:
+        ended, removed = wait_all(client, _filter(inv))
+    bad = [(job, failure(job)) for job in ended]
+    lines = [f"job {job['id']} {why}: {job['command']}" for job, why in bad if why]
+    lines += [f"job {job_id} was removed before it ended" for job_id in removed]
+    if lines:
+        _print("\n".join(lines))
+    return 1 if lines else 0
+
+
 def _queues(inv: Invocation) -> int:
     with Client() as client:
         sys.stdout.write(client.call(rq.Queues())["text"])
@@ -326,6 +340,7 @@ ACTIONS: dict[str, Callable[[Invocation], int]] = {
     "resume": _bulk("resume"),
     "sweep": _sweep,
     "wait": _wait,
+    "wait_all": _wait_all,
     "kill": _bulk("kill"),
     "kill_all": _simple(rq.Kill, all=True),
     "urgent": _simple(rq.Urgent, with_id=True),

@@ -139,8 +139,8 @@ def parse(argv: list[str]) -> Invocation:
         inv.action = "list"
     if inv.filters and not inv.action:
         raise UsageError(
-            "filters (--state, --label, --sweep, --where) go with -l, -r, -k, --requeue, --hold, --release,"
-            " --pause or --resume"
+            "filters (--state, --label, --sweep, --where, --queue) go with -l, -r, -k, --requeue, --hold,"
+            " --release, --pause, --resume or --wait-all"
         )
     if inv.action == "list" and inv.list_format not in ("default", "json", "tab"):
         raise UsageError(f"unknown list format {inv.list_format!r}: choose default, json or tab")
@@ -152,7 +152,7 @@ def parse(argv: list[str]) -> Invocation:
 
 
 # The actions that take filters instead of one job id.
-FILTERED = ("", "list", "remove", "kill", "requeue", "hold", "release", "pause", "resume")
+FILTERED = ("", "list", "remove", "kill", "requeue", "hold", "release", "pause", "resume", "wait_all")
 
 
 def _hold_action(inv: Invocation) -> None:
