@@ -217,6 +217,25 @@ class Client(client.Client):
         """Each queue: its name, slots, and running and queued job counts."""
         return list(self.call(rq.Queues(data=True))["queues"])
 
+    def edit(
+        self,
+        job_id: int,
+        command: Command | None = None,
+        *,
+        label: str | None = None,
+        priority: int | None = None,
+    ) -> None:
+        """Change a job that has not started: its command (filled from the job's arguments where it
+        has ``%(name)`` placeholders), its label ("" removes it) or its priority."""
+        request = rq.Edit(id=int(job_id), label=label, priority=priority)
+        if command is not None:
+            words = _words(command)
+            args = self.job(job_id).get("args")
+            if args is not None and any("%(" in word for word in words):
+                words, _ = template.fill_run(words, args, allow_extra=True)
+            request.command = words
+        self.call(request)
+
     def wait_all(self, **filters: Any) -> dict[int, int]:
         """Block until every job (or every job the filters select) has ended; returns each one's
         exit status (255 for a job removed before it ended), by id."""

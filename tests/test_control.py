@@ -4,6 +4,7 @@ hold and release."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import TS, Spool, wait_for
@@ -303,3 +304,77 @@ def test_wait_all_from_python(api: Client, spool: Spool) -> None:
         a = api.submit("true", label="w")
         b = api.submit(["sh", "-c", "exit 4"], label="w")
         assert api.wait_all(label="w") == {a: 0, b: 4}
+
+
+# -- editing a job that has not started --------------------------------------------------------
+
+
+def _editor(spool: Spool, script: str) -> dict[str, str]:
+    """An $EDITOR that runs ``script`` on the file it is given (as "$1")."""
+    path = spool.root / f"editor-{len(list(spool.root.glob('editor-*')))}"
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+    return {"EDITOR": str(path), "VISUAL": ""}
+
+
+def test_edit_a_queued_command_in_the_editor(spool: Spool) -> None:
+    _gate(spool)
+    job = spool.submit("echo", "hello")
+    spool.ts("--edit", str(job), env=_editor(spool, "sed -i 's/hello/bye/' \"$1\""))
+    assert spool.ts("-F", str(job)).strip() == "echo bye"
+    shell = spool.submit("echo", "x")
+    spool.ts("--edit", str(shell), env=_editor(spool, "echo 'echo a && echo b' > \"$1\""))
+    assert spool.job(shell)["argv"] == ["echo a && echo b"]  # one word of shell syntax: sh -c
+    (spool.root / "gate").touch()
+    assert spool.run("-w", str(shell)).returncode == 0
+    assert Path(spool.job(job)["output"]).read_text() == "bye\n"
+    assert Path(spool.job(shell)["output"]).read_text() == "a\nb\n"
+
+
+def test_edit_fills_the_jobs_arguments(spool: Spool) -> None:
+    _gate(spool)
+    job = spool.submit("--arg", "n=3", "--", "echo", "%(n)")
+    assert spool.job(job)["command"] == "echo 3"
+    spool.ts("--edit", str(job), env=_editor(spool, "echo 'echo %(n) again' > \"$1\""))
+    assert spool.job(job)["command"] == "echo 3 again"
+    (spool.root / "gate").touch()
+
+
+def test_edit_label_and_priority_without_an_editor(spool: Spool) -> None:
+    _gate(spool)
+    job = spool.submit("true", opts=("-L", "old"))
+    spool.ts("--edit", str(job), "--label", "new", "--priority", "4", env={"EDITOR": "false", "VISUAL": ""})
+    record = spool.job(job)
+    assert (record["label"], record["priority"], record["command"]) == ("new", 4, "true")
+    spool.ts("--edit", str(job), "-L", "newer", env={"EDITOR": "false", "VISUAL": ""})
+    assert spool.job(job)["label"] == "newer"
+    (spool.root / "gate").touch()
+
+
+def test_bad_edits_change_nothing(spool: Spool) -> None:
+    gate = _gate(spool)
+    job = spool.submit("echo", "hello")
+    cases = [
+        (("--edit", str(job)), {"EDITOR": "false", "VISUAL": ""}, "the editor (false) exited 1"),
+        (("--edit", str(job)), _editor(spool, ': > "$1"'), "the command is empty"),
+        (("--edit", str(gate)), _editor(spool, "exit 0"), f"job {gate} has started (it is running)"),
+        (("--edit", "99"), _editor(spool, "exit 0"), "job 99 does not exist"),
+        (("--edit", str(job), "--state", "queued"), {}, "--edit does not take --state"),
+    ]
+    for args, env, message in cases:
+        done = spool.run(*args, env=env)
+        assert done.returncode != 0 and done.stderr.startswith(f"ts: {message}"), done.stderr
+        assert len(done.stderr.splitlines()) == 1
+    assert spool.job(job)["command"] == "echo hello"
+    (spool.root / "gate").touch()
+
+
+def test_edit_from_python(api: Client, spool: Spool) -> None:
+    with api:
+        gate = api.submit(["sh", "-c", f"until [ -e {spool.root / 'gate'} ]; do sleep 0.02; done"])
+        job = api.submit(["echo", "%(word)"], args={"word": "hi"})
+        api.edit(job, ["echo", "%(word)", "there"], label="l", priority=2)
+        record = api.job(job)
+        assert (record["command"], record["label"], record["priority"]) == ("echo hi there", "l", 2)
+        (spool.root / "gate").touch()
+        assert api.wait(gate) == 0

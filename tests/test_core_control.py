@@ -15,6 +15,7 @@ from core_harness import Core, MakeCore
 from spooler.durations import parse_begin
 from spooler.protocol import RequestError
 from spooler.protocol.requests import (
+    Edit,
     Filter,
     Hold,
     List,
@@ -389,3 +390,30 @@ def test_bad_queue_names(core: Core, name: str) -> None:
     with pytest.raises(RequestError, match="is not a queue name"):
         core.request(Slots(queue=name, set=2))
     assert core.sp.table.jobs == {} and core.sp.settings.queues == {}
+
+
+# -- editing a job that has not started --------------------------------------------------------
+
+
+def test_edit_a_queued_job(make_core: MakeCore) -> None:
+    c = make_core(1)
+    c.submit("true")
+    job = c.submit("echo", "hello", label="old")
+    reply = c.request(Edit(id=job, command=["echo hello && echo bye"], label="new", priority=5))
+    assert reply == {"ok": True, "id": job, "command": "echo hello && echo bye"}
+    edited = c.job(job)
+    assert edited.command == ["echo hello && echo bye"] and edited.shell  # the shell rules
+    assert (edited.label, edited.priority) == ("new", 5)
+    c.request(Edit(id=job, label=""))
+    assert c.job(job).label is None and c.job(job).command == ["echo hello && echo bye"]
+
+
+def test_edit_keeps_a_held_job_held_and_refuses_a_started_one(make_core: MakeCore) -> None:
+    c = make_core(1)
+    running = c.submit("true")
+    held = c.submit("true", hold=True)
+    c.request(Edit(id=held, command=["false"]))
+    assert c.state(held) == "held" and c.job(held).command == ["false"]
+    with pytest.raises(RequestError, match=rf"job {running} has started \(it is running\): not changed"):
+        c.request(Edit(id=running, command=["false"]))
+    assert c.job(running).command == ["true"]

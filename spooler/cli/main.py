@@ -200,6 +200,12 @@ def _wait_all(inv: Invocation) -> int:
     return 1 if lines else 0
 
 
+def _edit(inv: Invocation) -> int:
+    from spooler.cli.edit import edit
+
+    return edit(inv)
+
+
 def _queues(inv: Invocation) -> int:
     with Client() as client:
         sys.stdout.write(client.call(rq.Queues())["text"])
@@ -341,6 +347,7 @@ ACTIONS: dict[str, Callable[[Invocation], int]] = {
     "sweep": _sweep,
     "wait": _wait,
     "wait_all": _wait_all,
+    "edit": _edit,
     "kill": _bulk("kill"),
     "kill_all": _simple(rq.Kill, all=True),
     "urgent": _simple(rq.Urgent, with_id=True),

@@ -85,6 +85,7 @@ OPTIONS: tuple[Option, ...] = (
     _action(None, "setenv", "setenv", "str", "set a variable that new jobs get", "VAR=VALUE"),
     _action(None, "unsetenv", "unsetenv", "str", "remove a variable from what new jobs get", "VAR"),
     _action(None, "requeue", "requeue", "id", "put an ended job (or every job the filters select) back in the queue"),
+    _action(None, "edit", "edit", "id", "edit a job that has not started: its command in $VISUAL or $EDITOR (vi), or with --label/-L and --priority its label and priority; last added if no id"),
     _action(None, "pause", "pause", "id", "stop a running job's process group (SIGSTOP): it keeps its slots and GPUs; last run if no id"),
     _action(None, "resume", "resume", "id", "continue a paused job (SIGCONT); last run if no id"),
     _action(None, "release", "release", "id", "let a held job (or every held job the filters select) start; last added if no id"),

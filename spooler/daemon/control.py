@@ -1,5 +1,5 @@
-"""The user's control over a job's life: hold and release a queued job (``--hold``,
-``--release``), pause and resume a running one (``--pause``, ``--resume``).
+"""The user's control over a job's life: hold, release and edit a queued job (``--hold``,
+``--release``, ``--edit``), pause and resume a running one (``--pause``, ``--resume``).
 
 A held job stays in the queue at its place (so ``-u``, ``-U`` and ``--priority`` still move it)
 but the scheduler passes over it, and jobs that depend on it wait, since it has not ended.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 
+from spooler.commands import needs_shell
 from spooler.daemon.limits import TimeLimits
 from spooler.daemon.table import JobTable
 from spooler.jobs import Job, JobState
@@ -53,6 +54,20 @@ class JobControl:
         if job.state is not JobState.HELD:
             raise RequestError(E_INVALID, f"job {job.id} is not held (it is {job.state.value})")
         job.transition(JobState.QUEUED, self.clock())
+        self.table.save(job)
+        self.kick()
+
+    def edit(self, job: Job, command: list[str] | None, label: str | None, priority: int | None) -> None:
+        """Change what a job that has not started will run; one that has started is left as it is."""
+        if not job.state.is_waiting:
+            raise RequestError(E_INVALID, f"job {job.id} has started (it is {job.state.value}): not changed")
+        if command is not None:
+            job.command = command
+            job.shell = needs_shell(command)
+        if label is not None:
+            job.label = label or None
+        if priority is not None and priority != job.priority:
+            self.table.queue.set_priority(job, priority)
         self.table.save(job)
         self.kick()
 

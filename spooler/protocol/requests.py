@@ -270,6 +270,16 @@ class Resume(Request, op="resume"):
     filter: Filter | None = field(default=None, check=_filter)
 
 
+class Edit(Request, op="edit"):
+    """--edit ID: change a job that has not started (queued, allocating or held).  The client
+    fills templates and applies the shell rules, as when it queues a command."""
+
+    id: int | None = field(default=None)
+    command: list[str] | None = field(default=None, check=_command)
+    label: str | None = field(default=None, max_len=1024)  # "" removes the label
+    priority: int | None = field(default=None, lo=-_PRIORITY, hi=_PRIORITY)
+
+
 class Priority(Request, op="priority"):
     id: int | None = field(default=None)
     set: int = field(default=0, lo=-_PRIORITY, hi=_PRIORITY)

@@ -43,6 +43,7 @@ ROUTES: tuple[Route[Any], ...] = (
     Route(rq.Remove, queue.remove),
     Route(rq.Requeue, queue.requeue),
     Route(rq.Priority, queue.priority),
+    Route(rq.Edit, queue.edit),
     Route(rq.Hold, queue.hold),
     Route(rq.Release, queue.release),
     Route(rq.Pause, queue.pause),

@@ -1,5 +1,5 @@
-"""Acting on jobs: remove, requeue, reorder (``-u``, ``-U``, ``--priority``), hold, release,
-pause, resume, kill, clear.
+"""Acting on jobs: remove, requeue, reorder (``-u``, ``-U``, ``--priority``), edit, hold,
+release, pause, resume, kill, clear.
 
 ``-r``, ``-k``, ``--requeue``, ``--hold``, ``--release``, ``--pause`` and ``--resume`` take one
 job by id, or every job a filter selects.
@@ -76,6 +76,12 @@ def resume(sp: Spooler, req: rq.Resume, conn: Connection) -> Reply:
     job = sp.get(req.id, "run")
     sp.control.resume(job)
     return {"ok": True, "id": job.id}
+
+
+def edit(sp: Spooler, req: rq.Edit, conn: Connection) -> Reply:
+    job = sp.get(req.id)
+    sp.control.edit(job, req.command, req.label, req.priority)
+    return {"ok": True, "id": job.id, "command": job.command_text}
 
 
 def priority(sp: Spooler, req: rq.Priority, conn: Connection) -> Reply:
