@@ -268,9 +268,16 @@ class Client(client.Client):
     def remove(self, job_id: int | None = None, **filters: Any) -> list[int]:
         return self._bulk(rq.Remove, job_id, filters)
 
-    def requeue(self, job_id: int | None = None, **filters: Any) -> list[int]:
-        """Put ended jobs back in the queue with fresh attempts, e.g. ``requeue(state="failed")``."""
-        return self._bulk(rq.Requeue, job_id, filters)
+    def requeue(self, job_id: int | None = None, *, cascade: bool = False, **filters: Any) -> list[int]:
+        """Put ended jobs back in the queue with fresh attempts, e.g. ``requeue(state="failed")``;
+        with ``cascade``, also the jobs skipped because they failed (transitively)."""
+        if not cascade:
+            return self._bulk(rq.Requeue, job_id, filters)
+        spec = _filter(**_filter_args(filters))
+        if job_id is None and spec is None:
+            raise UsageError("requeue: give a job id or at least one filter")
+        request = rq.Requeue(id=None if job_id is None else int(job_id), filter=spec, cascade=True)
+        return [int(i) for i in self.call(request)["ids"]]
 
     def hold(self, job_id: int | None = None, **filters: Any) -> list[int]:
         """Keep a queued job (or every queued job the filters select) from starting."""

@@ -378,3 +378,33 @@ def test_edit_from_python(api: Client, spool: Spool) -> None:
         assert (record["command"], record["label"], record["priority"]) == ("echo hi there", "l", 2)
         (spool.root / "gate").touch()
         assert api.wait(gate) == 0
+
+
+# -- requeue with dependants -------------------------------------------------------------------
+
+
+def test_requeue_cascade_through_ts(spool: Spool) -> None:
+    flag = spool.root / "ok"
+    first = spool.submit("sh", "-c", f"test -e {flag}")
+    child = spool.submit("true", opts=("-W", str(first)))
+    grandchild = spool.submit("true", opts=("-W", str(child)))
+    assert spool.run("-w", str(grandchild)).returncode == 255
+    assert spool.job(child)["state"] == "skipped"
+    flag.touch()
+    assert spool.ts("--requeue", str(first), "--cascade").split() == [str(first), str(child), str(grandchild)]
+    assert spool.run("-w", str(grandchild)).returncode == 0
+    assert [spool.job(j)["state"] for j in (first, child)] == ["finished", "finished"]
+
+
+def test_cascade_goes_with_requeue_only(spool: Spool) -> None:
+    done = spool.run("--cascade", "-r", "0")
+    assert done.returncode != 0 and done.stderr == "ts: --cascade goes with --requeue\n"
+
+
+def test_requeue_cascade_from_python(api: Client, spool: Spool) -> None:
+    with api:
+        first = api.submit(["sh", "-c", "exit 1"])
+        child = api.submit("true", after_ok=[first])
+        assert api.wait(child) == 255
+        assert api.requeue(first, cascade=True) == [first, child]
+        assert api.wait(child) == 255  # first failed again: skipped again

@@ -22,6 +22,7 @@ from spooler.protocol.requests import (
     Pause,
     Release,
     Remove,
+    Requeue,
     Resume,
     Slots,
     Urgent,
@@ -417,3 +418,37 @@ def test_edit_keeps_a_held_job_held_and_refuses_a_started_one(make_core: MakeCor
     with pytest.raises(RequestError, match=rf"job {running} has started \(it is running\): not changed"):
         c.request(Edit(id=running, command=["false"]))
     assert c.job(running).command == ["true"]
+
+
+# -- requeue with dependants -------------------------------------------------------------------
+
+
+def test_requeue_cascade_brings_back_the_jobs_skipped_because_it_failed(make_core: MakeCore) -> None:
+    c = make_core(1)
+    first = c.submit("true")
+    child = c.submit("true", after_ok=[first])
+    grandchild = c.submit("true", after_ok=[child])
+    after_any = c.submit("true", after=[first])  # -D: runs whatever the result, never skipped
+    other = c.submit("true", after_ok=[after_any])
+    c.run(first, 1)
+    assert c.state(child) == "skipped" and c.state(grandchild) == "skipped"
+    c.run(after_any, 0)
+    c.run(other, 0)
+    reply = c.request(Requeue(id=first, cascade=True))
+    assert reply == {"ok": True, "id": first, "ids": [first, child, grandchild]}
+    assert c.running() == [first] and c.queue() == [child, grandchild]
+    assert c.job(child).after_ok == [first]  # its dependency is kept: it waits for first again
+    c.run(first, 0)
+    c.run(child, 0)
+    c.run(grandchild, 0)
+    assert [c.state(j) for j in (first, child, grandchild)] == ["finished"] * 3
+
+
+def test_requeue_cascade_by_filter(make_core: MakeCore) -> None:
+    c = make_core(1)
+    a = c.submit("true", label="s")
+    a_child = c.submit("true", after_ok=[a], label="s")
+    c.run(a, 1)
+    reply = c.request(Requeue(filter=Filter(states=["failed"]), cascade=True))
+    assert reply is not None and reply["ids"] == [a, a_child]
+    assert c.running() == [a] and c.queue() == [a_child]

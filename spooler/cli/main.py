@@ -74,6 +74,8 @@ def _bulk(op: str) -> Callable[[Invocation], int]:
             "resume": rq.Resume,
         }
         request: rq.Request = kinds[op](id=target, filter=spec)
+        if isinstance(request, rq.Requeue):
+            request.cascade = bool(inv.job.get("cascade"))
         with Client() as client:
             reply = client.call(request)
         if "ids" in reply:

@@ -131,6 +131,8 @@ def parse(argv: list[str]) -> Invocation:
         inv.command = []
     elif not inv.action and inv.job.get("hold") and not ended_options:
         _hold_action(inv)
+    if inv.job.get("cascade") and inv.action != "requeue":
+        raise UsageError("--cascade goes with --requeue")
     if inv.action == "edit" and set(inv.filters) <= {"label"} and "label" in inv.filters:
         inv.job["label"] = inv.filters.pop("label")  # ts --edit ID --label L: the new label
     if "queue" in inv.job and inv.action in FILTERED and not inv.command and "batch" not in inv.job:

@@ -220,6 +220,27 @@ class Spooler:
         self.table.save(job)
         self.kick()
 
+    def requeue_cascade(self, job: Job) -> list[int]:
+        """--requeue --cascade: the job, and the jobs skipped because it failed (their -W
+        dependency), and theirs, transitively; their dependencies are kept, so they wait again."""
+        self.requeue(job)
+        requeued = [job.id]
+        chosen = {job.id}
+        grew = True
+        while grew:
+            grew = False
+            for other in sorted(self.table.jobs.values(), key=lambda j: j.id):
+                if (
+                    other.state is JobState.SKIPPED
+                    and other.id not in chosen
+                    and chosen & set(other.after_ok)
+                ):
+                    self.requeue(other)
+                    requeued.append(other.id)
+                    chosen.add(other.id)
+                    grew = True
+        return requeued
+
     # -- the user's actions ------------------------------------------------------------------
 
     def remove(self, job: Job) -> None:

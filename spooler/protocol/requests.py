@@ -239,6 +239,7 @@ class Remove(Request, op="remove"):
 class Requeue(Request, op="requeue"):
     id: int | None = field(default=None)
     filter: Filter | None = field(default=None, check=_filter)
+    cascade: bool = field(default=False)  # also the jobs skipped because it failed, transitively
 
 
 class Hold(Request, op="hold"):

@@ -39,11 +39,29 @@ def remove(sp: Spooler, req: rq.Remove, conn: Connection) -> Reply:
 
 
 def requeue(sp: Spooler, req: rq.Requeue, conn: Connection) -> Reply:
+    if req.cascade:
+        return _requeue_cascade(sp, req)
     if req.filter is not None and req.id is None:
         return _bulk(sp, req.filter, lambda j: j.state.is_done, sp.requeue)
     job = sp.get(req.id)
     sp.requeue(job)
     return {"ok": True, "id": job.id}
+
+
+def _requeue_cascade(sp: Spooler, req: rq.Requeue) -> Reply:
+    """Every job requeued, dependants included, in the order they were put back."""
+    if req.filter is None or req.id is not None:
+        job = sp.get(req.id)
+        return {"ok": True, "id": job.id, "ids": sp.requeue_cascade(job)}
+    requeued: list[int] = []
+
+    def cascade(job: Job) -> None:
+        if job.state.is_done:  # not already put back as a dependant of an earlier one
+            requeued.extend(sp.requeue_cascade(job))
+
+    reply = _bulk(sp, req.filter, lambda j: j.state.is_done, cascade)
+    assert reply is not None
+    return {**reply, "ids": requeued}
 
 
 def hold(sp: Spooler, req: rq.Hold, conn: Connection) -> Reply:
