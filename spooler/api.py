@@ -98,11 +98,14 @@ class Client(client.Client):
         hold: bool = False,
         begin: str | float | None = None,
         queue: str | None = None,
+        notify: str | None = None,
+        notify_on: str | None = None,
     ) -> rq.Submit:
         """What every job of one call shares; the keywords are :meth:`submit`'s."""
+        env = dict(os.environ if env is None else env)
         return rq.Submit(
             cwd=os.path.abspath(cwd or os.getcwd()),
-            env=dict(os.environ if env is None else env),
+            env=env,
             label=label,
             slots=1 if slots is None else slots,
             gpus=gpus or 0,
@@ -120,6 +123,8 @@ class Client(client.Client):
             hold=hold,
             begin_at=_begin(begin),
             queue=queue,
+            notify_url=notify or env.get("TS_NOTIFY_URL") or None,
+            notify_on=notify_on or env.get("TS_NOTIFY_ON") or "fail",
         )
 
     def submit(
@@ -138,8 +143,9 @@ class Client(client.Client):
         ``options``: label, slots, gpus, gpu_indices, gpu_mem_mib, after, after_ok, priority,
         retry, retry_timeout, no_output, stderr_apart, gzip, hold (as the ``ts`` options of the
         same names), ``time``: the time limit, as ``--time`` takes it ("2h") or in seconds, and
-        ``queue``: the named queue whose slots it takes, and ``begin``: not before this time, as
-        ``--begin`` takes it ("22:00", "+2h") or in seconds
+        ``queue``: the named queue whose slots it takes, ``notify``/``notify_on``: the URL to POST
+        to when it ends (``TS_NOTIFY_URL`` by default) and on what ("fail" or "end"), and ``begin``:
+        not before this time, as ``--begin`` takes it ("22:00", "+2h") or in seconds
         since the epoch.
         """
         request = self._submission(cwd, env, **options)

@@ -119,6 +119,10 @@ class Job:
     snapshot: str | None = None  # directory holding the code snapshot the job runs in
     snapshot_info: str | None = None  # what the snapshot is of (git commit, dirty or not)
     result: Any = None  # JSON the job wrote to $TS_RESULT_FILE
+    # Notification when it ends (--notify, TS_NOTIFY_URL; TS_NOTIFY_ON: "fail" or "end")
+    notify_url: str | None = None
+    notify_on: str = "fail"
+    notify_status: str | None = None  # delivered, or why not
 
     def transition(self, new: JobState, now: float) -> None:
         if new not in _ALLOWED[self.state]:

@@ -1,10 +1,17 @@
-"""Control over the queue and each job's life through the real ``ts`` and the Python API:
-hold and release."""
+"""Control over the queue and each job's life through the real ``ts`` and the Python API: hold
+and release, pause and resume, start later, named queues, waiting for all, editing, requeueing
+with dependants and notifications (to a webhook on 127.0.0.1)."""
 
 from __future__ import annotations
 
+import http.server
+import json
+import socket
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import TS, Spool, wait_for
@@ -408,3 +415,86 @@ def test_requeue_cascade_from_python(api: Client, spool: Spool) -> None:
         assert api.wait(child) == 255
         assert api.requeue(first, cascade=True) == [first, child]
         assert api.wait(child) == 255  # first failed again: skipped again
+
+
+# -- notifications -----------------------------------------------------------------------------
+
+
+class Hook:
+    """A webhook on 127.0.0.1: the JSON bodies POSTed to it, in the order they came."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        received = self.bodies
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    server = Hook()
+    yield server
+    server.close()
+
+
+def test_a_failed_job_is_notified(spool: Spool, hook: Hook) -> None:
+    good = spool.submit("true", opts=("--notify", hook.url))
+    bad = spool.submit("sh", "-c", "exit 3", opts=("--notify", hook.url, "-L", "lab"))
+    assert spool.run("-w", str(bad)).returncode == 3
+    body = wait_for(lambda: hook.bodies and hook.bodies[0], what="the notification")
+    assert body["id"] == bad and body["exit_status"] == 3 and body["label"] == "lab"
+    assert body["command"] == "sh -c 'exit 3'" and body["output"] == spool.job(bad)["output"]
+    assert body["text"].startswith(f"ts job {bad} [lab] failed (exit 3) on ")
+    wait_for(lambda: "delivered" in spool.ts("-i", str(bad)), what="the delivery in ts -i")
+    assert spool.job(good)["state"] == "finished" and len(hook.bodies) == 1
+
+
+def test_notify_url_and_on_from_the_environment(spool: Spool, hook: Hook) -> None:
+    env = {"TS_NOTIFY_URL": hook.url, "TS_NOTIFY_ON": "end"}
+    job = spool.submit("true", env=env)
+    body = wait_for(lambda: hook.bodies and hook.bodies[0], what="the notification")
+    assert body["id"] == job and body["state"] == "finished" and body["exit_status"] == 0
+    done = spool.run("true", env={**env, "TS_NOTIFY_ON": "sometimes"})
+    assert done.returncode != 0 and done.stderr == "ts: TS_NOTIFY_ON='sometimes': choose end or fail\n"
+
+
+def test_a_notification_that_cannot_be_delivered_is_recorded_and_the_job_still_runs(spool: Spool) -> None:
+    with socket.socket() as unused:  # a port nobody listens on
+        unused.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{unused.getsockname()[1]}/"
+    job = spool.submit("false", opts=("--notify", nowhere))
+    assert spool.run("-w", str(job)).returncode == 1
+    wait_for(lambda: "retrying in" in spool.ts("-i", str(job)), what="the failure in ts -i")
+    log = Path(f"{spool.savelist}.log")
+    assert f"job {job}: notifying {nowhere} failed" in log.read_text()
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/x", "example.com/hook", "http://"])
+def test_a_notify_url_that_is_not_http_is_refused(spool: Spool, url: str) -> None:
+    done = spool.run("--notify", url, "true")
+    assert done.returncode != 0 and "is not an http:// or https:// URL" in done.stderr
+    assert len(done.stderr.splitlines()) == 1 and spool.jobs() == []
+
+
+def test_notify_from_python(api: Client, spool: Spool, hook: Hook) -> None:
+    with api:
+        job = api.submit(["sh", "-c", "exit 2"], notify=hook.url)
+        assert api.wait(job) == 2
+        body = wait_for(lambda: hook.bodies and hook.bodies[0], what="the notification")
+        assert body["id"] == job

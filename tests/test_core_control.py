@@ -1,6 +1,6 @@
 """The daemon core in-process (``core_harness``): the user's control over the queue and each
-job's life — hold and release, pause and resume, start later, named queues — with a fake
-launcher and clock.  No processes, no sleeps."""
+job's life — hold and release, pause and resume, start later, named queues, editing, requeueing
+with dependants, notifications — with a fake launcher and clock.  No processes, no sleeps."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from core_harness import Core, MakeCore
 
+from spooler.daemon.notify import RETRY_DELAYS
 from spooler.durations import parse_begin
 from spooler.protocol import RequestError
 from spooler.protocol.requests import (
@@ -452,3 +453,82 @@ def test_requeue_cascade_by_filter(make_core: MakeCore) -> None:
     reply = c.request(Requeue(filter=Filter(states=["failed"]), cascade=True))
     assert reply is not None and reply["ids"] == [a, a_child]
     assert c.running() == [a] and c.queue() == [a_child]
+
+
+# -- notifications -----------------------------------------------------------------------------
+
+
+class FakeDelivery:
+    """Stands in for the HTTP POST: records each attempt; the test answers it."""
+
+    def __init__(self) -> None:
+        self.attempts: list[tuple[str, dict[str, Any], Any]] = []
+
+    def __call__(self, url: str, body: bytes, done: Any) -> None:
+        self.attempts.append((url, json.loads(body), done))
+
+
+def _notifying(c: Core) -> FakeDelivery:
+    delivery = FakeDelivery()
+    c.sp.notifier.deliver = delivery
+    return delivery
+
+
+def test_a_failed_job_is_notified_and_a_good_one_is_not_by_default(make_core: MakeCore) -> None:
+    c = make_core(2)
+    sent = _notifying(c)
+    good = c.submit("true", notify_url="http://127.0.0.1:9/hook")
+    bad = c.submit("false", notify_url="http://127.0.0.1:9/hook", label="lab", sweep="sw")
+    c.run(good, 0)
+    c.run(bad, 3)
+    assert len(sent.attempts) == 1
+    url, body, done = sent.attempts[0]
+    assert url == "http://127.0.0.1:9/hook"
+    assert body["id"] == bad and body["state"] == "finished" and body["exit_status"] == 3
+    assert (body["label"], body["sweep"], body["command"]) == ("lab", "sw", "false")
+    assert body["text"].startswith(f"ts job {bad} [lab] failed (exit 3) on ")
+    done(None)
+    assert c.job(bad).notify_status == "delivered"
+
+
+def test_notify_on_end_notifies_every_end_but_not_a_retry(make_core: MakeCore) -> None:
+    c = make_core(1)
+    sent = _notifying(c)
+    job = c.submit("true", notify_url="https://example.invalid/x", notify_on="end", retry=1)
+    c.run(job, 1)  # retried: not the end yet
+    assert sent.attempts == []
+    c.run(job, 0)
+    assert [body["exit_status"] for _, body, _ in sent.attempts] == [0]
+
+
+def test_a_failed_delivery_is_retried_with_back_off_then_given_up(make_core: MakeCore) -> None:
+    c = make_core(1)
+    sent = _notifying(c)
+    job = c.submit("false", notify_url="http://127.0.0.1:9/")
+    c.run(job, 1)
+    for n, delay in enumerate(RETRY_DELAYS, 1):
+        sent.attempts[-1][2]("connection refused")
+        assert c.job(job).notify_status == f"failed (connection refused); retrying in {delay:g} s"
+        c.loop.advance(delay - 0.1)
+        assert len(sent.attempts) == n
+        c.loop.advance(0.1)
+        assert len(sent.attempts) == n + 1
+    sent.attempts[-1][2]("connection refused")
+    status = c.job(job).notify_status
+    assert status == f"failed (connection refused); gave up after {len(RETRY_DELAYS) + 1} attempts"
+    assert c.loop.pending_timers() == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"notify_url": "ftp://host/x"}, "is not an http:// or https:// URL"),
+        ({"notify_url": "http://"}, "is not an http:// or https:// URL"),
+        ({"notify_url": "http://a b/"}, "has spaces"),
+        ({"notify_url": "http://h/", "notify_on": "always"}, "notify_on must be end or fail"),
+    ],
+)
+def test_bad_notification_settings(core: Core, fields: dict[str, str], message: str) -> None:
+    with pytest.raises(RequestError, match=re.escape(message)):
+        core.submit("true", **fields)
+    assert core.sp.table.jobs == {}

@@ -126,6 +126,7 @@ OPTIONS: tuple[Option, ...] = (
     _job(None, "snapshot", "snapshot", "none", "run on a copy of the working tree taken now (git: tracked and new files)"),
     _job(None, "queue", "queue", "str", "queue the job in queue NAME, with slots of its own (ts --queue NAME -S N sets them; with -l and the other filters: only its jobs)", "NAME"),
     _job(None, "begin", "begin", "str", "start the job no earlier than TIME: HH:MM (the next such time), an ISO 8601 date-time, or +DURATION (+30s, +2h)", "TIME"),
+    _job(None, "notify", "notify", "str", "POST JSON about the job to URL when it ends (TS_NOTIFY_ON: fail, the default, or end)", "URL"),
     _job(None, "cascade", "cascade", "none", "with --requeue: also requeue the jobs skipped because it failed, transitively"),
     _job(None, "hold", "hold", "none", "queue the job held: it keeps its place but starts only once released; ts --hold ID holds a queued job"),
     _job(None, "dry-run", "dry_run", "none", "with sweep: print the commands, queue nothing"),

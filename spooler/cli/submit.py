@@ -92,6 +92,13 @@ def submission(opts: dict[str, Any]) -> Submit:
             req.begin_at = parse_begin(str(opts["begin"]), time.time())
         except ValueError as exc:
             raise UsageError(f"--begin: {exc}") from None
+    notify = opts.get("notify") or os.environ.get("TS_NOTIFY_URL")
+    if notify:
+        req.notify_url = str(notify)
+        on = os.environ.get("TS_NOTIFY_ON") or "fail"
+        if on not in ("end", "fail"):
+            raise UsageError(f"TS_NOTIFY_ON={on!r}: choose end or fail")
+        req.notify_on = on
     onfinish = os.environ.get("TS_ONFINISH")
     if onfinish:
         _check_program(onfinish, "TS_ONFINISH")

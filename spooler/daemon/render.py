@@ -282,6 +282,10 @@ def render_info(job: Job, now: float) -> str:
             outcome = signal_name(old["signal"]) if old.get("signal") else f"exit {old.get('exit_code')}"
             why = f" ({old['reason']})" if old.get("reason") else ""
             lines.append(f"  attempt {old.get('attempt')}: {outcome}{why}, output {old.get('output') or '-'}")
+    if job.notify_url:
+        on = "every end" if job.notify_on == "end" else "failure"
+        status = f": {job.notify_status}" if job.notify_status else ""
+        lines.append(f"Notify: {job.notify_url} (on {on}){status}")
     if job.result is not None:
         lines.append(f"Result: {json.dumps(job.result, sort_keys=True)}")
     if job.env_info:

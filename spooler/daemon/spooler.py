@@ -33,6 +33,7 @@ from spooler.daemon.hooks import Helpers, find_sendmail
 from spooler.daemon.launcher import exits
 from spooler.daemon.launcher.handle import Launcher
 from spooler.daemon.limits import TimeLimits
+from spooler.daemon.notify import Notifier
 from spooler.daemon.process import kill_group
 from spooler.daemon.queues import Queue
 from spooler.daemon.reaper import Reaper
@@ -90,6 +91,8 @@ class Spooler:
         )
         self.dispatcher.policy = config.policy
         self.wakeups = Wakeups(loop, clock, self.kick)  # --begin times
+        self.notifier = Notifier(loop, self.table, clock)
+        self.events.on_end.append(self.notifier.job_ended)
         self.limits = TimeLimits(loop, self.table, self.running, self.stop, clock)
         # kill_group looked up at each call: the in-process tests replace it.
         self.control = JobControl(self.table, self.limits, lambda g, s: kill_group(g, s), self.kick, clock)
@@ -138,6 +141,7 @@ class Spooler:
         self.reaper.close()
         self.limits.close()
         self.wakeups.close()
+        self.notifier.close()
         self.backend.close()
         self.gpu.close()
 
@@ -364,6 +368,8 @@ def job_of(request: Submit, command: list[str], now: float) -> Job:
         snapshot_info=request.snapshot_info,
         begin_at=request.begin_at,
         queue=request.queue,
+        notify_url=request.notify_url,
+        notify_on=request.notify_on,
         state=JobState.HELD if request.hold else JobState.QUEUED,
     )
 

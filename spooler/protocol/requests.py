@@ -110,6 +110,26 @@ def _named_queue(value: Any, name: str) -> str | None:
     return None if checked == "default" else checked
 
 
+def _url(value: Any, name: str) -> str | None:
+    """Where a notification is POSTed: an http(s) URL."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 2048:
+        raise bad(f"{name} must be a URL of at most 2048 characters")
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest.split("/")[0]:
+        raise bad(f"{value[:80]!r} is not an http:// or https:// URL")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise bad(f"{value[:80]!r} is not a URL (it has spaces or control characters)")
+    return value
+
+
+def _notify_on(value: Any, name: str) -> str:
+    if value not in ("end", "fail"):
+        raise bad(f"{name} must be end or fail, not {str(value)[:40]!r}")
+    return str(value)
+
+
 def _filter(value: Any, name: str) -> Filter | None:
     if not value:
         return None  # an empty filter selects nothing in particular: no filter
@@ -200,6 +220,8 @@ class Submit(Request, op="submit"):
     hold: bool = field(default=False)  # --hold: queued held, started only once released
     begin_at: int | None = field(default=None, lo=0, hi=2**40)  # --begin, in seconds since the epoch
     queue: str | None = field(default=None, check=_named_queue)  # --queue NAME
+    notify_url: str | None = field(default=None, check=_url)  # --notify, TS_NOTIFY_URL
+    notify_on: str = field(default="fail", check=_notify_on)  # TS_NOTIFY_ON
 
 
 class List(Request, op="list"):
