@@ -200,6 +200,9 @@ class Job:
 
     def to_record(self) -> dict[str, Any]:
         record = {f.name: getattr(self, f.name) for f in _FIELDS}
+        for name, default in _SPARSE.items():
+            if record[name] == default:
+                del record[name]  # from_record gives it back; every record is smaller
         record["state"] = self.state.value
         # msgpack map keys must be str for strict decoding
         record["dep_outcomes"] = {str(k): v for k, v in self.dep_outcomes.items()}
@@ -216,6 +219,12 @@ class Job:
 
 
 _FIELDS = dataclasses.fields(Job)
+# Fields most jobs never use (hold, pause, --begin, queues, notifications): left out of a
+# record while they hold their default, so a job's record (and the save-list) does not grow.
+_SPARSE = {
+    name: getattr(Job(id=0, command=["x"], cwd="/"), name)
+    for name in ("paused_at", "paused_for", "begin_at", "queue", "notify_url", "notify_on", "notify_status")
+}
 
 
 def signal_name(number: int) -> str:

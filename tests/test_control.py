@@ -88,14 +88,6 @@ def test_bad_hold_and_release(spool: Spool, args: tuple[str, ...], message: str)
     (spool.root / "gate").touch()
 
 
-def test_held_jobs_survive_kill_9(spool: Spool) -> None:
-    held = spool.submit("true", opts=("--hold",))
-    spool.kill_daemon()
-    assert spool.job(held)["state"] == "held"
-    spool.ts("--release", str(held))
-    assert spool.run("-w", str(held)).returncode == 0
-
-
 def test_hold_and_release_from_python(api: Client, spool: Spool) -> None:
     with api:
         job = api.submit("true", hold=True, label="p")
@@ -136,21 +128,6 @@ def test_pause_and_resume_through_ts(spool: Spool) -> None:
     spool.ts("-k", str(job))  # ends a paused job: SIGCONT follows the SIGTERM
     assert spool.run("-w", str(job)).returncode == 255
     assert spool.job(job)["signal"] == "SIGTERM"
-
-
-def test_a_paused_job_stays_paused_across_kill_9(spool: Spool) -> None:
-    job = spool.submit("sh", "-c", "sleep 30 & wait", opts=("--time", "1h"))
-    spool.wait_state(job, "running")
-    pid = int(spool.ts("-p", str(job)))
-    spool.ts("--pause", str(job))
-    spool.kill_daemon()
-    assert spool.job(job)["state"] == "paused"  # adopted by the next daemon, still paused
-    assert _process_state(pid) == "T"
-    assert "not counting while paused" in spool.ts("-i", str(job))
-    spool.ts("--resume", str(job))
-    wait_for(lambda: _process_state(pid) != "T", what="the job to continue")
-    spool.ts("-k", str(job))
-    assert spool.run("-w", str(job)).returncode == 255
 
 
 @pytest.mark.parametrize(
@@ -194,15 +171,6 @@ def test_begin_later_through_ts(spool: Spool) -> None:
         assert "Reason: begins at " in info
     assert spool.run("-w", str(job)).returncode == 0
     assert spool.job(job)["start_time"] >= record["begin_at"]
-
-
-def test_a_begin_time_survives_kill_9(spool: Spool) -> None:
-    job = spool.submit("true", opts=("--begin", "+1h"))
-    begin = spool.job(job)["begin_at"]
-    spool.kill_daemon()
-    record = spool.job(job)
-    assert record["state"] == "queued" and record["begin_at"] == begin
-    assert record["reason"].startswith("begins at ")
 
 
 @pytest.mark.parametrize(
@@ -251,12 +219,6 @@ def test_named_queues_through_ts(spool: Spool) -> None:
     assert spool.ts("-l", "--queue", "default", "--ids").split() == [str(gate), str(waiting)]
     (spool.root / "gate").touch()
     assert spool.run("-w", str(waiting)).returncode == 0
-
-
-def test_queue_slots_survive_kill_9(spool: Spool) -> None:
-    spool.ts("--queue", "gpu", "-S", "4")
-    spool.kill_daemon()
-    assert spool.ts("--queue", "gpu", "-S").strip() == "4"
 
 
 @pytest.mark.parametrize("name", ["a/b", "two words", "q" * 65])
