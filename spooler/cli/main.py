@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 
 from spooler.cli.parse import Invocation, job_id, parse
+from spooler.cli.selection import bulk, request_filter, wait_all
 from spooler.client import Client
 from spooler.errors import SpoolerError, UsageError, VersionMismatch
 from spooler.protocol import requests as rq
@@ -23,21 +24,6 @@ def _print(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
 
 
-def _filter(inv: Invocation) -> rq.Filter | None:
-    """The filter of a request (-l, -r, -k, --requeue), if the command line has one."""
-    given = inv.filters
-    if not any(key != "ids_only" for key in given):
-        return None
-    states = [s.strip() for s in given.get("states", "").split(",") if s.strip()]
-    return rq.Filter(
-        states=states,
-        label=given.get("label"),
-        sweep=given.get("sweep"),
-        where=given.get("where"),
-        queue=given.get("queue"),
-    )
-
-
 def _list(inv: Invocation) -> int:
     width, color = 0, False
     if inv.list_format == "default" and sys.stdout.isatty():
@@ -48,53 +34,12 @@ def _list(inv: Invocation) -> int:
         width=width,
         color=color,
         ids_only=bool(inv.filters.get("ids_only")),
-        filter=_filter(inv),
+        filter=request_filter(inv),
     )
     with Client() as client:
         reply = client.call(request)
     sys.stdout.write(reply["text"])
     return 0
-
-
-def _bulk(op: str) -> Callable[[Invocation], int]:
-    """-r, -k, --requeue, --hold, --release, --pause, --resume: one job by id, or every job the
-    filters select."""
-
-    def action(inv: Invocation) -> int:
-        spec, target = _filter(inv), job_id(inv.value, inv.action_option)
-        kinds: dict[
-            str, type[rq.Remove | rq.Kill | rq.Requeue | rq.Hold | rq.Release | rq.Pause | rq.Resume]
-        ] = {
-            "remove": rq.Remove,
-            "kill": rq.Kill,
-            "requeue": rq.Requeue,
-            "hold": rq.Hold,
-            "release": rq.Release,
-            "pause": rq.Pause,
-            "resume": rq.Resume,
-        }
-        request: rq.Request = kinds[op](id=target, filter=spec)
-        if isinstance(request, rq.Requeue):
-            request.cascade = bool(inv.job.get("cascade"))
-        with Client() as client:
-            reply = client.call(request)
-        if "ids" in reply:
-            if reply["ids"]:
-                _print("\n".join(map(str, reply["ids"])))
-            if reply.get("left"):
-                why = {
-                    "remove": "running",
-                    "kill": "not running",
-                    "requeue": "not ended",
-                    "hold": "not queued",
-                    "release": "not held",
-                    "pause": "not running",
-                    "resume": "not paused",
-                }[op]
-                print(f"ts: left {len(reply['left'])} {why} job(s) alone: {reply['left']}", file=sys.stderr)
-        return 0
-
-    return action
 
 
 def _set_priority(inv: Invocation) -> int:
@@ -186,20 +131,6 @@ def _slots(inv: Invocation) -> int:
     if inv.value is None:
         _print(str(reply["slots"]))
     return 0
-
-
-def _wait_all(inv: Invocation) -> int:
-    """--wait-all: one line per job that ended badly (or was removed first); 1 if there is any."""
-    from spooler.wait_all import failure, wait_all
-
-    with Client() as client:
-        ended, removed = wait_all(client, _filter(inv))
-    bad = [(job, failure(job)) for job in ended]
-    lines = [f"job {job['id']} {why}: {job['command']}" for job, why in bad if why]
-    lines += [f"job {job_id} was removed before it ended" for job_id in removed]
-    if lines:
-        _print("\n".join(lines))
-    return 1 if lines else 0
 
 
 def _edit(inv: Invocation) -> int:
@@ -339,18 +270,18 @@ ACTIONS: dict[str, Callable[[Invocation], int]] = {
     "label": _field("label", "added"),
     "full_cmd": _field("command", "added"),
     "info": lambda inv: _print_text(rq.Info, inv),
-    "remove": _bulk("remove"),
-    "requeue": _bulk("requeue"),
+    "remove": bulk("remove"),
+    "requeue": bulk("requeue"),
     "set_priority": _set_priority,
-    "hold": _bulk("hold"),
-    "release": _bulk("release"),
-    "pause": _bulk("pause"),
-    "resume": _bulk("resume"),
+    "hold": bulk("hold"),
+    "release": bulk("release"),
+    "pause": bulk("pause"),
+    "resume": bulk("resume"),
     "sweep": _sweep,
     "wait": _wait,
-    "wait_all": _wait_all,
+    "wait_all": wait_all,
     "edit": _edit,
-    "kill": _bulk("kill"),
+    "kill": bulk("kill"),
     "kill_all": _simple(rq.Kill, all=True),
     "urgent": _simple(rq.Urgent, with_id=True),
     "swap": _swap,
