@@ -129,3 +129,15 @@ def test_plain_ts_calls_never_import_click(spool: Spool) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
     assert "spooler.cli.main" in imported
     assert not any(name.split(".")[0] == "click" for name in imported)
+
+
+def test_ids_and_queues_for_the_controls_of_a_jobs_life(spool: Spool) -> None:
+    running = gate_job(spool, "gate-c")
+    spool.wait_state(running, "running")
+    held = spool.submit("true", opts=("--hold", "--queue", "cpu"))
+    queued = gate_job(spool, "gate-d")
+    assert values(complete(spool, "ts --pause ")) == [str(running)]
+    assert values(complete(spool, "ts --release ")) == [str(held)]
+    assert values(complete(spool, "ts --resume ")) == []
+    assert set(values(complete(spool, "ts --edit "))) == {str(held), str(queued)}
+    assert values(complete(spool, "ts -l --queue ")) == ["cpu", "default"]

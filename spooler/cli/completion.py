@@ -40,6 +40,7 @@ _ENDED = frozenset({"finished", "skipped", "lost", "timeout"})
 _STATES: dict[str, frozenset[str]] = {
     "kill": frozenset({"running", "paused"}),
     "urgent": _WAITING,
+    "edit": _WAITING,
     "swap": _WAITING,
     "remove": _WAITING | _ENDED,
     "requeue": _ENDED,
