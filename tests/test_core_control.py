@@ -28,6 +28,7 @@ from spooler.protocol.requests import (
     Slots,
     Urgent,
 )
+from spooler.protocol.requests import Priority as SetPriority
 from spooler.protocol.requests import Queues as QueuesRequest
 
 # -- hold and release --------------------------------------------------------------------------
@@ -532,3 +533,21 @@ def test_bad_notification_settings(core: Core, fields: dict[str, str], message: 
     with pytest.raises(RequestError, match=re.escape(message)):
         core.submit("true", **fields)
     assert core.sp.table.jobs == {}
+
+
+def test_the_queue_counts_its_waiting_jobs_per_named_queue(make_core: MakeCore) -> None:
+    c = make_core(1)
+    c.submit("true")
+    c.submit("true", queue="x")  # runs: x has a slot of its own
+    b = c.submit("true")
+    x2 = c.submit("true", queue="x", hold=True)
+
+    def counts() -> dict[str | None, int]:
+        return {k: v for k, v in c.sp.table.queue.per_queue.items() if v}
+
+    c.request(SetPriority(id=b, set=3))
+    c.request(Urgent(id=x2))
+    assert counts() == {None: 1, "x": 1}
+    c.request(Remove(id=b))
+    c.restart()
+    assert counts() == {"x": 1}

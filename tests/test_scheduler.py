@@ -213,3 +213,19 @@ def test_held_begin_and_queues(
 ) -> None:
     decisions = plan(queue, free, 1, lambda j, d: True, now=NOW, queues=queues)
     assert [j.id for j, _ in decisions.start] == expected
+
+
+def test_a_pass_ends_once_every_job_left_is_in_a_full_queue() -> None:
+    queue = [_cpu(1, queue="cpu"), *(_cpu(i) for i in range(2, 1000))]
+    visited: list[int] = []
+
+    def walk() -> Any:
+        for each in queue:
+            visited.append(each.id)
+            yield each
+
+    decisions = plan(
+        walk(), 0, 1, lambda j, d: True, now=NOW, queues={"cpu": (1, 1)}, waiting={None: 998, "cpu": 1}
+    )
+    assert [j.id for j, _ in decisions.start] == [1]
+    assert visited == [1, 2, 3]  # (the third is taken from the queue, then the pass ends)

@@ -86,6 +86,7 @@ class Dispatcher:
                 name: (queue.slots - self.running.busy_in(name), queue.slots)
                 for name, queue in settings.queues.items()
             },
+            waiting=self.table.queue.per_queue,
         )
         earmark = decisions.earmark
         self.earmarked = {i: earmark.job.id for i in earmark.gpus} if earmark else {}

@@ -92,17 +92,28 @@ def plan(
     now: float = 0.0,
     policy: str = "backfill",
     queues: Mapping[str, tuple[int, int]] | None = None,
+    waiting: Mapping[str | None, int] | None = None,
 ) -> Plan:
     """``free_slots`` and ``total_slots`` are the default queue's; ``queues`` gives each named
-    queue's (free, total).  ``gpus()``: the pool, or why GPUs cannot be placed now (every GPU
-    job then waits with it); called once, when the first GPU job is reached."""
+    queue's (free, total), and ``waiting`` how many jobs of ``queue`` each queue has (None: the
+    default), so the pass ends once every job left is in a full queue.  ``gpus()``: the pool,
+    or why GPUs cannot be placed now (every GPU job then waits with it); called once, when the
+    first GPU job is reached."""
     decisions = Plan()
     free: dict[str | None, int] = {None: free_slots}
     total: dict[str | None, int] = {None: total_slots}
     for name, (queue_free, queue_total) in (queues or {}).items():
         free[name], total[name] = queue_free, queue_total
     full: set[str | None] = set()  # queues whose next job does not fit: the pass is over for them
+    unseen = dict(waiting or {})  # jobs of each queue the pass has not reached yet
+    unseen_open = sum(unseen.values()) if waiting is not None else -1  # ... of queues not full
     for job in queue:
+        if unseen_open == 0:
+            break  # every job left is in a full queue
+        if unseen_open > 0:
+            unseen[job.queue] = unseen.get(job.queue, 0) - 1
+            if job.queue not in full:
+                unseen_open -= 1
         if job.state is JobState.HELD or (job.begin_at is not None and job.begin_at > now):
             continue
         if job.queue in full:
@@ -117,6 +128,8 @@ def plan(
             continue
         if job.slots > free[job.queue]:
             full.add(job.queue)
+            if unseen_open > 0:
+                unseen_open -= unseen.get(job.queue, 0)
             if len(full) == len(free):
                 break  # every queue is full: nothing later can start
             continue
