@@ -460,3 +460,18 @@ def test_notify_from_python(api: Client, spool: Spool, hook: Hook) -> None:
         assert api.wait(job) == 2
         body = wait_for(lambda: hook.bodies and hook.bodies[0], what="the notification")
         assert body["id"] == job
+
+
+def test_a_job_that_starts_while_it_is_edited_is_not_changed(spool: Spool) -> None:
+    _gate(spool)
+    job = spool.submit("sh", "-c", "exit 0")
+    gate = spool.root / "gate"
+    ts = " ".join(TS)
+    # The editor changes the file, lets the job start, and returns only once it has.
+    script = f"""sed -i 's/exit 0/exit 9/' "$1"; touch {gate}
+until [ "$({ts} -s {job})" != queued ]; do sleep 0.02; done"""
+    done = spool.run("--edit", str(job), env=_editor(spool, script))
+    assert done.returncode != 0
+    assert done.stderr.startswith(f"ts: job {job} has started (it is ") and "not changed" in done.stderr
+    assert spool.run("-w", str(job)).returncode == 0
+    assert spool.job(job)["command"] == "sh -c 'exit 0'"
