@@ -44,11 +44,12 @@ def _filter(
     label: str | None = None,
     sweep: str | None = None,
     where: str | None = None,
+    queue: str | None = None,
 ) -> rq.Filter | None:
-    if state is None and label is None and sweep is None and where is None:
+    if state is None and label is None and sweep is None and where is None and queue is None:
         return None
     states = [] if state is None else [state] if isinstance(state, str) else list(state)
-    return rq.Filter(states=states, label=label, sweep=sweep, where=where)
+    return rq.Filter(states=states, label=label, sweep=sweep, where=where, queue=queue)
 
 
 class Client(client.Client):
@@ -92,11 +93,17 @@ class Client(client.Client):
         no_output: bool = False,
         stderr_apart: bool = False,
         gzip: bool = False,
+        hold: bool = False,
+        begin: str | float | None = None,
+        queue: str | None = None,
+        notify: str | None = None,
+        notify_on: str | None = None,
     ) -> rq.Submit:
         """What every job of one call shares; the keywords are :meth:`submit`'s."""
+        env = dict(os.environ if env is None else env)
         return rq.Submit(
             cwd=os.path.abspath(cwd or os.getcwd()),
-            env=dict(os.environ if env is None else env),
+            env=env,
             label=label,
             slots=1 if slots is None else slots,
             gpus=gpus or 0,
@@ -111,6 +118,11 @@ class Client(client.Client):
             no_output=no_output,
             stderr_apart=stderr_apart,
             gzip=gzip,
+            hold=hold,
+            begin_at=_begin(begin),
+            queue=queue,
+            notify_url=notify or env.get("TS_NOTIFY_URL") or None,
+            notify_on=notify_on or env.get("TS_NOTIFY_ON") or "fail",
         )
 
     def submit(
@@ -127,8 +139,12 @@ class Client(client.Client):
         """Queue one job; returns its id.  ``args`` fill the command's ``%(name)`` placeholders.
 
         ``options``: label, slots, gpus, gpu_indices, gpu_mem_mib, after, after_ok, priority,
-        retry, retry_timeout, no_output, stderr_apart, gzip (as the ``ts`` options of the same
-        names), and ``time``: the time limit, as ``--time`` takes it ("2h") or in seconds.
+        retry, retry_timeout, no_output, stderr_apart, gzip, hold (as the ``ts`` options of the
+        same names), ``time``: the time limit, as ``--time`` takes it ("2h") or in seconds, and
+        ``queue``: the named queue whose slots it takes, ``notify``/``notify_on``: the URL to POST
+        to when it ends (``TS_NOTIFY_URL`` by default) and on what ("fail" or "end"), and ``begin``:
+        not before this time, as ``--begin`` takes it ("22:00", "+2h") or in seconds
+        since the epoch.
         """
         request = self._submission(cwd, env, **options)
         request.command, request.skip_if_exists = _words(command), skip_if_exists
@@ -181,9 +197,10 @@ class Client(client.Client):
         label: str | None = None,
         sweep: str | None = None,
         where: str | None = None,
+        queue: str | None = None,
     ) -> list[dict[str, Any]]:
         """Every job the filters select, as ``ts -M json`` describes it."""
-        reply = self.call(rq.List(format="json", filter=_filter(state, label, sweep, where)))
+        reply = self.call(rq.List(format="json", filter=_filter(state, label, sweep, where, queue)))
         return list(json.loads(reply["text"]))
 
     def results(
@@ -218,10 +235,50 @@ class Client(client.Client):
         """Block until the job ends; returns its exit status (255: killed by a signal or skipped)."""
         return int(self.call_again_if_lost(rq.Wait(id=int(job_id)))["exit_status"])
 
+    def slots(self, slots: int | None = None, queue: str | None = None) -> int:
+        """The number of jobs that run at once (in a named queue), after setting it to ``slots``."""
+        return int(self.call(rq.Slots(set=slots, queue=queue))["slots"])
+
+    def queues(self) -> list[dict[str, Any]]:
+        """Each queue: its name, slots, and running and queued job counts."""
+        return list(self.call(rq.Queues(data=True))["queues"])
+
+    def edit(
+        self,
+        job_id: int,
+        command: Command | None = None,
+        *,
+        label: str | None = None,
+        priority: int | None = None,
+    ) -> None:
+        """Change a job that has not started: its command (filled from the job's arguments where it
+        has ``%(name)`` placeholders), its label ("" removes it) or its priority."""
+        request = rq.Edit(id=int(job_id), label=label, priority=priority)
+        if command is not None:
+            words = _words(command)
+            args = self.job(job_id).get("args")
+            if args is not None and any("%(" in word for word in words):
+                words, _ = template.fill_run(words, args, allow_extra=True)
+            request.command = words
+        self.call(request)
+
+    def wait_all(self, **filters: Any) -> dict[int, int]:
+        """Block until every job (or every job the filters select) has ended; returns each one's
+        exit status (255 for a job removed before it ended), by id."""
+        from spooler.wait_all import wait_all
+
+        ended, removed = wait_all(self, _filter(**_filter_args(filters)))
+        statuses = {int(job["id"]): int(job["exit_status"]) for job in ended}
+        statuses.update(dict.fromkeys(removed, 255))
+        return statuses
+
     # -- acting --------------------------------------------------------------------------------
 
     def _bulk(
-        self, kind: type[rq.Kill | rq.Remove | rq.Requeue], job_id: int | None, filters: dict[str, Any]
+        self,
+        kind: type[rq.Kill | rq.Remove | rq.Requeue | rq.Hold | rq.Release | rq.Pause | rq.Resume],
+        job_id: int | None,
+        filters: dict[str, Any],
     ) -> list[int]:
         spec = _filter(**_filter_args(filters))
         if job_id is None and spec is None:
@@ -237,9 +294,32 @@ class Client(client.Client):
     def remove(self, job_id: int | None = None, **filters: Any) -> list[int]:
         return self._bulk(rq.Remove, job_id, filters)
 
-    def requeue(self, job_id: int | None = None, **filters: Any) -> list[int]:
-        """Put ended jobs back in the queue with fresh attempts, e.g. ``requeue(state="failed")``."""
-        return self._bulk(rq.Requeue, job_id, filters)
+    def requeue(self, job_id: int | None = None, *, cascade: bool = False, **filters: Any) -> list[int]:
+        """Put ended jobs back in the queue with fresh attempts, e.g. ``requeue(state="failed")``;
+        with ``cascade``, also the jobs skipped because they failed (transitively)."""
+        if not cascade:
+            return self._bulk(rq.Requeue, job_id, filters)
+        spec = _filter(**_filter_args(filters))
+        if job_id is None and spec is None:
+            raise UsageError("requeue: give a job id or at least one filter")
+        request = rq.Requeue(id=None if job_id is None else int(job_id), filter=spec, cascade=True)
+        return [int(i) for i in self.call(request)["ids"]]
+
+    def hold(self, job_id: int | None = None, **filters: Any) -> list[int]:
+        """Keep a queued job (or every queued job the filters select) from starting."""
+        return self._bulk(rq.Hold, job_id, filters)
+
+    def release(self, job_id: int | None = None, **filters: Any) -> list[int]:
+        """Let held jobs start again."""
+        return self._bulk(rq.Release, job_id, filters)
+
+    def pause(self, job_id: int | None = None, **filters: Any) -> list[int]:
+        """SIGSTOP a running job's process group; it keeps its slots, GPUs and time left."""
+        return self._bulk(rq.Pause, job_id, filters)
+
+    def resume(self, job_id: int | None = None, **filters: Any) -> list[int]:
+        """SIGCONT a paused job's process group."""
+        return self._bulk(rq.Resume, job_id, filters)
 
 
 def _json_values(args: Mapping[str, Any]) -> dict[str, Any]:
@@ -256,10 +336,11 @@ def _json_values(args: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _filter_args(filters: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(filters) - {"state", "label", "sweep", "where"}
+    keys = ("state", "label", "sweep", "where", "queue")
+    unknown = set(filters) - set(keys)
     if unknown:
-        raise UsageError(f"unknown filter {sorted(unknown)[0]!r} (state, label, sweep or where)")
-    return {key: filters.get(key) for key in ("state", "label", "sweep", "where")}
+        raise UsageError(f"unknown filter {sorted(unknown)[0]!r} (state, label, sweep, where or queue)")
+    return {key: filters.get(key) for key in keys}
 
 
 __all__ = ["Client", "DaemonUnavailable"]
@@ -279,3 +360,23 @@ def _time_limit(value: str | float | None) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= MAX_DURATION:
         raise UsageError(f"time: {value!r} is not a duration of 1 s to a year")
     return round(value)
+
+
+def _begin(value: str | float | None) -> int | None:
+    """``begin=``: "22:00", "2026-05-01T22:00", "+2h" as ``--begin`` takes them, or a time in
+    seconds since the epoch."""
+    if value is None:
+        return None
+    import time as clock
+
+    from spooler.durations import parse_begin
+
+    now = clock.time()
+    if isinstance(value, str):
+        try:
+            return parse_begin(value, now)
+        except ValueError as exc:
+            raise UsageError(f"begin: {exc}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= now:
+        raise UsageError(f"begin: {value!r} is not a time to come (seconds since the epoch)")
+    return int(-(-value // 1))

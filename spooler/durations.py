@@ -72,3 +72,38 @@ def format_duration(seconds: float) -> str:
     while len(parts) > 1 and parts[0][0] == 0:
         parts.pop(0)
     return " ".join(f"{n}{unit}" for n, unit in parts[:2])
+
+
+def parse_begin(text: str, now: float) -> int:
+    """When a job queued with ``--begin TEXT`` may start, in seconds since the epoch: ``HH:MM``
+    (or ``HH:MM:SS``; the next such time of day), an ISO 8601 date-time (local time unless it
+    names its zone), or ``+DURATION`` from now (``+30s``, ``+2h``).  Raises ValueError for a
+    time that cannot be read or that is past."""
+    import datetime
+
+    value = text.strip()
+    if value.startswith("+"):
+        return int(now) + parse_duration(value[1:])
+    clock = value.split(":")
+    if 2 <= len(clock) <= 3 and all(p.isascii() and p.isdigit() and len(p) <= 2 for p in clock):
+        hour, minute, second = (int(p) for p in [*clock, "0"][:3])
+        if hour > 23 or minute > 59 or second > 59:
+            raise ValueError(f"{text!r} is not a time of day")
+        today = datetime.datetime.fromtimestamp(now)
+        at = today.replace(hour=hour, minute=minute, second=second, microsecond=0)
+        if at.timestamp() <= now:  # that time today is past: tomorrow's
+            at = (today + datetime.timedelta(days=1)).replace(hour=hour, minute=minute, second=second)
+            at = at.replace(microsecond=0)
+        return int(at.timestamp())
+    try:
+        at = datetime.datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: use HH:MM, an ISO 8601 date-time (2026-05-01T22:00) or +DURATION (+30m)"
+        ) from None
+    stamp = at.timestamp()
+    if stamp <= now:
+        raise ValueError(f"{text!r} is in the past")
+    if stamp > now + MAX_DURATION:
+        raise ValueError(f"{text!r} is more than a year away")
+    return int(-(-stamp // 1))  # never earlier than asked

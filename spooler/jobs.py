@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import signal as signals
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,14 +25,18 @@ class JobState(str, enum.Enum):
     SKIPPED = "skipped"  # never ran: a -W dependency failed, or it was skipped on purpose
     LOST = "lost"  # was running when the daemon died and its outcome cannot be known
     TIMEOUT = "timeout"  # was still running at its time limit (--time), so it was killed
+    HELD = "held"  # queued, keeping its place, but never started until released (--hold)
+    PAUSED = "paused"  # running but stopped (SIGSTOP, --pause): keeps its slots and GPUs
 
     @property
     def is_waiting(self) -> bool:
-        return self in (JobState.QUEUED, JobState.ALLOCATING)
+        """In the queue (a held job keeps its place there, so it is waiting too)."""
+        return self in (JobState.QUEUED, JobState.ALLOCATING, JobState.HELD)
 
     @property
     def is_active(self) -> bool:
-        return self is JobState.RUNNING
+        """Its process exists: running, or paused."""
+        return self in (JobState.RUNNING, JobState.PAUSED)
 
     @property
     def is_done(self) -> bool:
@@ -39,10 +44,14 @@ class JobState(str, enum.Enum):
 
 
 _ALLOWED: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.ALLOCATING, JobState.RUNNING, JobState.SKIPPED}),
-    JobState.ALLOCATING: frozenset({JobState.QUEUED, JobState.RUNNING, JobState.SKIPPED}),
+    JobState.QUEUED: frozenset({JobState.ALLOCATING, JobState.RUNNING, JobState.SKIPPED, JobState.HELD}),
+    JobState.ALLOCATING: frozenset({JobState.QUEUED, JobState.RUNNING, JobState.SKIPPED, JobState.HELD}),
+    JobState.HELD: frozenset({JobState.QUEUED}),
     # RUNNING -> QUEUED: a launch that never reached a launcher (the daemon died sending it)
-    JobState.RUNNING: frozenset({JobState.FINISHED, JobState.LOST, JobState.TIMEOUT, JobState.QUEUED}),
+    JobState.RUNNING: frozenset(
+        {JobState.FINISHED, JobState.LOST, JobState.TIMEOUT, JobState.PAUSED, JobState.QUEUED}
+    ),
+    JobState.PAUSED: frozenset({JobState.RUNNING, JobState.FINISHED, JobState.LOST, JobState.TIMEOUT}),
     JobState.FINISHED: frozenset({JobState.QUEUED}),
     JobState.SKIPPED: frozenset({JobState.QUEUED}),
     JobState.LOST: frozenset({JobState.QUEUED}),
@@ -65,6 +74,7 @@ class Job:
     label: str | None = None
     slots: int = 1
     seq: float = 0.0  # queue position: lower runs first (``-u`` and ``-U`` edit it)
+    queue: str | None = None  # --queue: the named queue whose slots it takes (None: default)
     # Output
     store_output: bool = True  # False for -n
     stderr_apart: bool = False  # -E
@@ -83,6 +93,9 @@ class Job:
     assigned_gpus: list[int] = field(default_factory=list)
     # Time limit (--time): killed when still running this many seconds after its start
     time_limit: int | None = None
+    begin_at: float | None = None  # --begin: not started before this time (seconds since the epoch)
+    paused_at: float | None = None  # when its current pause began (--pause)
+    paused_for: float = 0.0  # seconds spent paused in earlier pauses: the time limit skips them
     timed_out: bool = False  # the limit was reached: it ends as TIMEOUT, however it exits
     retry_timeout: bool = False  # --retry-timeout: a timed-out attempt is retried too
     gpu_free_at_start: int | None = None  # MiB free on the least free of its GPUs when placed
@@ -110,11 +123,20 @@ class Job:
     snapshot_info: str | None = None  # what the snapshot is of (git commit, dirty or not)
     result: Any = None  # JSON the job wrote to $TS_RESULT_FILE
     token: str | None = None  # its submission's token, kept while a repeat may come (table)
+    # Notification when it ends (--notify, TS_NOTIFY_URL; TS_NOTIFY_ON: "fail" or "end")
+    notify_url: str | None = None
+    notify_on: str = "fail"
+    notify_status: str | None = None  # delivered, or why not
 
     def transition(self, new: JobState, now: float) -> None:
         if new not in _ALLOWED[self.state]:
             raise TransitionError(f"job {self.id}: {self.state.value} -> {new.value} is not allowed")
-        if new is JobState.RUNNING:
+        if self.state is JobState.PAUSED and self.paused_at is not None:
+            self.paused_for += max(0.0, now - self.paused_at)
+            self.paused_at = None
+        if new is JobState.PAUSED:
+            self.paused_at = now
+        elif new is JobState.RUNNING and self.state is not JobState.PAUSED:
             self.start_time = now
             self.reason = ""
         elif new.is_done:
@@ -125,6 +147,7 @@ class Job:
             self.assigned_gpus = []
             self.killed = self.timed_out = False
             self.result = None
+            self.paused_for = 0.0
         self.state = new
 
     def archive_attempt(self) -> None:
@@ -154,10 +177,26 @@ class Job:
         return 124 if self.state is JobState.TIMEOUT else 255
 
     def deadline(self) -> float | None:
-        """When a running job reaches its time limit (counted from its real start)."""
+        """When a running job reaches its time limit (counted from its real start, without the
+        time it spent paused); None while it is paused."""
+        if self.time_limit is None or self.start_time is None or self.paused_at is not None:
+            return None
+        return self.start_time + self.time_limit + self.paused_for
+
+    def time_left(self, now: float) -> float | None:
+        """What is left of its time limit (frozen while it is paused)."""
         if self.time_limit is None or self.start_time is None:
             return None
-        return self.start_time + self.time_limit
+        used = (self.paused_at or now) - self.start_time - self.paused_for
+        return self.time_limit - used
+
+    def why_waiting(self, now: float) -> str:
+        """Why a job has not started (or the reason it ended as it did): for ``-i`` and ``-M``."""
+        if self.state is JobState.HELD:
+            return f"held (ts --release {self.id})"
+        if self.state.is_waiting and self.begin_at is not None and self.begin_at > now:
+            return f"begins at {time.strftime('%a %b %d %H:%M:%S %Y', time.localtime(self.begin_at))}"
+        return self.reason
 
     @property
     def command_text(self) -> str:
@@ -165,6 +204,9 @@ class Job:
 
     def to_record(self) -> dict[str, Any]:
         record = {f.name: getattr(self, f.name) for f in _FIELDS}
+        for name, default in _SPARSE.items():
+            if record[name] == default:
+                del record[name]  # from_record gives it back; every record is smaller
         record["state"] = self.state.value
         # msgpack map keys must be str for strict decoding
         record["dep_outcomes"] = {str(k): v for k, v in self.dep_outcomes.items()}
@@ -181,6 +223,21 @@ class Job:
 
 
 _FIELDS = dataclasses.fields(Job)
+# Fields most jobs never use (hold, pause, --begin, queues, notifications): left out of a
+# record while they hold their default, so a job's record (and the save-list) does not grow.
+_SPARSE = {
+    name: getattr(Job(id=0, command=["x"], cwd="/"), name)
+    for name in (
+        "paused_at",
+        "paused_for",
+        "begin_at",
+        "queue",
+        "notify_url",
+        "notify_on",
+        "notify_status",
+        "token",
+    )
+}
 
 
 def signal_name(number: int) -> str:
@@ -214,6 +271,7 @@ def job_data(job: Job, now: float) -> dict[str, Any]:
         "end_time": job.end_time,
         "run_time": run_time(job, now),
         "slots": job.slots,
+        "queue": job.queue or "default",
         "depends_on": job.after,
         "depends_on_success": job.after_ok,
         "gpus_requested": job.gpus,
@@ -221,9 +279,11 @@ def job_data(job: Job, now: float) -> dict[str, Any]:
         "gpus": job.assigned_gpus,
         "gpu_mem_mib": job.gpu_mem_mib,
         "time_limit": job.time_limit,
+        "paused_at": job.paused_at,
         "pid": job.pid,
         "cwd": job.cwd,
-        "reason": job.reason or None,
+        "reason": job.why_waiting(now) or None,
+        "begin_at": job.begin_at,
         "priority": job.priority,
         "retries": job.max_retries,
         "attempt": job.attempt,

@@ -160,3 +160,15 @@ def test_ts_results_words_are_its_options_and_values(spool: Spool) -> None:
     assert values(complete(spool, "ts results --best min:a")) == ["min:args.lr"]
     assert values(complete(spool, "ts --watch --best result.m")) == ["result.m.f1"]
     assert values(complete(spool, "ts results --sweep x --label ")) == []
+
+
+def test_ids_and_queues_for_the_controls_of_a_jobs_life(spool: Spool) -> None:
+    running = gate_job(spool, "gate-c")
+    spool.wait_state(running, "running")
+    held = spool.submit("true", opts=("--hold", "--queue", "cpu"))
+    queued = gate_job(spool, "gate-d")
+    assert values(complete(spool, "ts --pause ")) == [str(running)]
+    assert values(complete(spool, "ts --release ")) == [str(held)]
+    assert values(complete(spool, "ts --resume ")) == []
+    assert set(values(complete(spool, "ts --edit "))) == {str(held), str(queued)}
+    assert values(complete(spool, "ts -l --queue ")) == ["cpu", "default"]

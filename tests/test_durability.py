@@ -228,3 +228,28 @@ def test_kill_9_while_compacting_loses_nothing(spool: Spool) -> None:
     assert [j["id"] for j in listed][1:] == ids
     assert spool.submit("true") == ids[-1] + 1
     (spool.root / "gate").touch()
+
+
+def test_held_paused_begin_times_and_queue_slots_survive_kill_9(spool: Spool) -> None:
+    spool.ts("-S", "2")
+    spool.ts("--queue", "cpu", "-S", "3")
+    paused = spool.submit("sh", "-c", "sleep 60 & wait", opts=("--time", "1h"))
+    spool.wait_state(paused, "running")
+    pid = int(spool.ts("-p", str(paused)))
+    spool.ts("--pause", str(paused))
+    held = spool.submit("true", opts=("--hold", "-L", "held"))
+    later = spool.submit("true", opts=("--begin", "+1h", "--queue", "cpu"))
+    begin = spool.job(later)["begin_at"]
+    spool.kill_daemon()
+    jobs = {j["id"]: j for j in spool.jobs()}  # read back by the next daemon
+    assert jobs[paused]["state"] == "paused"
+    with open(f"/proc/{pid}/stat") as f:
+        assert f.read().rsplit(")", 1)[1].split()[0] == "T"  # still stopped
+    assert jobs[held]["state"] == "held" and jobs[held]["label"] == "held"
+    assert jobs[later]["state"] == "queued" and jobs[later]["begin_at"] == begin
+    assert jobs[later]["queue"] == "cpu" and jobs[later]["reason"].startswith("begins at ")
+    assert spool.ts("--queue", "cpu", "-S").strip() == "3" and spool.ts("-S").strip() == "2"
+    assert "not counting while paused" in spool.ts("-i", str(paused))
+    spool.ts("--resume", str(paused))
+    spool.ts("-k", str(paused))
+    assert spool.run("-w", str(paused)).returncode == 255

@@ -10,6 +10,7 @@ import pytest
 from spooler.daemon.gpus.inventory import GpuInfo
 from spooler.daemon.gpus.placement import GpuPool, Holder
 from spooler.daemon.scheduler import Plan, plan
+from spooler.jobs import JobState
 
 NOW = 1_000_000.0
 
@@ -170,3 +171,61 @@ def _want(count: int) -> Any:
     from spooler.daemon.gpus.placement import Want
 
     return Want(count)
+
+
+# -- held jobs, --begin times and named queues (slots only, no GPUs) ----------------------------
+
+
+def _cpu(job_id: int, **kwargs: Any) -> Any:
+    return job(job_id, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("queue", "free", "queues", "expected"),
+    [
+        pytest.param([_cpu(1, state=JobState.HELD), _cpu(2)], 1, {}, [2], id="a held job is passed over"),
+        pytest.param(
+            [_cpu(1, begin_at=NOW + 60, slots=2), _cpu(2)], 1, {}, [2], id="a later --begin blocks nothing"
+        ),
+        pytest.param([_cpu(1, begin_at=NOW), _cpu(2)], 1, {}, [1], id="a --begin time that has come"),
+        pytest.param(
+            [_cpu(1), _cpu(2, queue="cpu"), _cpu(3, queue="cpu")],
+            0,
+            {"cpu": (1, 1)},
+            [2],
+            id="a named queue runs while the default one is full",
+        ),
+        pytest.param(
+            [_cpu(1, queue="cpu", slots=2), _cpu(2, queue="cpu"), _cpu(3)],
+            1,
+            {"cpu": (1, 2)},
+            [3],
+            id="a wide job holds up only its own queue",
+        ),
+        pytest.param([_cpu(1, queue="gone"), _cpu(2)], 1, {}, [2], id="a job of a queue with no slots waits"),
+        pytest.param(
+            [_cpu(1), _cpu(2, queue="cpu")], 0, {"cpu": (0, 1)}, [], id="every queue full: nothing starts"
+        ),
+    ],
+)
+def test_held_begin_and_queues(
+    queue: list[Any], free: int, queues: dict[str, tuple[int, int]], expected: list[int]
+) -> None:
+    decisions = plan(queue, free, 1, lambda j, d: True, now=NOW, queues=queues)
+    assert [j.id for j, _ in decisions.start] == expected
+
+
+def test_a_pass_ends_once_every_job_left_is_in_a_full_queue() -> None:
+    queue = [_cpu(1, queue="cpu"), *(_cpu(i) for i in range(2, 1000))]
+    visited: list[int] = []
+
+    def walk() -> Any:
+        for each in queue:
+            visited.append(each.id)
+            yield each
+
+    decisions = plan(
+        walk(), 0, 1, lambda j, d: True, now=NOW, queues={"cpu": (1, 1)}, waiting={None: 998, "cpu": 1}
+    )
+    assert [j.id for j, _ in decisions.start] == [1]
+    assert visited == [1, 2, 3]  # (the third is taken from the queue, then the pass ends)

@@ -101,6 +101,53 @@ def test_the_same_session_gives_the_same_answers_as_the_original(spool: Spool, t
     assert ours == theirs
 
 
+def _default_job_session(run: Run, gate: Path) -> list[object]:
+    """The two sequences of the original's own tests in which an id-less action takes the job at
+    the tail of the queue: after ``-u`` moved the last job to the front, and after ``-r``
+    removed it.  (A gate job instead of ``sleep 1``, so no step races the clock.)"""
+    said: list[object] = []
+    hold = "until [ -e gate ]; do sleep 0.02; done"
+
+    def say(*args: str) -> None:
+        done = run(*args)
+        said.append((args, done.stdout.strip(), done.returncode))
+
+    say("sh", "-c", hold)
+    say("ls")
+    say("patata")
+    say("-u")
+    said.append(_states(run("-l").stdout))
+    gate.touch()
+    say("-w")
+    run("-C")  # every job has ended: start from an empty list (ids go on)
+    gate.unlink()
+    ids = [run("sh", "-c", hold).stdout.strip()]
+    # -n: the original prints no id (its output goes nowhere); compare what follows only
+    said.append(run("-n", "ls").returncode)
+    said.append(run("-n", "ls", "2").returncode)
+    say("-r")
+    said.append([state for _, state in _states(run("-l").stdout)])
+    gate.touch()
+    say("-w")
+    said.append(bool(ids[0]))
+    return said
+
+
+def test_id_less_actions_take_the_job_at_the_tail_of_the_queue(spool: Spool, tmp_path: Path) -> None:
+    assert TSP is not None
+    theirs_dir = tmp_path / "tsp"
+    theirs_dir.mkdir()
+    theirs_env = {**spool.env, "TS_SOCKET": str(theirs_dir / "sock"), "TMPDIR": str(theirs_dir)}
+    theirs_env.pop("TS_SAVELIST", None)
+    try:
+        theirs = _default_job_session(_runner([TSP], theirs_env, theirs_dir), theirs_dir / "gate")
+    finally:
+        _stop_tsp(theirs_env)
+    ours = _default_job_session(_runner(list(TS), spool.env, spool.root), spool.root / "gate")
+    assert ours == theirs
+    assert ours[-2] == (("-w",), "", 0)  # it waited for `ls`, not for the removed `ls 2`
+
+
 def _stop_tsp(env: dict[str, str]) -> None:
     assert TSP is not None
     subprocess.run([TSP, "-K"], env=env, capture_output=True, timeout=30)

@@ -35,18 +35,24 @@ _PROGRAMS = {"_TS_COMPLETE": "ts", "_TSP_COMPLETE": "tsp"}
 # The value is the separator between ids: -U takes ID-ID, -D and -W take ID,ID,...
 _ID_LISTS = {"swap": "-", "after": ",", "after_ok": ","}
 
-_WAITING = frozenset({"queued", "allocating"})
+_WAITING = frozenset({"queued", "allocating", "held"})
 _ENDED = frozenset({"finished", "skipped", "lost", "timeout"})
 # Jobs an option can act on at all (the daemon refuses the others); the rest offer every job.
 _STATES: dict[str, frozenset[str]] = {
-    "kill": frozenset({"running"}),
+    "kill": frozenset({"running", "paused"}),
     "urgent": _WAITING,
+    "edit": _WAITING,
     "swap": _WAITING,
     "remove": _WAITING | _ENDED,
     "requeue": _ENDED,
+    "release": frozenset({"held"}),
+    "pause": frozenset({"running"}),
+    "resume": frozenset({"paused"}),
 }
 # What --state accepts ("failed" is a filter of its own: a bad exit, a signal, skipped, lost).
-_STATE_NAMES = ("queued", "allocating", "running", "finished", "skipped", "lost", "timeout", "failed")
+_STATE_NAMES = (
+    "queued", "allocating", "held", "running", "paused", "finished", "skipped", "lost", "timeout", "failed",
+)  # fmt: skip
 
 _PATHS = frozenset({"set_logdir", "batch", "skip_if_exists"})
 _FORMATS = ("table", "csv", "json", "markdown")
@@ -208,7 +214,7 @@ def _parameter(index: int, option: Option) -> click.Option:
         kwargs["shell_complete"] = _fields(option.dest)
     elif option.dest == "states":
         kwargs["shell_complete"] = _states
-    elif option.dest in ("label", "sweep") and option.arg == "str":
+    elif option.dest in ("label", "sweep", "queue") and option.arg == "str":
         kwargs["shell_complete"] = _field_values(option.dest)
     return click.Option(decls, **kwargs)
 

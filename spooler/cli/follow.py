@@ -63,7 +63,7 @@ def show(inv: Invocation, whole: bool) -> int:
     """
     with Client() as client:
         status = _status(client, job_id(inv.value, inv.action_option))
-        if status["state"] in ("queued", "allocating", "running") and not status.get("started"):
+        if status["state"] in ("queued", "allocating", "held", "running") and not status.get("started"):
             # Not started, or handed to the launcher a moment ago: once the launcher reports
             # the process, its log exists.
             whole = whole or status["state"] != "running"
@@ -85,7 +85,7 @@ def show(inv: Invocation, whole: bool) -> int:
             start = reader.read_new()
             out.write(start if whole else _last_lines(start, TAIL_LINES))
             out.flush()
-            if status["state"] != "running":
+            if status["state"] not in ("running", "paused"):
                 return int(status["exit_status"])
             client.send(Wait(id=status["id"]).wire())
             while True:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 
 from spooler.cli.parse import Invocation, filter_of, job_id, parse
+from spooler.cli.selection import bulk, wait_all
 from spooler.client import Client
 from spooler.errors import SpoolerError, UsageError, VersionMismatch
 from spooler.protocol import requests as rq
@@ -39,27 +40,6 @@ def _list(inv: Invocation) -> int:
         reply = client.call(request)
     sys.stdout.write(reply["text"])
     return 0
-
-
-def _bulk(op: str) -> Callable[[Invocation], int]:
-    """-r, -k and --requeue: one job by id, or every job the filters select."""
-
-    def action(inv: Invocation) -> int:
-        spec, target = filter_of(inv), job_id(inv.value, inv.action_option)
-        request: rq.Request = {"remove": rq.Remove, "kill": rq.Kill, "requeue": rq.Requeue}[op](
-            id=target, filter=spec
-        )
-        with Client() as client:
-            reply = client.call(request)
-        if "ids" in reply:
-            if reply["ids"]:
-                _print("\n".join(map(str, reply["ids"])))
-            if reply.get("left"):
-                why = {"remove": "running", "kill": "not running", "requeue": "not ended"}[op]
-                print(f"ts: left {len(reply['left'])} {why} job(s) alone: {reply['left']}", file=sys.stderr)
-        return 0
-
-    return action
 
 
 def _results(inv: Invocation) -> int:
@@ -168,11 +148,23 @@ def _wait(inv: Invocation) -> int:
 def _slots(inv: Invocation) -> int:
     if inv.value is not None and not (inv.value.isdigit() and inv.value.isascii()):
         raise UsageError(f"-S: {inv.value!r} is not a whole number (0 drains: no new job starts)")
-    request = rq.Slots(set=None if inv.value is None else int(inv.value))
+    request = rq.Slots(set=None if inv.value is None else int(inv.value), queue=inv.job.get("queue"))
     with Client() as client:
         reply = client.call(request)
     if inv.value is None:
         _print(str(reply["slots"]))
+    return 0
+
+
+def _edit(inv: Invocation) -> int:
+    from spooler.cli.edit import edit
+
+    return edit(inv)
+
+
+def _queues(inv: Invocation) -> int:
+    with Client() as client:
+        sys.stdout.write(client.call(rq.Queues())["text"])
     return 0
 
 
@@ -301,17 +293,24 @@ ACTIONS: dict[str, Callable[[Invocation], int]] = {
     "label": _field("label", "added"),
     "full_cmd": _field("command", "added"),
     "info": lambda inv: _print_text(rq.Info, inv),
-    "remove": _bulk("remove"),
-    "requeue": _bulk("requeue"),
+    "remove": bulk("remove"),
+    "requeue": bulk("requeue"),
     "set_priority": _set_priority,
     "results": _results,
+    "hold": bulk("hold"),
+    "release": bulk("release"),
+    "pause": bulk("pause"),
+    "resume": bulk("resume"),
     "sweep": _sweep,
     "wait": _wait,
-    "kill": _bulk("kill"),
+    "wait_all": wait_all,
+    "edit": _edit,
+    "kill": bulk("kill"),
     "kill_all": _simple(rq.Kill, all=True),
     "urgent": _simple(rq.Urgent, with_id=True),
     "swap": _swap,
     "slots": _slots,
+    "queues": _queues,
     "clear": _simple(rq.Clear),
     "shutdown": _shutdown,
     "reset": _shutdown,

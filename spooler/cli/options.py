@@ -2,8 +2,9 @@
 completion all read this table.
 
 ``kind`` is ``action`` (what this call does; one per call), ``job`` (how a queued job runs),
-``filter`` (which jobs ``-l``, ``-r``, ``-k``, ``--requeue`` and ``ts results`` act on) or
-``results`` (how ``ts results`` shows them).
+``filter`` (which jobs ``-l``, ``ts results`` and the actions on many jobs act on: ``-r``, ``-k``,
+``--requeue``, ``--hold``, ``--release``, ``--pause``, ``--resume``) or ``results`` (how ``ts
+results`` shows them).
 ``arg`` says what follows the option:
   ``none``; ``id`` (an optional job id: the next word unless it starts with ``-``);
   ``int?`` (an optional number, same rule); ``count?`` (an optional number, taken only when
@@ -76,6 +77,8 @@ OPTIONS: tuple[Option, ...] = (
     _action("u", "urgent", "urgent", "id", "put a queued job first; last added if no id"),
     _action("U", "swap", "swap", "str", "swap two queued jobs", "ID-ID"),
     _action("S", "slots", "slots", "int?", "get, or set to num, the number of jobs that run at once (0: start no more, drain)"),
+    _action(None, "wait-all", "wait_all", "none", "wait until every job (or every job the filters select) has ended; exit 1 if any ended badly"),
+    _action(None, "queues", "queues", "none", "list the queues with their slots and their running and queued jobs"),
     _action("C", "clear", "clear", "none", "clear the list of ended jobs"),
     _action("K", "kill_server", "shutdown", "none", "stop the daemon (queued jobs are kept)"),
     _action(None, "reset", "reset", "none", "drop every queued and ended job, then stop the daemon"),
@@ -87,6 +90,10 @@ OPTIONS: tuple[Option, ...] = (
     _action(None, "setenv", "setenv", "str", "set a variable that new jobs get", "VAR=VALUE"),
     _action(None, "unsetenv", "unsetenv", "str", "remove a variable from what new jobs get", "VAR"),
     _action(None, "requeue", "requeue", "id", "put an ended job (or every job the filters select) back in the queue"),
+    _action(None, "edit", "edit", "id", "edit a job that has not started: its command in $VISUAL or $EDITOR (vi), or with --label/-L and --priority its label and priority; last added if no id"),
+    _action(None, "pause", "pause", "id", "stop a running job's process group (SIGSTOP): it keeps its slots and GPUs; last run if no id"),
+    _action(None, "resume", "resume", "id", "continue a paused job (SIGCONT); last run if no id"),
+    _action(None, "release", "release", "id", "let a held job (or every held job the filters select) start; last added if no id"),
     _action(None, "get_logdir", "get_logdir", "none", "show the directory of the log files"),
     _action(None, "set_logdir", "set_logdir", "str", "set the directory of the log files", "PATH"),
     _action(None, "get_gpu_free_perc", "get_gpu_free_perc", "none", "show the free-memory percentage above which a GPU counts as free"),
@@ -122,12 +129,17 @@ OPTIONS: tuple[Option, ...] = (
     _job(None, "allow-extra", "allow_extra", "none", "allow arguments that no placeholder uses"),
     _job(None, "skip-if-exists", "skip_if_exists", "str", "skip the job if PATH (templated) exists when it is due to start", "PATH"),
     _job(None, "snapshot", "snapshot", "none", "run on a copy of the working tree taken now (git: tracked and new files)"),
+    _job(None, "queue", "queue", "str", "queue the job in queue NAME, with slots of its own (ts --queue NAME -S N sets them; with -l and the other filters: only its jobs)", "NAME"),
+    _job(None, "begin", "begin", "str", "start the job no earlier than TIME: HH:MM (the next such time), an ISO 8601 date-time, or +DURATION (+30s, +2h)", "TIME"),
+    _job(None, "notify", "notify", "str", "POST JSON about the job to URL when it ends (TS_NOTIFY_ON: fail, the default, or end)", "URL"),
+    _job(None, "cascade", "cascade", "none", "with --requeue: also requeue the jobs skipped because it failed, transitively"),
+    _job(None, "hold", "hold", "none", "queue the job held: it keeps its place but starts only once released; ts --hold ID holds a queued job"),
     _job(None, "dry-run", "dry_run", "none", "with sweep: print the commands, queue nothing"),
     # How ts results shows its rows (--best also names the best result of ts --watch)
     _results("sort", "sort", "order the rows by FIELD (-FIELD: descending; several keys: comma-separated)", "[-]FIELD,..."),
     _results("best", "best", "mark the row with the highest FIELD (min:FIELD: the lowest); with --watch too", "[max:|min:]FIELD"),
     _results("format", "format", "the rows as a table (the default), csv, json or markdown", "FORMAT"),
-    # Filters, for -l, -r, -k, --requeue and ts results
+    # Filters, for -l, ts results, -r, -k, --requeue, --hold, --release, --pause and --resume
     _filter("state", "states", "str", "only jobs in these states (comma-separated; 'failed' too)", "STATE,..."),
     _filter("label", "label", "str", "only jobs with this label", "LABEL"),
     _filter("sweep", "sweep", "str", "only jobs of this sweep", "NAME"),

@@ -137,7 +137,15 @@ def parse(argv: list[str], nested: bool = False) -> Invocation:
         # ts --priority N ID: change a queued job's priority (queue the command ``5`` with ts -- 5)
         inv.action, inv.action_option, inv.value = "set_priority", "--priority", inv.command[0]
         inv.command = []
-    if inv.filters and inv.action not in ("", "list", "remove", "kill", "requeue", "results", "watch"):
+    elif not inv.action and inv.job.get("hold") and not ended_options:
+        _hold_action(inv)
+    if inv.job.get("cascade") and inv.action != "requeue":
+        raise UsageError("--cascade goes with --requeue")
+    if inv.action == "edit" and set(inv.filters) <= {"label"} and "label" in inv.filters:
+        inv.job["label"] = inv.filters.pop("label")  # ts --edit ID --label L: the new label
+    if "queue" in inv.job and inv.action in FILTERED and not inv.command and "batch" not in inv.job:
+        inv.filters["queue"] = inv.job.pop("queue")  # -l --queue NAME: a filter, not a job's queue
+    if inv.filters and inv.action not in FILTERED:
         raise UsageError(f"{inv.action_option} does not take --state, --label, --sweep or --where")
     if inv.action == "watch" and set(inv.results) - {"best"}:
         raise UsageError("--watch takes filters and --best, not --sort or --format")
@@ -149,8 +157,8 @@ def parse(argv: list[str], nested: bool = False) -> Invocation:
         inv.action = "list"
     if inv.filters and not inv.action:
         raise UsageError(
-            "filters (--state, --label, --sweep, --where) go with -l, -r, -k, --requeue, --watch"
-            " or ts results"
+            "filters (--state, --label, --sweep, --where, --queue) go with -l, -r, -k, --requeue, --hold,"
+            " --release, --pause, --resume, --wait-all, --watch or ts results"
         )
     if inv.action == "list" and inv.list_format not in ("default", "json", "tab"):
         raise UsageError(f"unknown list format {inv.list_format!r}: choose default, json or tab")
@@ -159,6 +167,35 @@ def parse(argv: list[str], nested: bool = False) -> Invocation:
     if not inv.action:
         inv.action = "enqueue" if inv.command or "batch" in inv.job else "list"
     return inv
+
+
+# The actions that take filters instead of one job id.
+FILTERED = (
+    "",
+    "list",
+    "results",
+    "watch",
+    "remove",
+    "kill",
+    "requeue",
+    "hold",
+    "release",
+    "pause",
+    "resume",
+    "wait_all",
+)
+
+
+def _hold_action(inv: Invocation) -> None:
+    """``ts --hold ID`` (or with filters, or alone: the last added job) holds a queued job;
+    ``ts --hold CMD...`` queues a command held.  (Queue the command ``5`` held with ts --hold -- 5.)"""
+    words = inv.command
+    if words and not (len(words) == 1 and words[0].isdigit()):
+        return
+    inv.action, inv.action_option = "hold", "--hold"
+    inv.value = words[0] if words else None
+    inv.command = []
+    del inv.job["hold"]
 
 
 def _sweep(inv: Invocation) -> None:
@@ -197,7 +234,8 @@ def _results(inv: Invocation) -> None:
 
 
 def filter_of(inv: Invocation) -> rq.Filter | None:
-    """The filter of a request (-l, -r, -k, --requeue, results, --watch), if the command line has one."""
+    """The filter of a request (-l, ts results, --watch and the actions on many jobs), if the
+    command line has one."""
     from spooler.protocol import requests as rq
 
     given = inv.filters
@@ -205,7 +243,11 @@ def filter_of(inv: Invocation) -> rq.Filter | None:
         return None
     states = [s.strip() for s in given.get("states", "").split(",") if s.strip()]
     return rq.Filter(
-        states=states, label=given.get("label"), sweep=given.get("sweep"), where=given.get("where")
+        states=states,
+        label=given.get("label"),
+        sweep=given.get("sweep"),
+        where=given.get("where"),
+        queue=given.get("queue"),
     )
 
 

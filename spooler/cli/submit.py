@@ -51,6 +51,8 @@ def submission(opts: dict[str, Any]) -> Submit:
         after_last=bool(opts.get("after_last")),
         foreground=bool(opts.get("foreground")),
         no_block=bool(opts.get("no_block")),
+        hold=bool(opts.get("hold")),
+        queue=opts.get("queue"),
     )
     if "slots" in opts:
         req.slots = positive(str(opts["slots"]), "-N")
@@ -81,6 +83,22 @@ def submission(opts: dict[str, Any]) -> Submit:
             req.time_limit = parse_duration(str(opts["time"]))
         except ValueError as exc:
             raise UsageError(f"--time: {exc}") from None
+    if opts.get("begin") is not None:
+        import time
+
+        from spooler.durations import parse_begin
+
+        try:
+            req.begin_at = parse_begin(str(opts["begin"]), time.time())
+        except ValueError as exc:
+            raise UsageError(f"--begin: {exc}") from None
+    notify = opts.get("notify") or os.environ.get("TS_NOTIFY_URL")
+    if notify:
+        req.notify_url = str(notify)
+        on = os.environ.get("TS_NOTIFY_ON") or "fail"
+        if on not in ("end", "fail"):
+            raise UsageError(f"TS_NOTIFY_ON={on!r}: choose end or fail")
+        req.notify_on = on
     onfinish = os.environ.get("TS_ONFINISH")
     if onfinish:
         _check_program(onfinish, "TS_ONFINISH")
@@ -231,7 +249,7 @@ def _forward(job: int, signum: int) -> bool:
         for _ in range(3):  # the job may start (or end) between the two requests
             try:
                 state = client.call(JobField(id=job, field="state"))["value"]
-                if state in ("queued", "allocating"):
+                if state in ("queued", "allocating", "held"):
                     client.call(Remove(id=job))
                     return True
                 if state == "running":

@@ -14,6 +14,8 @@ ENVIRONMENT = (
     ("TS_SAVELIST", "file that keeps the job list across daemon restarts"),
     ("TS_FSYNC", "0 to skip fsync of the save-list before replying (faster, less durable)"),
     ("TS_MAILTO", "where -m mails the output (you by default)"),
+    ("TS_NOTIFY_URL", "where to POST JSON when a job ends (as --notify URL)"),
+    ("TS_NOTIFY_ON", "fail (the default): notify of jobs that failed; end: of every job"),
     ("TS_VISIBLE_DEVICES", "the GPUs the daemon may use, e.g. 0,1 (changeable with --setenv)"),
     ("TS_GPU_POLL", "seconds between GPU checks while a job waits for GPUs (1)"),
     ("TS_FAKE_GPUS", "a JSON file standing in for NVML (tests and demos)"),

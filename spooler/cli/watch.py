@@ -40,7 +40,7 @@ _ROW_COLORS = {
     "failed": "\033[31m",
 }
 _BAR_COLOR = "\033[32m"
-_WAITING = ("queued", "allocating")
+_WAITING = ("queued", "allocating", "held")
 _ENDED = ("finished", "skipped", "lost", "timeout")
 _MIN_JOB_ROWS = 3  # GPU bars give way before the job list shrinks below this
 _HOLDERS_ROOM = 20  # cells kept after a GPU's bar for the ids of the jobs that hold it
@@ -68,7 +68,7 @@ def counts(jobs: list[dict[str, Any]]) -> dict[str, int]:
             result["failed"] += 1
         elif state == "finished":
             result["finished"] += 1
-        elif state == "running":
+        elif state in ("running", "paused"):
             result["running"] += 1
         elif state in _WAITING:
             result["queued"] += 1
@@ -147,7 +147,9 @@ def fit(text: str, width: int) -> str:
 
 def _ordered(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What matters most first: running jobs, then the queue in its order, then the latest ended."""
-    running = sorted((j for j in jobs if j["state"] == "running"), key=lambda j: j.get("start_time") or 0)
+    running = sorted(
+        (j for j in jobs if j["state"] in ("running", "paused")), key=lambda j: j.get("start_time") or 0
+    )
     waiting = [j for j in jobs if j["state"] in _WAITING]  # the daemon lists them in queue order
     ended = sorted(
         (j for j in jobs if j["state"] in _ENDED),
@@ -245,7 +247,7 @@ def render_watch(
     """
     tally = counts(jobs)
     if busy is None:
-        busy = sum(int(j.get("slots") or 1) for j in jobs if j["state"] == "running")
+        busy = sum(int(j.get("slots") or 1) for j in jobs if j["state"] in ("running", "paused"))
     eta = drain_estimate(jobs, slots)
     if tally["queued"] == 0:
         drain = "queue empty"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spooler import paths
+from spooler.daemon.queues import Queue, queue_records, queues_from_records
 from spooler.durations import parse_duration
 
 POLICIES = ("backfill", "greedy", "fcfs")  # see spooler.daemon.scheduler
@@ -52,6 +53,7 @@ class Settings:
     logdir: str = "/tmp"
     env_overrides: dict[str, str | None] = field(default_factory=dict)  # None: unset for jobs
     gpu_free_perc: int = 90
+    queues: dict[str, Queue] = field(default_factory=dict)  # named queues (default: ``slots``)
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -59,6 +61,7 @@ class Settings:
             "logdir": self.logdir,
             "env_overrides": self.env_overrides,
             "gpu_free_perc": self.gpu_free_perc,
+            "queues": queue_records(self.queues),
         }
 
     def update_from_record(self, record: Mapping[str, Any]) -> None:
@@ -70,6 +73,8 @@ class Settings:
             self.env_overrides = dict(record["env_overrides"])
         if isinstance(record.get("gpu_free_perc"), int) and 1 <= record["gpu_free_perc"] <= 100:
             self.gpu_free_perc = record["gpu_free_perc"]
+        if "queues" in record:
+            self.queues = queues_from_records(record["queues"])
 
 
 @dataclass

@@ -76,12 +76,17 @@ class Dispatcher:
         settings = self.table.settings
         decisions = scheduler.plan(
             self.table.queue,
-            free_slots=settings.slots - self.running.busy_slots,
+            free_slots=settings.slots - self.running.busy_in(None),
             total_slots=settings.slots,
             outcome=self.table.dependency_outcome,
             gpus=lambda: self.gpu.pool(self.running),  # NVML is read only if a GPU job is reached
             now=now,
             policy=self.policy,
+            queues={
+                name: (queue.slots - self.running.busy_in(name), queue.slots)
+                for name, queue in settings.queues.items()
+            },
+            waiting=self.table.queue.per_queue,
         )
         earmark = decisions.earmark
         self.earmarked = {i: earmark.job.id for i in earmark.gpus} if earmark else {}

@@ -3,9 +3,10 @@
 A job ends by :meth:`Events.end`: finished (its process exited), skipped (it never ran) or lost
 (its outcome cannot be known).  That one method takes it out of the running registry or the
 queue, records the outcome, and then either gives it another attempt (``--retry``) or emits the
-end: ``TS_ONFINISH`` and ``-m`` mail, the waiters (``ts -w``, ``-f``), forgetting the oldest
-ended jobs (``TS_MAXFINISHED``) and a scheduling pass (its dependants may start now).  What a
-user's removal of a job must do is here too, so an ended and a removed job wake the same way.
+end: ``TS_ONFINISH``, ``-m`` mail and ``--notify`` (``on_end``), the waiters (``ts -w``,
+``-f``), forgetting the oldest ended jobs (``TS_MAXFINISHED``) and a scheduling pass (its
+dependants may start now).  What a user's removal of a job must do is here too, so an ended and
+a removed job wake the same way.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Events:
         self.kick = kick
         self.clock = clock
         self.snapshots_root = ""  # where ts --snapshot copies live: removed with their last job
+        self.on_end: list[Callable[[Job], None]] = []  # told of every end (not of a retry)
 
     def end(
         self,
@@ -86,6 +88,8 @@ class Events:
             self.helpers.on_finish(job, env)
             if job.mail:
                 self.helpers.mail(job, env)
+        for observer in self.on_end:
+            observer(job)
         self.terminals.close(job.id)
         forget = self.table.ended(job)
         self.waiters.ended(job.id, job)

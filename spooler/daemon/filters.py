@@ -42,6 +42,8 @@ def predicate(spec: Filter) -> Callable[[Job], bool]:
             return False
         if spec.sweep is not None and job.sweep != spec.sweep:
             return False
+        if spec.queue is not None and (job.queue or "default") != spec.queue:
+            return False
         return where is None or where.matches(job_data(job, now))
 
     return matches

@@ -23,6 +23,9 @@ class JobQueue:
     def __init__(self) -> None:
         self._jobs: list[Job] = []
         self.next_seq = 0.0
+        # Waiting jobs per named queue (None: the default one): lets a scheduling pass stop as
+        # soon as every job left belongs to a queue with no free slot.
+        self.per_queue: dict[str | None, int] = {}
 
     def __iter__(self) -> Iterator[Job]:
         return iter(self._jobs)
@@ -30,9 +33,15 @@ class JobQueue:
     def __len__(self) -> int:
         return len(self._jobs)
 
+    def last(self) -> Job | None:
+        return self._jobs[-1] if self._jobs else None
+
     def restore(self, jobs: list[Job]) -> None:
         """Load saved waiting jobs (their seq and priority say where they go)."""
         self._jobs = sorted(jobs, key=order_key)
+        self.per_queue = {}
+        for job in self._jobs:
+            self.per_queue[job.queue] = self.per_queue.get(job.queue, 0) + 1
 
     def note_seq(self, seq: float) -> None:
         self.next_seq = max(self.next_seq, seq + 1)
@@ -43,9 +52,11 @@ class JobQueue:
             job.seq = self.next_seq
             self.next_seq += 1
         bisect.insort(self._jobs, job, key=order_key)
+        self.per_queue[job.queue] = self.per_queue.get(job.queue, 0) + 1
 
     def remove(self, job: Job) -> None:
         self._jobs.remove(job)
+        self.per_queue[job.queue] -= 1
 
     def move_first(self, job: Job) -> None:
         """``-u``: ahead of every other waiting job, whatever their priorities."""
@@ -64,6 +75,6 @@ class JobQueue:
         a.priority, b.priority = b.priority, a.priority
 
     def set_priority(self, job: Job, priority: int) -> None:
-        self._jobs.remove(job)
+        self.remove(job)
         job.priority = priority
         self.add(job)

@@ -19,6 +19,8 @@ _COLORS = {
     JobState.RUNNING: "\033[1;34m",
     JobState.QUEUED: "\033[33m",
     JobState.ALLOCATING: "\033[35m",
+    JobState.HELD: "\033[36m",
+    JobState.PAUSED: "\033[1;36m",
     JobState.SKIPPED: "\033[2m",
     JobState.LOST: "\033[1;31m",
     JobState.TIMEOUT: "\033[1;31m",
@@ -67,17 +69,26 @@ def render_list(
     width: int = 0,
     color: bool = False,
     show_gpus: bool = False,
+    show_queue: bool = False,
 ) -> str:
     """The ``ts -l`` table.  ``width`` 0 (piped output) never cuts the command.
+
+    A Queue column (after State) appears once named queues exist (``--queue``).
 
     The GPUs column (between Time and Command, as in GPU Task Spooler) shows the GPUs a job holds,
     ``xN`` for N GPUs still to be allocated and ``[i,j]`` for ``-g`` GPUs not yet taken.
     """
     jobs = list(jobs)
     headers = [*HEADERS[:5], "GPUs"] if show_gpus else list(HEADERS[:5])
+    output = 2  # the column that gives way on a narrow terminal
+    if show_queue:
+        headers.insert(2, "Queue")
+        output = 3
     rows = []
     for j in jobs:
         row = [str(j.id), j.state.value, output_text(j), exit_text(j), duration(run_time(j, now))]
+        if show_queue:
+            row.insert(2, j.queue or "default")
         if show_gpus:
             row.append(gpus_text(j))
         rows.append(row)
@@ -90,8 +101,8 @@ def render_list(
         # Too narrow a terminal: the Output column gives way first, then the command is cut.
         fixed = sum(widths) + 2 * columns
         spare = width - fixed - len(f"Command [run={busy}/{slots}]")
-        if spare < 0 and widths[2] > 12:
-            widths[2] = max(12, widths[2] + spare)
+        if spare < 0 and widths[output] > 12:
+            widths[output] = max(12, widths[output] + spare)
     lines = []
     header = "  ".join(h.ljust(widths[i]) for i, h in enumerate(headers))
     lines.append(f"{header}  Command [run={busy}/{slots}]")
@@ -143,6 +154,16 @@ def render_gpu_status(status: dict[str, Any]) -> str:
     if status.get("leases"):
         text += f"\nGPU leases: {status['leases']}\n"
     return text
+
+
+def render_queues(rows: list[dict[str, Any]]) -> str:
+    """``ts --queues``: each queue with its slots, running and queued jobs."""
+    headers = ("Queue", "Slots", "Running", "Queued")
+    table = [[str(row["name"]), str(row["slots"]), str(row["running"]), str(row["queued"])] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
+    lines += ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in table]
+    return "\n".join(lines) + "\n"
 
 
 def _holders_cell(gpu: dict[str, Any]) -> str:
@@ -207,6 +228,8 @@ def render_info(job: Job, now: float) -> str:
     ]
     if job.label:
         lines.append(f"Label: {job.label}")
+    if job.queue:
+        lines.append(f"Queue: {job.queue}")
     lines.append(f"Slots required: {job.slots}")
     if job.after:
         lines.append(f"Depends on (any result): {', '.join(map(str, job.after))}")
@@ -224,14 +247,19 @@ def render_info(job: Job, now: float) -> str:
         lines.append(f"GPUs assigned: {', '.join(map(str, job.assigned_gpus)) or '-'}")
     if job.time_limit:
         limit = f"Time limit: {format_duration(job.time_limit)}"
-        deadline = job.deadline()
-        if job.state is JobState.RUNNING and deadline is not None:
-            limit += f" ({format_duration(deadline - now)} left)" if deadline > now else " (reached)"
+        left = job.time_left(now)
+        if job.state.is_active and left is not None:
+            limit += f" ({format_duration(left)} left)" if left > 0 else " (reached)"
+            if job.state is JobState.PAUSED:
+                limit += ", not counting while paused"
         lines.append(limit)
     if job.pid:
         lines.append(f"PID: {job.pid}")
-    if job.reason:
-        lines.append(f"Reason: {job.reason}")
+    if job.paused_at is not None:
+        lines.append(f"Paused since: {_when(job.paused_at)} (ts --resume {job.id})")
+    reason = job.why_waiting(now)
+    if reason:
+        lines.append(f"Reason: {reason}")
     lines += [
         f"Enqueue time: {_when(job.enqueue_time)}",
         f"Start time: {_when(job.start_time)}",
@@ -254,6 +282,10 @@ def render_info(job: Job, now: float) -> str:
             outcome = signal_name(old["signal"]) if old.get("signal") else f"exit {old.get('exit_code')}"
             why = f" ({old['reason']})" if old.get("reason") else ""
             lines.append(f"  attempt {old.get('attempt')}: {outcome}{why}, output {old.get('output') or '-'}")
+    if job.notify_url:
+        on = "every end" if job.notify_on == "end" else "failure"
+        status = f": {job.notify_status}" if job.notify_status else ""
+        lines.append(f"Notify: {job.notify_url} (on {on}){status}")
     if job.result is not None:
         lines.append(f"Result: {json.dumps(job.result, sort_keys=True)}")
     if job.env_info:

@@ -20,6 +20,7 @@ class RunningJobs:
         self._jobs: dict[int, Job] = {}
         self._adopted: set[int] = set()  # started by an earlier daemon: watched, not launched here
         self._busy = 0
+        self._busy_in: dict[str | None, int] = {}  # slots in use per named queue (None: default)
         # job id -> (signal, escalate) for jobs killed before their pid was known
         self._pending_kills: dict[int, tuple[int, bool]] = {}
         # What must follow a job in or out (its time limit is armed and cancelled here).
@@ -31,6 +32,7 @@ class RunningJobs:
             raise ValueError(f"job {job.id} is already running")
         self._jobs[job.id] = job
         self._busy += job.slots
+        self._busy_in[job.queue] = self._busy_in.get(job.queue, 0) + job.slots
         if adopted:
             self._adopted.add(job.id)
         for observer in self.on_enter:
@@ -40,6 +42,7 @@ class RunningJobs:
         if self._jobs.pop(job.id, None) is None:
             return
         self._busy -= job.slots
+        self._busy_in[job.queue] -= job.slots
         self._adopted.discard(job.id)
         self._pending_kills.pop(job.id, None)
         for observer in self.on_leave:
@@ -47,7 +50,12 @@ class RunningJobs:
 
     @property
     def busy_slots(self) -> int:
+        """Slots in use, all queues together."""
         return self._busy
+
+    def busy_in(self, queue: str | None) -> int:
+        """Slots in use by the jobs of one queue (None: the default queue)."""
+        return self._busy_in.get(queue, 0)
 
     def get(self, job_id: int) -> Job | None:
         return self._jobs.get(job_id)

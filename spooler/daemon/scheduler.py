@@ -2,11 +2,14 @@
 the decisions.
 
 Policy, in queue order (priority, then first in, first out):
+- a held job (``--hold``), or one whose ``--begin`` time has not come, is passed over: it keeps
+  its place and holds up nothing (the daemon's ``wakeups`` kick a pass at that time);
 - a job whose dependencies have not all ended is passed over (jobs behind it may start);
 - a ``-W`` job whose dependency failed, was skipped or was removed is skipped;
-- a job that needs more slots than are free stops the pass, so a wide job is never starved by
-  narrow ones queued after it; one wider than all the slots waits for ``-S`` without blocking
-  (so ``-S 0`` drains: nothing starts);
+- a job that needs more slots than are free in its queue stops the pass for that queue, so a
+  wide job is never starved by narrow ones queued after it; one wider than all its queue's slots
+  waits for ``-S`` without blocking (so ``-S 0`` drains: nothing starts).  Each named queue
+  (``--queue``) has slots of its own: a full queue holds up only its own jobs;
 - GPU jobs never hold up CPU jobs.  The first GPU job that cannot start gets the GPUs that suit
   it *earmarked* as they come free (SLURM's reservation for the first waiting job), and later
   jobs may only take GPUs nobody has earmarked, so a 4-GPU job is not starved by a stream of
@@ -22,13 +25,13 @@ first come, first served among GPU jobs: the first that cannot start stops every
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from spooler.daemon.gpus.placement import Want
 from spooler.durations import format_duration
-from spooler.jobs import Job
+from spooler.jobs import Job, JobState
 
 # outcome(job, dependency id): None while the dependency has not ended, else whether it succeeded.
 Outcome = Callable[[Job, int], "bool | None"]
@@ -88,21 +91,48 @@ def plan(
     *,
     now: float = 0.0,
     policy: str = "backfill",
+    queues: Mapping[str, tuple[int, int]] | None = None,
+    waiting: Mapping[str | None, int] | None = None,
 ) -> Plan:
-    """``gpus()``: the pool, or why GPUs cannot be placed now (every GPU job then waits with it);
-    called once, when the first GPU job is reached."""
+    """``free_slots`` and ``total_slots`` are the default queue's; ``queues`` gives each named
+    queue's (free, total), and ``waiting`` how many jobs of ``queue`` each queue has (None: the
+    default), so the pass ends once every job left is in a full queue.  ``gpus()``: the pool,
+    or why GPUs cannot be placed now (every GPU job then waits with it); called once, when the
+    first GPU job is reached."""
     decisions = Plan()
+    free: dict[str | None, int] = {None: free_slots}
+    total: dict[str | None, int] = {None: total_slots}
+    for name, (queue_free, queue_total) in (queues or {}).items():
+        free[name], total[name] = queue_free, queue_total
+    full: set[str | None] = set()  # queues whose next job does not fit: the pass is over for them
+    unseen = dict(waiting or {})  # jobs of each queue the pass has not reached yet
+    unseen_open = sum(unseen.values()) if waiting is not None else -1  # ... of queues not full
     for job in queue:
+        if unseen_open == 0:
+            break  # every job left is in a full queue
+        if unseen_open > 0:
+            unseen[job.queue] = unseen.get(job.queue, 0) - 1
+            if job.queue not in full:
+                unseen_open -= 1
+        if job.state is JobState.HELD or (job.begin_at is not None and job.begin_at > now):
+            continue
+        if job.queue in full:
+            continue
         ready, skip_reason = dependency_verdict(job, outcome)
         if skip_reason:
             decisions.skip.append((job, skip_reason))
             continue
         if not ready:
             continue
-        if job.slots > total_slots:
+        if job.slots > total.get(job.queue, 0):
             continue
-        if job.slots > free_slots:
-            break
+        if job.slots > free[job.queue]:
+            full.add(job.queue)
+            if unseen_open > 0:
+                unseen_open -= unseen.get(job.queue, 0)
+            if len(full) == len(free):
+                break  # every queue is full: nothing later can start
+            continue
         if job.gpus or job.gpu_indices:
             if decisions.gpus is None:
                 decisions.gpus = gpus()
@@ -112,7 +142,7 @@ def plan(
         else:
             placed = []
         decisions.start.append((job, placed))
-        free_slots -= job.slots
+        free[job.queue] -= job.slots
     return decisions
 
 

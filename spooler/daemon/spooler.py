@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from spooler.commands import needs_shell
 from spooler.daemon.config import StartupConfig
+from spooler.daemon.control import JobControl
 from spooler.daemon.dispatch import Backend, Dispatcher
 from spooler.daemon.events import Events
 from spooler.daemon.gpus.manager import GpuManager
@@ -32,18 +33,24 @@ from spooler.daemon.hooks import Helpers, find_sendmail
 from spooler.daemon.launcher import exits
 from spooler.daemon.launcher.handle import Launcher
 from spooler.daemon.limits import TimeLimits
+from spooler.daemon.notify import Notifier
 from spooler.daemon.process import kill_group
+from spooler.daemon.queues import Queue
 from spooler.daemon.reaper import Reaper
 from spooler.daemon.recovery import Adoption
 from spooler.daemon.running import RunningJobs
 from spooler.daemon.table import JobTable, ensure_dirs
 from spooler.daemon.terminals import Terminals
 from spooler.daemon.waiters import Waiters
+from spooler.daemon.wakeups import Wakeups
 from spooler.jobs import Job, JobState
 from spooler.protocol import E_INTERNAL, E_INVALID, E_NOT_FOUND, E_QUEUE_FULL, RequestError
 from spooler.protocol.requests import Submit
 
 log = logging.getLogger("spooler")
+
+# A --begin time this much in the past is refused; less is the time the request took to arrive.
+BEGIN_SLACK = 60.0
 
 # (reaper.note, reaper.launcher_lost) -> the backend that starts jobs
 BackendFactory = Callable[[Callable[[list[object]], None], Callable[[], None]], Backend]
@@ -83,7 +90,12 @@ class Spooler:
             loop, self.table, self.running, self.gpu, self.events, self.terminals, self.runs_dir, clock
         )
         self.dispatcher.policy = config.policy
+        self.wakeups = Wakeups(loop, clock, self.kick)  # --begin times
+        self.notifier = Notifier(loop, self.table, clock)
+        self.events.on_end.append(self.notifier.job_ended)
         self.limits = TimeLimits(loop, self.table, self.running, self.stop, clock)
+        # kill_group looked up at each call: the in-process tests replace it.
+        self.control = JobControl(self.table, self.limits, lambda g, s: kill_group(g, s), self.kick, clock)
         self.reaper = Reaper(
             loop, self.table, self.running, self.events, self.waiters, self.runs_dir, self.signal, adoption
         )
@@ -113,6 +125,9 @@ class Spooler:
         # The logs of dead launchers go only once what was read from them is durable.
         self.table.commit()
         exits.remove_logs_of_dead_launchers(self.runs_dir, alive=set())
+        for job in self.table.queue:
+            if job.begin_at is not None:
+                self.wakeups.at(job.begin_at)
         self.backend.start()
         self.table.compact_at_start()
 
@@ -128,6 +143,8 @@ class Spooler:
         """Stop adopting and launching: running jobs keep running in their own sessions."""
         self.reaper.close()
         self.limits.close()
+        self.wakeups.close()
+        self.notifier.close()
         self.backend.close()
         self.gpu.close()
 
@@ -150,7 +167,7 @@ class Spooler:
     # -- lookups -----------------------------------------------------------------------------
 
     def get(self, job_id: int | None, default: str = "added") -> Job:
-        return self.table.get(job_id, default)
+        return self.table.get(job_id, default, self.running)
 
     def ordered(self) -> Iterator[Job]:
         """Running jobs, then waiting ones in queue order, then ended ones in the order they
@@ -161,7 +178,7 @@ class Spooler:
 
     def has_started(self, job: Job) -> bool:
         """Its process runs: the launcher reported it (so its log exists), or it was adopted."""
-        return job.state is JobState.RUNNING and (job.shim_pid is not None or job.pid is not None)
+        return job.state.is_active and (job.shim_pid is not None or job.pid is not None)
 
     # -- queueing ----------------------------------------------------------------------------
 
@@ -173,9 +190,13 @@ class Spooler:
         if request.mail and find_sendmail(request.env) is None:
             raise RequestError(E_INVALID, "-m: no sendmail found to mail the output; install one or drop -m")
         self.gpu.validate(request.gpus, request.gpu_indices or None)
+        if request.begin_at is not None and request.begin_at < self.clock() - BEGIN_SLACK:
+            raise RequestError(E_INVALID, "--begin: that time is in the past")
         limit = self.config.queue_limit
         if limit is not None and len(self.table.queue) >= limit:
             raise RequestError(E_QUEUE_FULL, f"the queue is full ({limit} jobs waiting, TS_MAXCONN)")
+        if request.queue is not None:
+            self.queue_named(request.queue)
         job = job_of(request, command, self.clock())
         if job.time_limit is None:
             job.time_limit = self.config.default_time
@@ -185,6 +206,8 @@ class Spooler:
             raise RequestError(E_INTERNAL, f"could not record the job: {exc.strerror or exc}") from None
         if terminal is not None:
             self.terminals.hold(job.id, terminal)
+        if job.begin_at is not None:
+            self.wakeups.at(job.begin_at)
         self.kick()
         return job
 
@@ -204,11 +227,34 @@ class Spooler:
         self.table.save(job)
         self.kick()
 
+    def requeue_cascade(self, job: Job) -> list[int]:
+        """--requeue --cascade: the job, and the jobs skipped because it failed (their -W
+        dependency), and theirs, transitively; their dependencies are kept, so they wait again."""
+        self.requeue(job)
+        requeued = [job.id]
+        chosen = {job.id}
+        grew = True
+        while grew:
+            grew = False
+            for other in sorted(self.table.jobs.values(), key=lambda j: j.id):
+                if (
+                    other.state is JobState.SKIPPED
+                    and other.id not in chosen
+                    and chosen & set(other.after_ok)
+                ):
+                    self.requeue(other)
+                    requeued.append(other.id)
+                    chosen.add(other.id)
+                    grew = True
+        return requeued
+
     # -- the user's actions ------------------------------------------------------------------
 
     def remove(self, job: Job) -> None:
-        if job.state is JobState.RUNNING:
-            raise RequestError(E_INVALID, f"job {job.id} is running; kill it first (ts -k {job.id})")
+        if job.state.is_active:
+            raise RequestError(
+                E_INVALID, f"job {job.id} is {job.state.value}; kill it first (ts -k {job.id})"
+            )
         self.events.removed(job)
 
     def clear_finished(self) -> int:
@@ -220,7 +266,7 @@ class Spooler:
     def kill(self, job: Job, sig: int = signal.SIGTERM, escalate: bool = True) -> None:
         """Signal the job's process group; unless told not to, SIGKILL whatever is left after the
         grace period.  (``ts -f`` forwards Ctrl-C without escalation, as a terminal would.)"""
-        if job.state is not JobState.RUNNING:
+        if not job.state.is_active:
             raise RequestError(E_INVALID, f"job {job.id} is not running (it is {job.state.value})")
         if not self.stop(job, sig, escalate):
             raise RequestError(E_INVALID, f"job {job.id} has no process left to signal")
@@ -237,6 +283,9 @@ class Spooler:
     def signal(self, job: Job, sig: int, escalate: bool = True) -> bool:
         if not job.pid or not kill_group(job.pid, sig):
             return False
+        if job.state is JobState.PAUSED and sig not in (signal.SIGSTOP, signal.SIGCONT):
+            self.control.continued(job)  # a stopped process cannot act on the signal
+            self.table.record(job)
         if escalate and sig != signal.SIGKILL:
             # Whatever ignores the signal, or outlives the job in its process group, is killed
             # after the grace period: nothing of a killed job survives.
@@ -264,10 +313,21 @@ class Spooler:
         self.table.save(job)
         self.kick()
 
-    def set_slots(self, slots: int) -> None:
-        self.settings.slots = slots
+    def set_slots(self, slots: int, queue: str | None = None) -> None:
+        if queue is None:
+            self.settings.slots = slots
+        else:
+            self.queue_named(queue).slots = slots
         self.table.save_settings()
         self.kick()
+
+    def queue_named(self, name: str) -> Queue:
+        """A named queue; one named for the first time springs into being with one slot."""
+        queue = self.settings.queues.get(name)
+        if queue is None:
+            queue = self.settings.queues[name] = Queue(name)
+            self.table.save_settings()
+        return queue
 
     def set_logdir(self, path: str) -> None:
         if not os.path.isdir(path):
@@ -309,6 +369,11 @@ def job_of(request: Submit, command: list[str], now: float) -> Job:
         skip_if_exists=request.skip_if_exists,
         snapshot=request.snapshot,
         snapshot_info=request.snapshot_info,
+        begin_at=request.begin_at,
+        queue=request.queue,
+        notify_url=request.notify_url,
+        notify_on=request.notify_on,
+        state=JobState.HELD if request.hold else JobState.QUEUED,
         token=request.token,
     )
 

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import msgpack
 
@@ -54,7 +54,8 @@ class JobTable:
     # -- loading and compaction ------------------------------------------------------------
 
     def load(self) -> list[Job]:
-        """Read the save-list; returns the jobs that were running when the last daemon stopped."""
+        """Read the save-list; returns the jobs that were running (or paused) when the last daemon
+        stopped."""
         loaded = self.store.load()
         self.warnings += loaded.warnings
         self.settings.update_from_record(loaded.settings)
@@ -81,7 +82,7 @@ class JobTable:
             if started:
                 self.last_run = max(started, key=lambda j: j.start_time or 0).id
         self.store.open()
-        return [j for j in self.jobs.values() if j.state is JobState.RUNNING]
+        return [j for j in self.jobs.values() if j.state.is_active]
 
     def snapshot(self) -> Snapshot:
         """The whole state, for a compaction; call _drop_unused_envs first."""
@@ -232,10 +233,11 @@ class JobTable:
 
     # -- lookups ---------------------------------------------------------------------------
 
-    def get(self, job_id: int | None, default: str = "added") -> Job:
-        """The job with this id; without one, the last added (or the last run) job."""
+    def get(self, job_id: int | None, default: str = "added", running: Iterable[Job] = ()) -> Job:
+        """The job with this id; without one, the last run job (``default="run"``) or the job at
+        the tail of the list (``"added"``, see :meth:`tail`)."""
         if job_id is None:
-            job_id = self.last_run if default == "run" else self.last_added
+            job_id = self.last_run if default == "run" else self.tail(running)
             if job_id is None or job_id not in self.jobs:
                 if default == "run" and self.last_added in self.jobs:
                     job_id = self.last_added
@@ -245,6 +247,19 @@ class JobTable:
         if job is None:
             raise RequestError(E_NOT_FOUND, f"job {job_id} does not exist")
         return job
+
+    def tail(self, running: Iterable[Job]) -> int | None:
+        """What the original's id-less actions (``-w``, ``-r``, ``-u``, ``-s``, ...) take as "the
+        last added job": the job at the tail of the queue (so after ``-u`` moved the last job to
+        the front, the one now last; after ``-r`` removed it, the one before), else the last
+        running one, else the one that ended last."""
+        last = self.queue.last()
+        if last is not None:
+            return last.id
+        started = max(running, key=lambda j: j.id, default=None)
+        if started is not None:
+            return started.id
+        return next(reversed(self.done_order), None)
 
     def dependency_outcome(self, job: Job, dep: int) -> bool | None:
         """None while the dependency has not ended, else whether it succeeded."""

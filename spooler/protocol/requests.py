@@ -84,6 +84,52 @@ def _items(value: Any, name: str) -> list[Item]:
     return out
 
 
+MAX_QUEUE_NAME = 64
+
+
+def queue_name(value: Any, name: str = "queue") -> str | None:
+    """A queue's name: a word of at most 64 characters, without ``/``."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise bad(f"{name} must be a queue name")
+    if (
+        not value
+        or len(value) > MAX_QUEUE_NAME
+        or "/" in value
+        or any(c.isspace() or not c.isprintable() for c in value)
+    ):
+        raise bad(f"{value[:80]!r} is not a queue name (1 to {MAX_QUEUE_NAME} characters, no '/', no spaces)")
+    return value
+
+
+def _named_queue(value: Any, name: str) -> str | None:
+    """The queue a job goes to or whose slots are set: ``default`` (the queue without a name)
+    is None."""
+    checked = queue_name(value, name)
+    return None if checked == "default" else checked
+
+
+def _url(value: Any, name: str) -> str | None:
+    """Where a notification is POSTed: an http(s) URL."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 2048:
+        raise bad(f"{name} must be a URL of at most 2048 characters")
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest.split("/")[0]:
+        raise bad(f"{value[:80]!r} is not an http:// or https:// URL")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise bad(f"{value[:80]!r} is not a URL (it has spaces or control characters)")
+    return value
+
+
+def _notify_on(value: Any, name: str) -> str:
+    if value not in ("end", "fail"):
+        raise bad(f"{name} must be end or fail, not {str(value)[:40]!r}")
+    return str(value)
+
+
 def _filter(value: Any, name: str) -> Filter | None:
     if not value:
         return None  # an empty filter selects nothing in particular: no filter
@@ -92,7 +138,9 @@ def _filter(value: Any, name: str) -> Filter | None:
     return Filter.parse(value)
 
 
-STATES = frozenset({"queued", "allocating", "running", "finished", "skipped", "lost", "timeout", "failed"})
+STATES = frozenset(
+    {"queued", "allocating", "held", "running", "paused", "finished", "skipped", "lost", "timeout", "failed"}
+)
 
 
 def _states(value: Any, name: str) -> list[str]:
@@ -128,6 +176,7 @@ class Filter(Request):
     sweep: str | None = field(default=None, max_len=255)
     ids: list[int] = field(default_factory=list)
     where: str | None = field(default=None, max_len=4096)
+    queue: str | None = field(default=None, check=queue_name)
 
 
 class Submit(Request, op="submit"):
@@ -168,6 +217,11 @@ class Submit(Request, op="submit"):
     skip_if_exists: str | None = field(default=None, max_len=_PATH)
     snapshot: str | None = field(default=None, max_len=_PATH)
     snapshot_info: str | None = field(default=None, max_len=_PATH)
+    hold: bool = field(default=False)  # --hold: queued held, started only once released
+    begin_at: int | None = field(default=None, lo=0, hi=2**40)  # --begin, in seconds since the epoch
+    queue: str | None = field(default=None, check=_named_queue)  # --queue NAME
+    notify_url: str | None = field(default=None, check=_url)  # --notify, TS_NOTIFY_URL
+    notify_on: str = field(default="fail", check=_notify_on)  # TS_NOTIFY_ON
     # Unique per submission: the daemon answers a repeat (sent again after the connection
     # dropped) with the ids it gave, instead of queueing the jobs twice.
     token: str | None = field(default=None, max_len=64)
@@ -226,6 +280,46 @@ class Remove(Request, op="remove"):
 class Requeue(Request, op="requeue"):
     id: int | None = field(default=None)
     filter: Filter | None = field(default=None, check=_filter)
+    cascade: bool = field(default=False)  # also the jobs skipped because it failed, transitively
+
+
+class Hold(Request, op="hold"):
+    """--hold ID: a queued job (or every queued job the filter selects) stays queued but never
+    starts until released."""
+
+    id: int | None = field(default=None)
+    filter: Filter | None = field(default=None, check=_filter)
+
+
+class Release(Request, op="release"):
+    """--release ID: a held job (or every held job the filter selects) may start again."""
+
+    id: int | None = field(default=None)
+    filter: Filter | None = field(default=None, check=_filter)
+
+
+class Pause(Request, op="pause"):
+    """--pause ID: SIGSTOP to a running job's process group (or every one the filter selects)."""
+
+    id: int | None = field(default=None)
+    filter: Filter | None = field(default=None, check=_filter)
+
+
+class Resume(Request, op="resume"):
+    """--resume ID: SIGCONT to a paused job's process group (or every one the filter selects)."""
+
+    id: int | None = field(default=None)
+    filter: Filter | None = field(default=None, check=_filter)
+
+
+class Edit(Request, op="edit"):
+    """--edit ID: change a job that has not started (queued, allocating or held).  The client
+    fills templates and applies the shell rules, as when it queues a command."""
+
+    id: int | None = field(default=None)
+    command: list[str] | None = field(default=None, check=_command)
+    label: str | None = field(default=None, max_len=1024)  # "" removes the label
+    priority: int | None = field(default=None, lo=-_PRIORITY, hi=_PRIORITY)
 
 
 class Priority(Request, op="priority"):
@@ -249,6 +343,13 @@ class Clear(Request, op="clear"):
 
 class Slots(Request, op="slots"):
     set: int | None = field(default=None, lo=0, hi=1_000_000)  # 0 drains: nothing new starts
+    queue: str | None = field(default=None, check=_named_queue)  # a named queue's (None: default)
+
+
+class Queues(Request, op="queues"):
+    """--queues: each queue with its slots and its running and queued jobs."""
+
+    data: bool = field(default=False)  # the rows as data (the Python API) instead of text
 
 
 class Urgent(Request, op="urgent"):

@@ -8,6 +8,7 @@ from typing import Any
 
 from spooler import protocol
 from spooler.daemon import render
+from spooler.daemon.queues import DEFAULT
 from spooler.daemon.server import Connection
 from spooler.daemon.spooler import Spooler
 from spooler.protocol import E_NOT_FOUND, RequestError, bad
@@ -18,8 +19,25 @@ Reply = dict[str, Any] | None
 
 def slots(sp: Spooler, req: rq.Slots, conn: Connection) -> Reply:
     if req.set is not None:
-        sp.set_slots(req.set)
+        sp.set_slots(req.set, req.queue)
+    if req.queue is not None:
+        return {"ok": True, "slots": sp.queue_named(req.queue).slots}
     return {"ok": True, "slots": sp.settings.slots}
+
+
+def queues(sp: Spooler, req: rq.Queues, conn: Connection) -> Reply:
+    """Each queue with its slots and how many of its jobs run and wait."""
+    slots = {DEFAULT: sp.settings.slots} | {q.name: q.slots for q in sp.settings.queues.values()}
+    running = dict.fromkeys(slots, 0)
+    queued = dict.fromkeys(slots, 0)
+    for job in sp.running:
+        running[job.queue or DEFAULT] = running.get(job.queue or DEFAULT, 0) + 1
+    for job in sp.table.queue:
+        queued[job.queue or DEFAULT] = queued.get(job.queue or DEFAULT, 0) + 1
+    rows = [{"name": n, "slots": slots[n], "running": running[n], "queued": queued[n]} for n in slots]
+    if req.data:
+        return {"ok": True, "queues": rows}
+    return {"ok": True, "text": render.render_queues(rows)}
 
 
 def count_running(sp: Spooler, req: rq.CountRunning, conn: Connection) -> Reply:

@@ -32,12 +32,13 @@ def list_jobs(sp: Spooler, req: rq.List, conn: Connection) -> Reply:
     elif fmt == "default":
         text = render.render_list(
             jobs,
-            busy=sp.running.busy_slots,
+            busy=sp.running.busy_in(None),
             slots=sp.settings.slots,
             now=now,
             width=req.width,
             color=req.color,
             show_gpus=sp.gpu.present or any(j.gpus or j.gpu_indices for j in jobs),
+            show_queue=bool(sp.settings.queues),
         )
     else:
         raise bad(f"unknown list format {fmt!r} (choose default, json or tab)")

@@ -1,6 +1,8 @@
-"""Acting on jobs: remove, requeue, reorder (``-u``, ``-U``, ``--priority``), kill, clear.
+"""Acting on jobs: remove, requeue, reorder (``-u``, ``-U``, ``--priority``), edit, hold,
+release, pause, resume, kill, clear.
 
-``-r``, ``-k`` and ``--requeue`` take one job by id, or every job a filter selects.
+``-r``, ``-k``, ``--requeue``, ``--hold``, ``--release``, ``--pause`` and ``--resume`` take one
+job by id, or every job a filter selects.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 from spooler.daemon.filters import select
 from spooler.daemon.server import Connection
 from spooler.daemon.spooler import Spooler
-from spooler.jobs import Job
+from spooler.jobs import Job, JobState
 from spooler.protocol import requests as rq
 
 Reply = dict[str, Any] | None
@@ -37,11 +39,67 @@ def remove(sp: Spooler, req: rq.Remove, conn: Connection) -> Reply:
 
 
 def requeue(sp: Spooler, req: rq.Requeue, conn: Connection) -> Reply:
+    if req.cascade:
+        return _requeue_cascade(sp, req)
     if req.filter is not None and req.id is None:
         return _bulk(sp, req.filter, lambda j: j.state.is_done, sp.requeue)
     job = sp.get(req.id)
     sp.requeue(job)
     return {"ok": True, "id": job.id}
+
+
+def _requeue_cascade(sp: Spooler, req: rq.Requeue) -> Reply:
+    """Every job requeued, dependants included, in the order they were put back."""
+    if req.filter is None or req.id is not None:
+        job = sp.get(req.id)
+        return {"ok": True, "id": job.id, "ids": sp.requeue_cascade(job)}
+    requeued: list[int] = []
+
+    def cascade(job: Job) -> None:
+        if job.state.is_done:  # not already put back as a dependant of an earlier one
+            requeued.extend(sp.requeue_cascade(job))
+
+    reply = _bulk(sp, req.filter, lambda j: j.state.is_done, cascade)
+    assert reply is not None
+    return {**reply, "ids": requeued}
+
+
+def hold(sp: Spooler, req: rq.Hold, conn: Connection) -> Reply:
+    if req.filter is not None and req.id is None:
+        return _bulk(sp, req.filter, lambda j: j.state.is_waiting, sp.control.hold)
+    job = sp.get(req.id)
+    sp.control.hold(job)
+    return {"ok": True, "id": job.id}
+
+
+def release(sp: Spooler, req: rq.Release, conn: Connection) -> Reply:
+    if req.filter is not None and req.id is None:
+        return _bulk(sp, req.filter, lambda j: j.state is JobState.HELD, sp.control.release)
+    job = sp.get(req.id)
+    sp.control.release(job)
+    return {"ok": True, "id": job.id}
+
+
+def pause(sp: Spooler, req: rq.Pause, conn: Connection) -> Reply:
+    if req.filter is not None and req.id is None:
+        return _bulk(sp, req.filter, lambda j: j.state is JobState.RUNNING and bool(j.pid), sp.control.pause)
+    job = sp.get(req.id, "run")
+    sp.control.pause(job)
+    return {"ok": True, "id": job.id}
+
+
+def resume(sp: Spooler, req: rq.Resume, conn: Connection) -> Reply:
+    if req.filter is not None and req.id is None:
+        return _bulk(sp, req.filter, lambda j: j.state is JobState.PAUSED, sp.control.resume)
+    job = sp.get(req.id, "run")
+    sp.control.resume(job)
+    return {"ok": True, "id": job.id}
+
+
+def edit(sp: Spooler, req: rq.Edit, conn: Connection) -> Reply:
+    job = sp.get(req.id)
+    sp.control.edit(job, req.command, req.label, req.priority)
+    return {"ok": True, "id": job.id, "command": job.command_text}
 
 
 def priority(sp: Spooler, req: rq.Priority, conn: Connection) -> Reply:
@@ -52,7 +110,7 @@ def priority(sp: Spooler, req: rq.Priority, conn: Connection) -> Reply:
 
 def kill(sp: Spooler, req: rq.Kill, conn: Connection) -> Reply:
     if req.all or (req.filter is not None and req.id is None):
-        spec = req.filter or rq.Filter(states=["running"])
+        spec = req.filter or rq.Filter(states=["running", "paused"])
         return _bulk(sp, spec, lambda j: j.state.is_active and bool(j.pid), sp.kill)
     job = sp.get(req.id, "run")
     sp.kill(job, req.signal, escalate=not req.only)
