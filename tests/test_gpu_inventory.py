@@ -18,6 +18,7 @@ from typing import Any
 import psutil
 import pynvml
 import pytest
+from conftest import wait_for
 
 from spooler.daemon.gpus.inventory import (
     FakeInventory,
@@ -240,6 +241,9 @@ def test_describe_this_process() -> None:
 def test_describe_long_command_line_is_cut() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "a\nb", "x" * 200])
     try:
+        # Popen returns while the kernel may still be setting up the new program: its command
+        # line shows a moment later.
+        wait_for(lambda: psutil.Process(child.pid).cmdline(), what="the child's command line")
         info = describe_process(child.pid)
     finally:
         child.kill()
