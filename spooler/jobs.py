@@ -108,6 +108,12 @@ class Job:
     snapshot: str | None = None  # directory holding the code snapshot the job runs in
     snapshot_info: str | None = None  # what the snapshot is of (git commit, dirty or not)
     result: Any = None  # JSON the job wrote to $TS_RESULT_FILE
+    # The slurm backend: the token in --comment (recorded before sbatch runs), the SLURM id
+    # once known ("123", or "123_4" for task 4 of a job array) and what squeue last said
+    slurm_token: str | None = None
+    slurm_task: int | None = None  # its index in a job array
+    slurm_id: str | None = None
+    slurm_info: dict[str, str] = field(default_factory=dict)
 
     def transition(self, new: JobState, now: float) -> None:
         if new not in _ALLOWED[self.state]:
@@ -123,6 +129,9 @@ class Job:
             self.assigned_gpus = []
             self.killed = self.timed_out = False
             self.result = None
+            self.slurm_token = self.slurm_id = None
+            self.slurm_task = None
+            self.slurm_info = {}
         self.state = new
 
     def archive_attempt(self) -> None:
@@ -232,4 +241,5 @@ def job_data(job: Job, now: float) -> dict[str, Any]:
         "snapshot": job.snapshot,
         "snapshot_info": job.snapshot_info,
         "result": job.result,
+        "slurm_id": job.slurm_id,
     }

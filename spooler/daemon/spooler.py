@@ -36,6 +36,10 @@ from spooler.daemon.process import kill_group
 from spooler.daemon.reaper import Reaper
 from spooler.daemon.recovery import Adoption
 from spooler.daemon.running import RunningJobs
+from spooler.daemon.slurm import commands as slurm_commands
+from spooler.daemon.slurm.backend import SlurmBackend
+from spooler.daemon.slurm.dispatch import SlurmDispatcher, request_of
+from spooler.daemon.slurm.tools import Tools
 from spooler.daemon.table import JobTable, ensure_dirs
 from spooler.daemon.terminals import Terminals
 from spooler.daemon.waiters import Waiters
@@ -79,7 +83,9 @@ class Spooler:
             self.kick, clock,
         )  # fmt: skip
         self.events.snapshots_root = self.snapshots_dir
-        self.dispatcher = Dispatcher(
+        # Where jobs run: the local launcher, or SLURM (a backend injected by tests is local-like).
+        to_slurm = config.backend == "slurm" and backend is None
+        self.dispatcher = (SlurmDispatcher if to_slurm else Dispatcher)(
             loop, self.table, self.running, self.gpu, self.events, self.terminals, self.runs_dir, clock
         )
         self.dispatcher.policy = config.policy
@@ -87,14 +93,30 @@ class Spooler:
         self.reaper = Reaper(
             loop, self.table, self.running, self.events, self.waiters, self.runs_dir, self.signal, adoption
         )
-        make_backend = backend or self._local_launcher
-        self.backend = make_backend(self.reaper.note, self.reaper.launcher_lost)
+        self.slurm: SlurmBackend | None = None
+        if to_slurm:
+            tools = Tools(loop, env, self.helpers.watch)
+            self.slurm = SlurmBackend(
+                loop, self.table, self.running, self.events, tools, config.slurm, self.runs_dir,
+                self.kick, self._started_in_slurm, clock,
+            )  # fmt: skip
+            assert isinstance(self.dispatcher, SlurmDispatcher)
+            self.dispatcher.slurm = self.slurm
+            self.backend: Backend = self.slurm
+        else:
+            make_backend = backend or self._local_launcher
+            self.backend = make_backend(self.reaper.note, self.reaper.launcher_lost)
         self.dispatcher.backend = self.backend
 
     def _local_launcher(
         self, on_note: Callable[[list[object]], None], on_lost: Callable[[], None]
     ) -> Backend:
         return Launcher(self.loop, self.runs_dir, on_note, on_lost)
+
+    def _started_in_slurm(self, job: Job) -> None:
+        self.table.record(job)
+        self.waiters.started(job.id, job)
+        self.limits.arm(job)  # its time limit counts from SLURM's start
 
     @property
     def warnings(self) -> list[str]:
@@ -106,6 +128,15 @@ class Spooler:
         """Read the save-list, settle the jobs an earlier daemon left running, start the launcher."""
         ensure_dirs(self.config.savelist, self.runs_dir)
         was_running = self.table.load()
+        if self.slurm is not None:
+            # Jobs sent to SLURM (or about to be) by an earlier daemon: found again, never resent.
+            in_slurm = [j for j in self.table.jobs.values() if j.slurm_token and not j.state.is_done]
+            for job in in_slurm:
+                if job.state.is_waiting:
+                    self.table.queue.remove(job)
+                    job.state = JobState.ALLOCATING
+            was_running = [j for j in was_running if not j.slurm_token]
+            self.slurm.adopt(in_slurm)
         logs = exits.read(self.runs_dir)
         for job in was_running:
             self.reaper.recover(job, logs)
@@ -138,7 +169,7 @@ class Spooler:
             if pid == 0:
                 return
             if not self.table.compactor.reaped(pid, wait_status):
-                self.helpers.reaped(pid)
+                self.helpers.reaped(pid, wait_status)
 
     def kick(self) -> None:
         """Something may let a job start: one scheduling pass on the next turn of the loop."""
@@ -158,7 +189,9 @@ class Spooler:
 
     def has_started(self, job: Job) -> bool:
         """Its process runs: the launcher reported it (so its log exists), or it was adopted."""
-        return job.state is JobState.RUNNING and (job.shim_pid is not None or job.pid is not None)
+        return job.state is JobState.RUNNING and (
+            job.shim_pid is not None or job.pid is not None or job.slurm_id is not None
+        )
 
     # -- queueing ----------------------------------------------------------------------------
 
@@ -169,7 +202,8 @@ class Spooler:
                 raise RequestError(E_NOT_FOUND, f"cannot depend on job {dep}: it does not exist")
         if request.mail and find_sendmail(request.env) is None:
             raise RequestError(E_INVALID, "-m: no sendmail found to mail the output; install one or drop -m")
-        self.gpu.validate(request.gpus, request.gpu_indices or None)
+        if self.slurm is None:
+            self.gpu.validate(request.gpus, request.gpu_indices or None)
         limit = self.config.queue_limit
         if limit is not None and len(self.table.queue) >= limit:
             raise RequestError(E_QUEUE_FULL, f"the queue is full ({limit} jobs waiting, TS_MAXCONN)")
@@ -184,6 +218,33 @@ class Spooler:
             self.terminals.hold(job.id, terminal)
         self.kick()
         return job
+
+    def admit(self, request: Submit, command: list[str]) -> None:
+        """Once per submission, before any of its jobs is queued: with the slurm backend, what
+        SLURM cannot do is refused, and ``sbatch --test-only`` checks what it is asked (a bad
+        partition, a request over a limit) so that a refusal queues nothing.  A controller that
+        does not answer refuses nothing: the jobs wait, with that reason."""
+        if self.slurm is None:
+            return
+        for given, option in (
+            (request.gpu_indices, "-g"),
+            (request.gpu_mem_mib, "--gpu_mem"),
+            (request.gzip, "-z"),
+        ):
+            if given:
+                raise RequestError(E_INVALID, f"{option} is not available with the slurm backend")
+        if self.slurm.controller_down:
+            return
+        job = job_of(request, command, self.clock())
+        ask = request_of(job, self.slurm.config, "/dev/null")
+        script = "#!/bin/sh\ntrue\n"
+        result = self.slurm.tools.run_now(slurm_commands.sbatch_args(ask, test_only=True), stdin=script)
+        if (
+            result.returncode != 0
+            and not result.timed_out
+            and not slurm_commands.controller_unreachable(result.stderr)
+        ):
+            raise RequestError(E_INVALID, f"sbatch: {slurm_commands.error_line(result.stderr)}")
 
     def requeue(self, job: Job) -> None:
         """--requeue: an ended job goes back to the end of the queue with fresh attempts."""
@@ -204,7 +265,7 @@ class Spooler:
     # -- the user's actions ------------------------------------------------------------------
 
     def remove(self, job: Job) -> None:
-        if job.state is JobState.RUNNING:
+        if job.state is JobState.RUNNING or job in self.running:
             raise RequestError(E_INVALID, f"job {job.id} is running; kill it first (ts -k {job.id})")
         self.events.removed(job)
 
@@ -217,7 +278,8 @@ class Spooler:
     def kill(self, job: Job, sig: int = signal.SIGTERM, escalate: bool = True) -> None:
         """Signal the job's process group; unless told not to, SIGKILL whatever is left after the
         grace period.  (``ts -f`` forwards Ctrl-C without escalation, as a terminal would.)"""
-        if job.state is not JobState.RUNNING:
+        in_slurm = self.slurm is not None and job in self.running  # pending there, or running
+        if job.state is not JobState.RUNNING and not in_slurm:
             raise RequestError(E_INVALID, f"job {job.id} is not running (it is {job.state.value})")
         if not self.stop(job, sig, escalate):
             raise RequestError(E_INVALID, f"job {job.id} has no process left to signal")
@@ -225,7 +287,9 @@ class Spooler:
 
     def stop(self, job: Job, sig: int = signal.SIGTERM, escalate: bool = True) -> bool:
         """Signal a running job (``-k``, its time limit); one just launched is signalled as soon as
-        its pid is known.  False when nothing of it is left to signal."""
+        its pid is known.  False when nothing of it is left to signal.  In SLURM: scancel."""
+        if self.slurm is not None:
+            return self.slurm.cancel(job)
         if job.shim_pid is None:
             self.running.kill_when_started(job, sig, escalate)
             return True

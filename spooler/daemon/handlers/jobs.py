@@ -46,6 +46,8 @@ def list_jobs(sp: Spooler, req: rq.List, conn: Connection) -> Reply:
 
 def info(sp: Spooler, req: rq.Info, conn: Connection) -> Reply:
     job = sp.get(req.id, "run")
+    if sp.slurm is not None:
+        sp.slurm.details(job)
     return {"ok": True, "text": render.render_info(job, time.time())}
 
 

@@ -49,6 +49,7 @@ def _check(sp: Spooler, req: Submit) -> None:
 def submit(sp: Spooler, req: Submit, conn: Connection) -> Reply:
     runs = _runs(req)
     _check(sp, req)
+    sp.admit(req, runs[0][0])
     single = req.items is None and req.batch is None
     if req.foreground and not single:
         raise bad("-f waits for one job: it cannot go with a batch or a sweep")

@@ -1,0 +1,380 @@
+"""Our jobs in SLURM: submitting them, watching them with one ``squeue`` call, cancelling them,
+and finding them again after a restart.
+
+A job handed to SLURM stays in the running registry (it holds its share of ``-S``) from the
+moment it is submitted until it ends: ``allocating`` while SLURM keeps it pending (its reason is
+SLURM's), ``running`` once SLURM runs it.  Before ``sbatch`` is called the job's *token* is
+recorded in the journal (the intent); the token travels in ``--comment``.  A daemon killed
+between ``sbatch`` and recording the SLURM id leaves a job with a token and no id: the next
+daemon looks for the token in ``squeue`` before it submits anything again, so no job is
+submitted twice and none is lost.  (``sbatch`` itself dies with the daemon that ran it, so it
+cannot submit after that look.)
+
+Polling is one ``squeue --me`` call for every job, every ``poll_interval`` seconds while jobs
+are in SLURM, backing off to eight times that while nothing changes.  How a job ended comes
+from the exit status its batch script wrote (``script``), not from accounting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from spooler.daemon.config_file import SlurmConfig
+from spooler.daemon.events import Events
+from spooler.daemon.launcher.spec import Launch
+from spooler.daemon.running import RunningJobs
+from spooler.daemon.slurm import commands
+from spooler.daemon.slurm.script import STATUS_SUFFIX, read_status
+from spooler.daemon.slurm.tools import Result, Tools
+from spooler.daemon.table import JobTable
+from spooler.jobs import Job, JobState
+
+log = logging.getLogger("spooler")
+
+MAX_BACKOFF = 8  # polls stretch to this many intervals while nothing changes
+NEVER_SATISFIED = "DependencyNeverSatisfied"
+
+
+@dataclass
+class Submission:
+    """One ``sbatch`` call: a job, or the tasks of one job array."""
+
+    jobs: list[Job]
+    request: commands.Request
+    script: str
+    env: dict[str, str]
+    throttle: int = 1  # how many of its tasks SLURM may run at once (its share of -S)
+    live: set[int] = field(default_factory=set)  # ids of its jobs not ended yet
+
+
+class SlurmBackend:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        table: JobTable,
+        running: RunningJobs,
+        events: Events,
+        tools: Tools,
+        config: SlurmConfig,
+        runs_dir: str,
+        kick: Callable[[], None],
+        started: Callable[[Job], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.loop = loop
+        self.table = table
+        self.running = running
+        self.events = events
+        self.tools = tools
+        self.config = config
+        self.runs_dir = runs_dir
+        self.kick = kick
+        self.started = started  # SLURM runs it now: waiters, the time limit
+        self.clock = clock
+        self.submissions: dict[str, Submission] = {}  # token -> what went out under it
+        self.unsubmitted: set[int] = set()  # job ids with a token and no SLURM id, to look for
+        self.controller_down = ""  # why the last call failed, while the controller does not answer
+        self._poll_timer: asyncio.TimerHandle | None = None
+        self._polling = False
+        self._quiet_polls = 0
+        self._cancel_when_submitted: set[int] = set()
+        self.closed = False
+
+    # -- the Backend seam (spooler.daemon.dispatch) -------------------------------------------
+
+    def start(self) -> None:
+        self.poll_soon()
+
+    def launch(self, spec: Launch, terminal: tuple[int, int] | None = None, keep: Sequence[int] = ()) -> None:
+        raise NotImplementedError("jobs reach SLURM through SlurmBackend.submit")
+
+    def close(self) -> None:
+        """Jobs stay in SLURM; the next daemon finds them by their tokens."""
+        self.closed = True
+        if self._poll_timer is not None:
+            self._poll_timer.cancel()
+
+    # -- share of -S ----------------------------------------------------------------------------
+
+    def weight(self) -> int:
+        """How many of our jobs SLURM may run at once now: one per job, an array's throttle."""
+        total = 0
+        for sub in self.submissions.values():
+            total += min(sub.throttle, len(sub.live))
+        return total
+
+    # -- submitting -----------------------------------------------------------------------------
+
+    def submit(self, sub: Submission) -> None:
+        """The jobs' tokens are in the journal already: now ``sbatch``."""
+        token = sub.request.token
+        sub.live = {j.id for j in sub.jobs}
+        self.submissions[token] = sub
+        self.tools.run(
+            commands.sbatch_args(sub.request),
+            lambda result: self._submitted(sub, result),
+            stdin=sub.script,
+            env=sub.env,
+            die_with_daemon=True,
+        )
+
+    def _submitted(self, sub: Submission, result: Result) -> None:
+        if self.closed:
+            return
+        jobs = [j for j in sub.jobs if j in self.running]
+        if result.returncode == 0:
+            try:
+                slurm_id = commands.parse_sbatch(result.stdout)
+            except ValueError as exc:
+                result = Result(1, result.stdout, str(exc))
+            else:
+                self.controller_down = ""
+                for job in jobs:
+                    job.slurm_id = slurm_id if sub.request.tasks is None else f"{slurm_id}_{job.slurm_task}"
+                    job.reason = "submitted to SLURM"
+                    self.table.record(job)
+                    if job.id in self._cancel_when_submitted:
+                        self._cancel_when_submitted.discard(job.id)
+                        self.cancel(job)
+                self.kick()  # jobs that depend on these may go to SLURM now
+                self.poll_soon()
+                return
+        problem = commands.error_line(result.stderr)
+        if result.timed_out or commands.controller_unreachable(result.stderr):
+            # It may have gone through: look for its token before submitting it again.
+            self.controller_down = problem
+            for job in jobs:
+                self.unsubmitted.add(job.id)
+                self._set_reason(job, f"SLURM controller not answering ({problem}); will retry")
+            self.poll_soon()
+            return
+        log.warning("sbatch refused jobs %s: %s", [j.id for j in jobs], problem)
+        self.submissions.pop(sub.request.token, None)
+        for job in jobs:
+            self.events.end(job, JobState.SKIPPED, f"sbatch refused it: {problem}")
+
+    def adopt(self, jobs: Sequence[Job]) -> None:
+        """Jobs an earlier daemon sent to SLURM (or was about to): watch them again."""
+        by_token: dict[str, list[Job]] = {}
+        for job in jobs:
+            self.running.add(job, adopted=True)
+            if job.slurm_token:
+                by_token.setdefault(job.slurm_token, []).append(job)
+            if not job.slurm_id:
+                self.unsubmitted.add(job.id)
+        for token, members in by_token.items():
+            request = commands.Request(name="", cwd="", output="", token=token)
+            throttle = max(1, min(len(members), self.table.settings.slots))
+            self.submissions[token] = Submission(members, request, "", {}, throttle, {j.id for j in members})
+        self.poll_soon()
+
+    # -- cancelling -----------------------------------------------------------------------------
+
+    def cancel(self, job: Job) -> bool:
+        """scancel the job (the whole job: every process of it, on every node)."""
+        if not job.slurm_id:
+            self._cancel_when_submitted.add(job.id)
+            return True
+        self.tools.run(["scancel", job.slurm_id], self._cancelled)
+        return True
+
+    def _cancelled(self, result: Result) -> None:
+        if result.returncode != 0:
+            log.warning("scancel failed: %s", commands.error_line(result.stderr))
+        self.poll_soon()
+
+    # -- polling --------------------------------------------------------------------------------
+
+    def poll_soon(self, delay: float = 0.0) -> None:
+        if self.closed:
+            return
+        if self._poll_timer is not None:
+            self._poll_timer.cancel()
+        self._quiet_polls = 0
+        self._poll_timer = self.loop.call_later(delay, self.poll)
+
+    def _next_poll(self) -> None:
+        if self._poll_timer is not None:
+            self._poll_timer.cancel()
+        if not self.in_slurm():
+            self._poll_timer = None
+            return
+        stretch = min(MAX_BACKOFF, 2**self._quiet_polls)
+        self._poll_timer = self.loop.call_later(self.config.poll_interval * stretch, self.poll)
+
+    def in_slurm(self) -> list[Job]:
+        return [j for j in self.running if j.slurm_token]
+
+    def poll(self) -> None:
+        """One ``squeue`` call for every job we have in SLURM."""
+        self._poll_timer = None
+        if self._polling or self.closed or not self.in_slurm():
+            return
+        self._polling = True
+        argv = ["squeue", "--me", "-h", "-r", "-t", "all", "-o", commands.SQUEUE_FORMAT]
+        self.tools.run(argv, self._polled, timeout=max(10.0, self.config.poll_interval))
+
+    def _polled(self, result: Result) -> None:
+        self._polling = False
+        if self.closed:
+            return
+        if result.returncode != 0:
+            self.controller_down = commands.error_line(result.stderr)
+            for job in self.in_slurm():
+                if job.state is JobState.ALLOCATING:
+                    self._set_reason(job, f"SLURM controller not answering ({self.controller_down})")
+            self._quiet_polls += 1
+            self._next_poll()
+            return
+        self.controller_down = ""
+        rows = commands.parse_squeue(result.stdout)
+        changed = self._apply(rows)
+        self._quiet_polls = 0 if changed else self._quiet_polls + 1
+        self._next_poll()
+
+    def _apply(self, rows: list[commands.QueueRow]) -> bool:
+        by_id = {row.id: row for row in rows}
+        by_token: dict[str, list[commands.QueueRow]] = {}
+        for row in rows:
+            if row.token:
+                by_token.setdefault(row.token, []).append(row)
+        changed = False
+        for job in self.in_slurm():
+            if not job.slurm_id:
+                changed |= self._find(job, by_token)
+                continue
+            found = by_id.get(job.slurm_id)
+            changed |= self._missing(job) if found is None else self._update(job, found)
+        return changed
+
+    def _find(self, job: Job, by_token: dict[str, list[commands.QueueRow]]) -> bool:
+        """A job with a token and no SLURM id: in SLURM after all, or to be submitted again."""
+        if job.id not in self.unsubmitted:
+            return False  # its sbatch is still running
+        rows = by_token.get(job.slurm_token or "", [])
+        if rows:
+            array = rows[0].array_job
+            job.slurm_id = array if job.slurm_task is None else f"{array}_{job.slurm_task}"
+            log.info("job %d found in SLURM as %s by its token", job.id, job.slurm_id)
+        elif self.controller_down:
+            return False
+        else:
+            self._resubmit(job)
+        self.unsubmitted.discard(job.id)
+        self.table.record(job)
+        return True
+
+    def _resubmit(self, job: Job) -> None:
+        """Never reached SLURM: back to the queue, at its place, for the next pass."""
+        self.running.remove(job)
+        self._forget(job)
+        job.slurm_token = job.slurm_id = None
+        job.slurm_task = None
+        job.transition(JobState.QUEUED, self.clock())
+        self.table.requeued(job, new_seq=False)
+        self.kick()
+
+    def _update(self, job: Job, row: commands.QueueRow) -> bool:
+        info = {"state": row.state, "partition": row.partition, "node": row.nodes, "gres": row.gres}
+        changed = info != job.slurm_info
+        job.slurm_info = info
+        seen = commands.verdict(row.state, row.reason)
+        if seen.ended:
+            self._end(job, seen)
+            return True
+        if seen.state is JobState.RUNNING and job.state is JobState.ALLOCATING:
+            job.transition(JobState.RUNNING, self.clock())
+            self.started(job)
+            changed = True
+        if job.state is JobState.ALLOCATING:
+            if row.reason == NEVER_SATISFIED:
+                job.reason = "a dependency did not end well"
+                self._cancel_and_skip(job)
+                return True
+            changed |= self._set_reason(job, f"SLURM: {row.reason}" if row.reason else "pending in SLURM")
+        elif changed:
+            self.table.record(job)
+        return changed
+
+    def _missing(self, job: Job) -> bool:
+        """Gone from squeue (SLURM forgets ended jobs after MinJobAge): its status file says."""
+        if read_status(self.status_path(job)) is not None:
+            self._end(job, commands.verdict("COMPLETED"))
+        else:
+            self._end(job, commands.Verdict(JobState.LOST, ended=True, reason="it is no longer in SLURM"))
+        return True
+
+    def _cancel_and_skip(self, job: Job) -> None:
+        if job.slurm_id:
+            self.tools.run(["scancel", job.slurm_id], lambda _: None)
+        self._forget(job)
+        self.events.end(job, JobState.SKIPPED, job.reason)
+
+    def _end(self, job: Job, seen: commands.Verdict) -> None:
+        status_path = self.status_path(job)
+        code = read_status(status_path)
+        self._forget(job)
+        if seen.cancelled and code is None and job.state is JobState.ALLOCATING:
+            why = "killed (ts -k) before it started" if job.killed else "cancelled in SLURM before it started"
+            job.log_path = None  # SLURM never created it
+            self.events.end(job, JobState.SKIPPED, why)
+            return
+        if job.state is JobState.ALLOCATING:  # it ran between two polls
+            job.transition(JobState.RUNNING, self.clock())
+        if seen.state is JobState.LOST:
+            self.events.end(job, JobState.LOST, seen.reason)
+        elif seen.state is JobState.TIMEOUT or (seen.cancelled and job.timed_out):
+            job.timed_out = True
+            self.events.end(
+                job, JobState.FINISHED, code=code, sig=None if code is not None else signal.SIGTERM
+            )
+        elif seen.cancelled and code is None:
+            why = "" if job.killed else "cancelled in SLURM"
+            self.events.end(job, JobState.FINISHED, why, sig=signal.SIGTERM)
+        elif code is None:
+            self.events.end(job, JobState.FINISHED, "SLURM ran it but its exit status was never written")
+        else:
+            self.events.end(job, JobState.FINISHED, code=code)
+        try:
+            os.unlink(status_path)
+        except OSError:
+            pass
+
+    def _forget(self, job: Job) -> None:
+        sub = self.submissions.get(job.slurm_token or "")
+        if sub is not None:
+            sub.live.discard(job.id)
+            if not sub.live:
+                del self.submissions[job.slurm_token or ""]
+        self.unsubmitted.discard(job.id)
+
+    def _set_reason(self, job: Job, reason: str) -> bool:
+        if job.reason == reason:
+            return False
+        job.reason = reason
+        self.table.record(job)
+        return True
+
+    def status_path(self, job: Job) -> str:
+        """Where the batch script writes the exit status: beside the log (or in the runs directory)."""
+        if job.log_path:
+            return job.log_path + STATUS_SUFFIX
+        return os.path.join(self.runs_dir, f"slurm-{job.id}.{job.attempt}{STATUS_SUFFIX}")
+
+    # -- ts -i ----------------------------------------------------------------------------------
+
+    def details(self, job: Job) -> None:
+        """The GPUs SLURM gave a running job (``scontrol -d``), asked when ``ts -i`` wants them."""
+        if job.state is not JobState.RUNNING or not job.slurm_id or not job.slurm_info.get("gres"):
+            return
+        result = self.tools.run_now(["scontrol", "-o", "-d", "show", "job", job.slurm_id], timeout=2.0)
+        for fields in commands.parse_scontrol(result.stdout):
+            gpus = commands.allocated_gpus(fields)
+            if gpus:
+                job.slurm_info = {**job.slurm_info, "gpus": gpus}

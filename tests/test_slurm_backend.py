@@ -1,0 +1,207 @@
+"""The slurm backend end to end: the real ``ts``, the real daemon and a real slurmctld + slurmd
+(``tests/slurm/cluster.sh``; skipped, saying why, where none can run).
+
+Jobs are tiny and the daemon polls every 0.2 s, so each test takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from conftest import Spool, text_of, wait_for
+from slurm_cluster import Cluster, slurm_config
+
+pytestmark = pytest.mark.slurm
+
+
+def cluster_of(spool: Spool) -> Cluster:
+    cluster: Cluster = spool.cluster  # type: ignore[attr-defined]
+    return cluster
+
+
+def squeue(spool: Spool, *args: str) -> list[str]:
+    """Our test's jobs in SLURM: ``id|state|reason|comment`` lines."""
+    done = cluster_of(spool).tool("squeue", "--me", "-h", "-r", "-t", "all", "-o", "%i|%T|%r|%k|%Z", *args)
+    return [line.rsplit("|", 1)[0] for line in done.stdout.splitlines() if line.endswith(str(spool.root))]
+
+
+def test_jobs_run_in_slurm_with_exit_status_output_and_info(slurm_spool: Spool) -> None:
+    ok = slurm_spool.submit("sh", "-c", "echo hello from $SLURM_JOB_ID; echo err >&2")
+    failed = slurm_spool.submit("sh", "-c", "exit 3", opts=("-L", "three"))
+    assert slurm_spool.run("-w", str(ok)).returncode == 0
+    assert slurm_spool.run("-w", str(failed)).returncode == 3
+    job = slurm_spool.job(ok)
+    assert job["state"] == "finished" and job["exit_code"] == 0 and job["slurm_id"]
+    assert slurm_spool.ts("-c", str(ok)) == f"hello from {job['slurm_id']}\nerr\n"
+    tail = slurm_spool.run("-t", str(failed))
+    assert (tail.returncode, tail.stdout) == (3, "")
+    info = slurm_spool.ts("-i", str(failed))
+    assert (
+        re.search(r"^SLURM job: \d+$", info, re.M)
+        and "Partition: debug" in info
+        and "Node: localhost" in info
+    )
+    assert "Exit status: died with exit code 3" in info
+
+
+def test_gpus_are_slurms_and_a_third_job_waits_with_its_reason(slurm_spool: Spool, tmp_path: Path) -> None:
+    slurm_spool.ts("-S", "3")
+    ids = [
+        slurm_spool.submit(
+            "sh", "-c", f'echo "$CUDA_VISIBLE_DEVICES" > {tmp_path}/gpus{i}; sleep 30', opts=("-G", "2")
+        )
+        for i in range(3)
+    ]
+    for i in ids[:2]:
+        slurm_spool.wait_state(i, "running")
+    got = [
+        wait_for(lambda i=i: text_of(tmp_path / f"gpus{i}").strip(), what=f"job {i}'s GPUs") for i in (0, 1)
+    ]
+    assert sorted(",".join(got).split(",")) == ["0", "1", "2", "3"]
+    waiting = slurm_spool.wait_state(ids[2], "allocating")
+    wait_for(lambda: "Resources" in (slurm_spool.job(ids[2])["reason"] or ""), what="SLURM's reason")
+    assert "allocating (Resources)" in slurm_spool.ts("-l")
+    assert waiting["slurm_id"]
+    info = slurm_spool.ts("-i", str(ids[0]))
+    assert "SLURM GPUs: gres:gpu:2 (GPUs " in info
+    # -k: scancel, of a running job and of one SLURM keeps pending
+    for i in (ids[2], ids[0]):  # the pending one first: it would start on the GPUs freed
+        slurm_spool.ts("-k", str(i))
+    assert slurm_spool.run("-w", str(ids[0])).returncode == 255
+    assert slurm_spool.job(ids[0])["signal"] == "SIGTERM"
+    assert slurm_spool.wait_state(ids[2], "skipped")["reason"] == "killed (ts -k) before it started"
+    slurm_spool.ts("-k", str(ids[1]))
+    slurm_spool.wait_state(ids[1], "finished")
+
+
+def test_a_sweep_is_one_job_array_throttled_by_S(slurm_spool: Spool, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        'name = "s"\ncommand = "echo run %(i) attempt $TS_ATTEMPT $TS_ARGS"\n[[grid]]\ni = '
+        + str(list(range(20)))
+        + "\n"
+    )
+    slurm_spool.ts("-S", "4")
+    ids = [int(i) for i in slurm_spool.ts("sweep", str(sweep)).split()]
+    assert len(ids) == 20
+    wait_for(lambda: all(j["state"] == "finished" for j in slurm_spool.jobs()), timeout=60, what="the sweep")
+    jobs = {j["id"]: j for j in slurm_spool.jobs()}
+    arrays = {jobs[i]["slurm_id"].split("_")[0] for i in ids}
+    assert len(arrays) == 1, f"one job array, not {arrays}"
+    (array,) = arrays
+    shown = cluster_of(slurm_spool).tool("scontrol", "-o", "show", "job", f"{array}_0").stdout
+    assert "ArrayTaskThrottle=4" in shown
+    for n, i in enumerate(ids):
+        assert jobs[i]["slurm_id"] == f"{array}_{n}"
+        assert text_of(Path(jobs[i]["output"])) == f'run {n} attempt 1 {{"i": {n}}}\n'
+        assert jobs[i]["exit_code"] == 0
+
+
+def test_time_limit_ends_in_timeout(slurm_spool: Spool) -> None:
+    job = slurm_spool.submit("sleep", "60", opts=("--time", "2s"))
+    assert slurm_spool.run("-w", str(job)).returncode == 124
+    assert slurm_spool.job(job)["state"] == "timeout"
+
+
+def test_dependencies_retry_and_skip_if_exists(slurm_spool: Spool, tmp_path: Path) -> None:
+    slurm_spool.ts("-S", "3")
+    first = slurm_spool.submit("sh", "-c", "sleep 1; exit 1")
+    after_any = slurm_spool.submit("echo", "ran after", opts=("-D", str(first)))
+    after_ok = slurm_spool.submit("echo", "never", opts=("-W", str(first)))
+    # The dependants went to SLURM with --dependency at once: it holds them.
+    wait_for(lambda: slurm_spool.job(after_any)["slurm_id"], what="the dependant in SLURM")
+    assert slurm_spool.run("-w", str(after_any)).returncode == 0
+    assert slurm_spool.wait_state(after_ok, "skipped")["reason"] == "a dependency did not end well"
+    flaky = slurm_spool.submit("sh", "-c", '[ "$TS_ATTEMPT" = 2 ]', opts=("--retry", "1"))
+    assert slurm_spool.run("-w", str(flaky)).returncode == 0
+    job = slurm_spool.job(flaky)
+    assert job["attempt"] == 2 and job["attempts"][0]["exit_code"] == 1
+    (tmp_path / "DONE").write_text("")
+    skipped = slurm_spool.submit("echo", "x", opts=("--skip-if-exists", str(tmp_path / "DONE")))
+    assert slurm_spool.wait_state(skipped, "skipped")["slurm_id"] is None
+
+
+def test_what_sbatch_refuses_queues_nothing(slurm_spool: Spool) -> None:
+    slurm_spool.submit("true")
+    refused = slurm_spool.run("-G", "9", "true")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert refused.stderr == "ts: sbatch: allocation failure: Requested node configuration is not available\n"
+    refused = slurm_spool.run("-g", "0", "true")
+    assert refused.stderr == "ts: -g is not available with the slurm backend\n"
+    slurm_spool.ts("-K")
+    bad = slurm_config(slurm_spool.root, partition="nope")
+    refused = slurm_spool.run("echo", "x")  # a new daemon, with the bad partition in its config
+    assert refused.returncode != 0 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "Invalid partition name specified" in refused.stderr, bad
+    assert [j["id"] for j in slurm_spool.jobs()] == [0]
+
+
+def test_a_bad_config_key_is_one_line(slurm_spool: Spool) -> None:
+    path = slurm_spool.root / "bad.toml"
+    path.write_text('backend = "slurm"\n[slurm]\npartiton = "gpu"\n')
+    done = slurm_spool.run("-l", env={"TS_CONFIG": str(path)})
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"{path}:3: unknown [slurm] key 'partiton'" in done.stderr
+
+
+def test_kill_9_mid_sweep_every_run_ends_once(slurm_spool: Spool, tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        f'name = "k"\ncommand = "sleep 1; echo x >> {marks}/%(i)"\n[[grid]]\ni = {list(range(12))}\n'
+    )
+    slurm_spool.ts("-S", "3")
+    ids = [int(i) for i in slurm_spool.ts("sweep", str(sweep)).split()]
+    wait_for(lambda: any(j["state"] == "running" for j in slurm_spool.jobs()), what="a run to start")
+    slurm_spool.kill_daemon()
+    more = slurm_spool.submit("echo", "after the restart")  # a new daemon, which adopts the sweep
+    wait_for(lambda: all(j["state"] == "finished" for j in slurm_spool.jobs()), timeout=90, what="every run")
+    for n in range(12):
+        assert text_of(marks / str(n)) == "x\n", f"run {n} ran {text_of(marks / str(n)).count('x')} times"
+    assert {j["exit_code"] for j in slurm_spool.jobs()} == {0}
+    assert len(ids) == 12 and more == 12
+
+
+def test_daemon_killed_between_sbatch_and_the_journal_never_submits_twice(
+    slurm_spool: Spool, tmp_path: Path
+) -> None:
+    # A sbatch that submits, then hangs: the daemon is killed before it hears the id.
+    bindir = tmp_path / "slowbin"
+    bindir.mkdir()
+    real = os.popen("command -v sbatch").read().strip()
+    (bindir / "sbatch").write_text(f'#!/bin/sh\n{real} "$@"\nsleep 60\n')
+    (bindir / "sbatch").chmod(0o755)
+    path = f"{bindir}:{os.environ['PATH']}"
+    job = slurm_spool.submit("sh", "-c", f"echo once >> {tmp_path}/ran", env={"PATH": path})
+    wait_for(lambda: squeue(slurm_spool), what="the job in SLURM")
+    assert slurm_spool.job(job)["slurm_id"] is None  # submitted, but the daemon does not know it
+    slurm_spool.kill_daemon()
+    assert slurm_spool.run("-w", str(job)).returncode == 0  # a new daemon, with the real sbatch
+    assert text_of(tmp_path / "ran") == "once\n"
+    assert len(squeue(slurm_spool)) == 1
+
+
+def test_a_controller_that_does_not_answer_makes_jobs_wait(slurm_spool: Spool) -> None:
+    cluster = cluster_of(slurm_spool)
+    first = slurm_spool.submit("true")
+    assert slurm_spool.run("-w", str(first)).returncode == 0
+    cluster.script("stop-controller")
+    try:
+        job = slurm_spool.submit("echo", "queued while the controller was down")
+        reason = wait_for(
+            lambda: (
+                "not answering" in (slurm_spool.job(job)["reason"] or "") and slurm_spool.job(job)["reason"]
+            ),
+            timeout=60,
+            what="the reason",
+        )
+        assert slurm_spool.job(job)["state"] == "allocating", reason
+    finally:
+        cluster.script("start-controller")
+    assert slurm_spool.run("-w", str(job), timeout=120).returncode == 0
+    assert json.loads(slurm_spool.ts("-M", "json"))[-1]["exit_code"] == 0
