@@ -18,13 +18,13 @@ from spooler.daemon.slurm.script import Task, batch_script, read_status
 from spooler.jobs import Job, JobState
 
 SQUEUE = """\
-5|5|FAILED|NonZeroExitCode|debug|localhost|N/A|(null)
-3|3|PENDING|Resources|debug||gres:gpu:2|ts:ccc
-4_2|4|PENDING|JobArrayTaskLimit|debug||N/A|ts:arr
-1|1|RUNNING|None|debug|localhost|gres:gpu:2|ts:abc
-4_0|4|RUNNING|None|debug|localhost|N/A|ts:arr
-12|12|CANCELLED|None|debug|localhost|N/A|ts:x
-7|7|PENDING|Priority|debug||N/A|a|comment|with bars
+5|5|FAILED|NonZeroExitCode|debug|localhost|N/A|2026-12-02T14:25:18|2026-12-02T14:25:18|(null)
+3|3|PENDING|Resources|debug||gres:gpu:2|2027-12-02T14:25:18|2028-12-01T14:25:18|ts:ccc
+4_2|4|PENDING|JobArrayTaskLimit|debug||N/A|N/A|N/A|ts:arr
+1|1|RUNNING|None|debug|localhost|gres:gpu:2|2026-12-02T14:25:18|2027-12-02T14:25:18|ts:abc
+4_0|4|RUNNING|None|debug|localhost|N/A|2026-12-02T14:25:18|Unknown|ts:arr
+12|12|CANCELLED|None|debug|localhost|N/A|2026-12-02T14:25:23|2026-12-02T14:25:24|ts:x
+7|7|PENDING|Priority|debug||N/A|N/A|N/A|a|comment|with bars
 """
 
 SCONTROL = (
@@ -43,6 +43,9 @@ def test_squeue_rows() -> None:
     assert rows[1].token == "ccc" and rows[0].token is None and rows[0].comment == ""
     assert rows[2].array_job == "4" and rows[2].token == "arr"
     assert rows[6].comment == "a|comment|with bars" and rows[6].token is None
+    start, end = commands.timestamp(rows[5].start), commands.timestamp(rows[5].end)
+    assert start is not None and end == start + 1
+    assert commands.timestamp(rows[2].start) is None and commands.timestamp(rows[4].end) is None
 
 
 def test_scontrol_keys_and_values_with_spaces() -> None:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +28,8 @@ from spooler.daemon.events import Events
 from spooler.daemon.launcher.spec import Launch
 from spooler.daemon.running import RunningJobs
 from spooler.daemon.slurm import commands
-from spooler.daemon.slurm.script import STATUS_SUFFIX, read_status
+from spooler.daemon.slurm.ending import end_job, status_path
+from spooler.daemon.slurm.script import read_status
 from spooler.daemon.slurm.tools import Result, Tools
 from spooler.daemon.table import JobTable
 from spooler.jobs import Job, JobState
@@ -39,6 +38,7 @@ log = logging.getLogger("spooler")
 
 MAX_BACKOFF = 8  # polls stretch to this many intervals while nothing changes
 NEVER_SATISFIED = "DependencyNeverSatisfied"
+STATUS_GRACE = 10.0  # seconds an ended job's exit status may take to show on a shared file system
 
 
 @dataclass
@@ -84,6 +84,8 @@ class SlurmBackend:
         self._polling = False
         self._quiet_polls = 0
         self._cancel_when_submitted: set[int] = set()
+        self._asked_sacct: set[int] = set()  # jobs gone from squeue, being looked up in accounting
+        self._no_status_since: dict[int, float] = {}  # ended, exit status not visible yet
         self.closed = False
 
     # -- the Backend seam (spooler.daemon.dispatch) -------------------------------------------
@@ -286,10 +288,12 @@ class SlurmBackend:
         job.slurm_info = info
         seen = commands.verdict(row.state, row.reason)
         if seen.ended:
-            self._end(job, seen)
+            if self._status_late(job, seen):
+                return False
+            self._end(job, seen, commands.timestamp(row.start), commands.timestamp(row.end))
             return True
         if seen.state is JobState.RUNNING and job.state is JobState.ALLOCATING:
-            job.transition(JobState.RUNNING, self.clock())
+            job.transition(JobState.RUNNING, commands.timestamp(row.start) or self.clock())
             self.started(job)
             changed = True
         if job.state is JobState.ALLOCATING:
@@ -303,12 +307,37 @@ class SlurmBackend:
         return changed
 
     def _missing(self, job: Job) -> bool:
-        """Gone from squeue (SLURM forgets ended jobs after MinJobAge): its status file says."""
+        """Gone from squeue (SLURM forgets ended jobs after MinJobAge): its status file says,
+        else accounting (``sacct``) where it is on, else it is lost."""
         if read_status(self.status_path(job)) is not None:
             self._end(job, commands.verdict("COMPLETED"))
+            return True
+        if job.id not in self._asked_sacct:
+            self._asked_sacct.add(job.id)
+            argv = [
+                "sacct",
+                "-X",
+                "-n",
+                "-P",
+                "-o",
+                ",".join(commands.SACCT_FIELDS),
+                "-j",
+                job.slurm_id or "",
+            ]
+            self.tools.run(argv, lambda result: self._accounted(job, result))
+        return False
+
+    def _accounted(self, job: Job, result: Result) -> None:
+        self._asked_sacct.discard(job.id)
+        if job not in self.running or self.closed:
+            return
+        rows = [r for r in commands.parse_sacct(result.stdout) if r.id == job.slurm_id]
+        if result.returncode == 0 and rows:
+            self._end(job, commands.verdict(rows[-1].state, rows[-1].reason))
+        elif result.returncode != 0 and commands.controller_unreachable(result.stderr):
+            return  # asked again at the next poll
         else:
             self._end(job, commands.Verdict(JobState.LOST, ended=True, reason="it is no longer in SLURM"))
-        return True
 
     def _cancel_and_skip(self, job: Job) -> None:
         if job.slurm_id:
@@ -316,35 +345,24 @@ class SlurmBackend:
         self._forget(job)
         self.events.end(job, JobState.SKIPPED, job.reason)
 
-    def _end(self, job: Job, seen: commands.Verdict) -> None:
-        status_path = self.status_path(job)
-        code = read_status(status_path)
+    def _status_late(self, job: Job, seen: commands.Verdict) -> bool:
+        """Ended in SLURM but no exit status to read yet: on a shared file system the file may
+        show a moment later, so it is waited for (a while) before the job ends without it."""
+        if (
+            seen.state is not JobState.FINISHED
+            or seen.cancelled
+            or read_status(self.status_path(job)) is not None
+        ):
+            return False
+        first = self._no_status_since.setdefault(job.id, self.clock())
+        return self.clock() - first < STATUS_GRACE
+
+    def _end(
+        self, job: Job, seen: commands.Verdict, start: float | None = None, end: float | None = None
+    ) -> None:
         self._forget(job)
-        if seen.cancelled and code is None and job.state is JobState.ALLOCATING:
-            why = "killed (ts -k) before it started" if job.killed else "cancelled in SLURM before it started"
-            job.log_path = None  # SLURM never created it
-            self.events.end(job, JobState.SKIPPED, why)
-            return
-        if job.state is JobState.ALLOCATING:  # it ran between two polls
-            job.transition(JobState.RUNNING, self.clock())
-        if seen.state is JobState.LOST:
-            self.events.end(job, JobState.LOST, seen.reason)
-        elif seen.state is JobState.TIMEOUT or (seen.cancelled and job.timed_out):
-            job.timed_out = True
-            self.events.end(
-                job, JobState.FINISHED, code=code, sig=None if code is not None else signal.SIGTERM
-            )
-        elif seen.cancelled and code is None:
-            why = "" if job.killed else "cancelled in SLURM"
-            self.events.end(job, JobState.FINISHED, why, sig=signal.SIGTERM)
-        elif code is None:
-            self.events.end(job, JobState.FINISHED, "SLURM ran it but its exit status was never written")
-        else:
-            self.events.end(job, JobState.FINISHED, code=code)
-        try:
-            os.unlink(status_path)
-        except OSError:
-            pass
+        self._no_status_since.pop(job.id, None)
+        end_job(self.events, job, seen, self.status_path(job), start or self.clock(), end)
 
     def _forget(self, job: Job) -> None:
         sub = self.submissions.get(job.slurm_token or "")
@@ -362,10 +380,7 @@ class SlurmBackend:
         return True
 
     def status_path(self, job: Job) -> str:
-        """Where the batch script writes the exit status: beside the log (or in the runs directory)."""
-        if job.log_path:
-            return job.log_path + STATUS_SUFFIX
-        return os.path.join(self.runs_dir, f"slurm-{job.id}.{job.attempt}{STATUS_SUFFIX}")
+        return status_path(job, self.runs_dir)
 
     # -- ts -i ----------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ an explicit format, ``sacct -X -n -P`` and ``scontrol -o show job``.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 from spooler.jobs import JobState
@@ -16,8 +17,19 @@ from spooler.jobs import JobState
 TOKEN_PREFIX = "ts:"  # our jobs carry "ts:<token>" in --comment: how a new daemon finds them
 
 # squeue: one line per job, one per array task (-r), the comment last since others' may hold "|".
-SQUEUE_FIELDS = ("id", "array_job", "state", "reason", "partition", "nodes", "gres", "comment")
-SQUEUE_FORMAT = "%i|%F|%T|%r|%P|%N|%b|%k"
+SQUEUE_FIELDS = (
+    "id",
+    "array_job",
+    "state",
+    "reason",
+    "partition",
+    "nodes",
+    "gres",
+    "start",
+    "end",
+    "comment",
+)
+SQUEUE_FORMAT = "%i|%F|%T|%r|%P|%N|%b|%S|%e|%k"
 SACCT_FIELDS = ("JobID", "State", "ExitCode", "Reason")
 
 
@@ -131,6 +143,8 @@ class QueueRow:
     partition: str
     nodes: str
     gres: str
+    start: str  # when it started (or, while it is pending, is expected to)
+    end: str
     comment: str
 
     @property
@@ -147,6 +161,14 @@ def parse_squeue(stdout: str) -> list[QueueRow]:
         values = ["" if p in ("(null)", "N/A") else p.strip() for p in parts]
         rows.append(QueueRow(*values))
     return rows
+
+
+def timestamp(text: str) -> float | None:
+    """SLURM's local time ``2026-12-02T14:25:18`` as seconds since the epoch."""
+    try:
+        return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None  # "N/A", "Unknown", ""
 
 
 @dataclass(frozen=True)
