@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Spool, text_of, wait_for
+from conftest import BIN, Spool, text_of, wait_for
 from slurm_cluster import Cluster, slurm_config
 
 pytestmark = pytest.mark.slurm
@@ -205,3 +206,37 @@ def test_a_controller_that_does_not_answer_makes_jobs_wait(slurm_spool: Spool) -
         cluster.script("start-controller")
     assert slurm_spool.run("-w", str(job), timeout=120).returncode == 0
     assert json.loads(slurm_spool.ts("-M", "json"))[-1]["exit_code"] == 0
+
+
+def test_the_readme_section(slurm_spool: Spool, tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## On a SLURM cluster\n", 1)[1].split("\n## ", 1)[0]
+    config, commands = (re.findall(rf"```{kind}\n(.*?)```", section, re.S)[0] for kind in ("toml", "sh"))
+    sweep = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if "[[grid]]" in b)
+    (slurm_spool.root / "sweep.toml").write_text(sweep)
+    (tmp_path / "config.toml").write_text(re.sub(r"poll_interval = \d+", "poll_interval = 0.2", config))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "python").write_text(  # stands in for train.py: makes its --out directory, takes 2 s
+        '#!/bin/sh\nfor a; do case "$prev" in --out) mkdir -p "$a";; esac; prev=$a; done\nsleep 2\n'
+    )
+    (bindir / "python").chmod(0o755)
+    env = {"PATH": f"{bindir}:{BIN}:{slurm_spool.env['PATH']}"}
+    outputs = []
+    for line in commands.splitlines():
+        code = line.split("  #")[0].strip()
+        done = subprocess.run(
+            ["sh", "-c", code], env={**slurm_spool.env, **env}, cwd=slurm_spool.root,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0 and "Traceback" not in done.stderr, f"{code}: {done.stderr}"
+        outputs.append(done.stdout)
+    assert outputs[1] == "0\n" and outputs[2].split() == ["1", "2", "3", "4", "5"]
+    assert re.search(r"^SLURM job: \d+$", outputs[5], re.M) and "GPUs required: 1 GPU(s)" in outputs[5]
+    assert outputs[-1] == "0\n"
+    jobs = {j["id"]: j for j in slurm_spool.jobs()}
+    assert len({jobs[i]["slurm_id"].split("_")[0] for i in range(1, 6) if jobs[i]["slurm_id"]}) == 1
+    assert jobs[5]["state"] in ("skipped", "finished") and jobs[5]["exit_code"] != 0, (
+        jobs[5]["reason"],
+        jobs[5]["slurm_id"],
+    )

@@ -189,9 +189,9 @@ class Spooler:
 
     def has_started(self, job: Job) -> bool:
         """Its process runs: the launcher reported it (so its log exists), or it was adopted."""
-        return job.state is JobState.RUNNING and (
-            job.shim_pid is not None or job.pid is not None or job.slurm_id is not None
-        )
+        if self.slurm is not None:
+            return self.slurm.has_started(job)
+        return job.state is JobState.RUNNING and (job.shim_pid is not None or job.pid is not None)
 
     # -- queueing ----------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ log = logging.getLogger("spooler")
 
 MAX_BACKOFF = 8  # polls stretch to this many intervals while nothing changes
 NEVER_SATISFIED = "DependencyNeverSatisfied"
+ANNOUNCE_TRIES = 200  # 10 s for a running job's log to appear on the shared file system
 STATUS_GRACE = 10.0  # seconds an ended job's exit status may take to show on a shared file system
 
 
@@ -84,6 +86,9 @@ class SlurmBackend:
         self._polling = False
         self._quiet_polls = 0
         self._cancel_when_submitted: set[int] = set()
+        self._poll_seq = 0  # squeue calls started so far
+        self._learnt: dict[int, int] = {}  # job id -> the last squeue started when its id (or failure) came
+        self.announced: set[int] = set()  # running jobs whose start was told (their log exists)
         self._asked_sacct: set[int] = set()  # jobs gone from squeue, being looked up in accounting
         self._no_status_since: dict[int, float] = {}  # ended, exit status not visible yet
         self.closed = False
@@ -139,6 +144,7 @@ class SlurmBackend:
                 self.controller_down = ""
                 for job in jobs:
                     job.slurm_id = slurm_id if sub.request.tasks is None else f"{slurm_id}_{job.slurm_task}"
+                    self._learnt[job.id] = self._poll_seq
                     job.reason = "submitted to SLURM"
                     self.table.record(job)
                     if job.id in self._cancel_when_submitted:
@@ -153,6 +159,7 @@ class SlurmBackend:
             self.controller_down = problem
             for job in jobs:
                 self.unsubmitted.add(job.id)
+                self._learnt[job.id] = self._poll_seq
                 self._set_reason(job, f"SLURM controller not answering ({problem}); will retry")
             self.poll_soon()
             return
@@ -170,11 +177,27 @@ class SlurmBackend:
                 by_token.setdefault(job.slurm_token, []).append(job)
             if not job.slurm_id:
                 self.unsubmitted.add(job.id)
+            elif job.state is JobState.RUNNING:
+                self._announce(job)
         for token, members in by_token.items():
             request = commands.Request(name="", cwd="", output="", token=token)
             throttle = max(1, min(len(members), self.table.settings.slots))
             self.submissions[token] = Submission(members, request, "", {}, throttle, {j.id for j in members})
         self.poll_soon()
+
+    def _announce(self, job: Job, tries: int = 0) -> None:
+        """Tell who waits for the job's start, once its log exists: SLURM says RUNNING when it
+        has allocated the job, a moment before the node has started it (``ts -t`` reads the log)."""
+        if job not in self.running or job.state is not JobState.RUNNING:
+            return
+        if job.log_path and not os.path.exists(job.log_path) and tries < ANNOUNCE_TRIES:
+            self.loop.call_later(0.05, self._announce, job, tries + 1)
+            return
+        self.announced.add(job.id)
+        self.started(job)
+
+    def has_started(self, job: Job) -> bool:
+        return job.id in self.announced
 
     # -- cancelling -----------------------------------------------------------------------------
 
@@ -219,6 +242,7 @@ class SlurmBackend:
         if self._polling or self.closed or not self.in_slurm():
             return
         self._polling = True
+        self._poll_seq += 1
         argv = ["squeue", "--me", "-h", "-r", "-t", "all", "-o", commands.SQUEUE_FORMAT]
         self.tools.run(argv, self._polled, timeout=max(10.0, self.config.poll_interval))
 
@@ -236,11 +260,13 @@ class SlurmBackend:
             return
         self.controller_down = ""
         rows = commands.parse_squeue(result.stdout)
-        changed = self._apply(rows)
+        changed = self._apply(rows, self._poll_seq)
         self._quiet_polls = 0 if changed else self._quiet_polls + 1
         self._next_poll()
 
-    def _apply(self, rows: list[commands.QueueRow]) -> bool:
+    def _apply(self, rows: list[commands.QueueRow], seq: int) -> bool:
+        """What one squeue said.  A job whose id (or whose failed sbatch) we learnt while this
+        squeue ran may be missing from it without being gone: the next one judges it."""
         by_id = {row.id: row for row in rows}
         by_token: dict[str, list[commands.QueueRow]] = {}
         for row in rows:
@@ -249,16 +275,19 @@ class SlurmBackend:
         changed = False
         for job in self.in_slurm():
             if not job.slurm_id:
-                changed |= self._find(job, by_token)
+                changed |= self._find(job, by_token, seq)
                 continue
             found = by_id.get(job.slurm_id)
-            changed |= self._missing(job) if found is None else self._update(job, found)
+            if found is not None:
+                changed |= self._update(job, found)
+            elif self._learnt.get(job.id, -1) < seq:
+                changed |= self._missing(job)
         return changed
 
-    def _find(self, job: Job, by_token: dict[str, list[commands.QueueRow]]) -> bool:
+    def _find(self, job: Job, by_token: dict[str, list[commands.QueueRow]], seq: int) -> bool:
         """A job with a token and no SLURM id: in SLURM after all, or to be submitted again."""
-        if job.id not in self.unsubmitted:
-            return False  # its sbatch is still running
+        if job.id not in self.unsubmitted or self._learnt.get(job.id, -1) >= seq:
+            return False  # its sbatch is still running, or ended while this squeue ran
         rows = by_token.get(job.slurm_token or "", [])
         if rows:
             array = rows[0].array_job
@@ -294,14 +323,15 @@ class SlurmBackend:
             return True
         if seen.state is JobState.RUNNING and job.state is JobState.ALLOCATING:
             job.transition(JobState.RUNNING, commands.timestamp(row.start) or self.clock())
-            self.started(job)
+            self._announce(job)
             changed = True
         if job.state is JobState.ALLOCATING:
             if row.reason == NEVER_SATISFIED:
                 job.reason = "a dependency did not end well"
                 self._cancel_and_skip(job)
                 return True
-            changed |= self._set_reason(job, f"SLURM: {row.reason}" if row.reason else "pending in SLURM")
+            waits = row.reason not in ("", "None")
+            changed |= self._set_reason(job, f"SLURM: {row.reason}" if waits else "pending in SLURM")
         elif changed:
             self.table.record(job)
         return changed
@@ -311,6 +341,10 @@ class SlurmBackend:
         else accounting (``sacct``) where it is on, else it is lost."""
         if read_status(self.status_path(job)) is not None:
             self._end(job, commands.verdict("COMPLETED"))
+            return True
+        if job.killed or job.timed_out:
+            # We cancelled it: a pending task of a job array leaves no record when cancelled.
+            self._end(job, commands.verdict("CANCELLED"))
             return True
         if job.id not in self._asked_sacct:
             self._asked_sacct.add(job.id)
@@ -371,6 +405,8 @@ class SlurmBackend:
             if not sub.live:
                 del self.submissions[job.slurm_token or ""]
         self.unsubmitted.discard(job.id)
+        self.announced.discard(job.id)
+        self._learnt.pop(job.id, None)
 
     def _set_reason(self, job: Job, reason: str) -> bool:
         if job.reason == reason:
