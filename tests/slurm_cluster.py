@@ -47,7 +47,7 @@ class Cluster:
 
     def cancel_under(self, root: Path) -> None:
         """scancel every job whose working directory is under ``root`` (a test's own)."""
-        listed = self.tool("squeue", "--me", "-h", "-o", "%i|%Z")
+        listed = self.tool("squeue", "--me", "-h", "-o", "%F|%Z")  # an array once, by its own id
         ids = [
             line.split("|")[0]
             for line in listed.stdout.splitlines()
