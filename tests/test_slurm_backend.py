@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -240,3 +241,19 @@ def test_the_readme_section(slurm_spool: Spool, tmp_path: Path) -> None:
         jobs[5]["reason"],
         jobs[5]["slurm_id"],
     )
+
+
+def test_the_python_api_sweeps_in_slurm(slurm_spool: Spool) -> None:
+    code = (
+        "from spooler import Client\n"
+        "with Client() as ts:\n"
+        "    ids = ts.sweep('echo lr=%(lr)', [{'lr': lr} for lr in (0.1, 0.01, 0.001)], name='api')\n"
+        "    print([ts.wait(i) for i in ids], sorted({ts.job(i)['slurm_id'].split('_')[0] for i in ids}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=slurm_spool.env, cwd=slurm_spool.root,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    statuses, arrays = done.stdout.rsplit("] [", 1)
+    assert statuses == "[0, 0, 0" and arrays.count("'") == 2  # one job array

@@ -40,6 +40,7 @@ log = logging.getLogger("spooler")
 MAX_BACKOFF = 8  # polls stretch to this many intervals while nothing changes
 NEVER_SATISFIED = "DependencyNeverSatisfied"
 ANNOUNCE_TRIES = 200  # 10 s for a running job's log to appear on the shared file system
+ABSENT_POLLS = 3  # a job is gone from SLURM once this many squeue calls in a row missed it
 STATUS_GRACE = 10.0  # seconds an ended job's exit status may take to show on a shared file system
 
 
@@ -88,6 +89,7 @@ class SlurmBackend:
         self._cancel_when_submitted: set[int] = set()
         self._poll_seq = 0  # squeue calls started so far
         self._learnt: dict[int, int] = {}  # job id -> the last squeue started when its id (or failure) came
+        self._absent: dict[int, int] = {}  # job id -> squeue calls in a row that did not list it
         self.announced: set[int] = set()  # running jobs whose start was told (their log exists)
         self._asked_sacct: set[int] = set()  # jobs gone from squeue, being looked up in accounting
         self._no_status_since: dict[int, float] = {}  # ended, exit status not visible yet
@@ -279,9 +281,14 @@ class SlurmBackend:
                 continue
             found = by_id.get(job.slurm_id)
             if found is not None:
+                self._absent.pop(job.id, None)
                 changed |= self._update(job, found)
             elif self._learnt.get(job.id, -1) < seq:
-                changed |= self._missing(job)
+                # A task of a job array may be missing from one squeue while SLURM splits it
+                # off the array's record: only a job missing from several is gone.
+                self._absent[job.id] = self._absent.get(job.id, 0) + 1
+                if self._absent[job.id] >= ABSENT_POLLS:
+                    changed |= self._missing(job)
         return changed
 
     def _find(self, job: Job, by_token: dict[str, list[commands.QueueRow]], seq: int) -> bool:
@@ -407,6 +414,7 @@ class SlurmBackend:
         self.unsubmitted.discard(job.id)
         self.announced.discard(job.id)
         self._learnt.pop(job.id, None)
+        self._absent.pop(job.id, None)
 
     def _set_reason(self, job: Job, reason: str) -> bool:
         if job.reason == reason:

@@ -13,6 +13,7 @@ goes to SLURM at once; one that may still be retried (a new SLURM job) keeps it 
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from itertools import groupby
@@ -27,6 +28,8 @@ from spooler.daemon.slurm.backend import SlurmBackend, Submission
 from spooler.daemon.slurm.script import Task, batch_script
 from spooler.daemon.terminals import close_pair
 from spooler.jobs import Job, JobState
+
+log = logging.getLogger("spooler")
 
 # Per-task variables: what differs between the runs of a sweep.
 _DAEMON_VARIABLES = ("SLURM_CONF", "PATH")
@@ -122,6 +125,10 @@ class SlurmDispatcher(Dispatcher):
         if array:
             request = _with_array(request, len(jobs), throttle)
         sub = Submission(jobs, request, batch_script(tasks), shared, throttle)
+        try:
+            self.table.store.commit()  # the intent is on disk before SLURM hears of the jobs
+        except OSError as exc:
+            log.error("could not sync the save-list before sbatch: %s", exc)
         self.slurm.submit(sub)
 
     def _dependencies(self, job: Job) -> tuple[tuple[str, ...], tuple[str, ...]]:

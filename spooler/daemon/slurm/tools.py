@@ -66,8 +66,11 @@ class Tools:
             self.loop.call_soon(done, Result(-1, "", f"{argv[0]}: command not found"))
             return
         source = os.memfd_create("ts-slurm-stdin", os.MFD_CLOEXEC)  # a script larger than a pipe
-        out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        # Only our ends do not block: a tool writing to a full pipe must wait, not fail.
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(out_r, False)
+        os.set_blocking(err_r, False)
         try:
             os.write(source, stdin.encode())
             os.lseek(source, 0, os.SEEK_SET)
