@@ -172,6 +172,9 @@ class Job:
 
     def to_record(self) -> dict[str, Any]:
         record = {f.name: getattr(self, f.name) for f in _FIELDS}
+        for name in _SPARSE:
+            if not record[name] and record[name] != 0:
+                del record[name]  # unset: a local job's record is no larger for them
         record["state"] = self.state.value
         # msgpack map keys must be str for strict decoding
         record["dep_outcomes"] = {str(k): v for k, v in self.dep_outcomes.items()}
@@ -188,6 +191,7 @@ class Job:
 
 
 _FIELDS = dataclasses.fields(Job)
+_SPARSE = ("slurm_token", "slurm_task", "slurm_id", "slurm_info")  # recorded only when set
 
 
 def signal_name(number: int) -> str:

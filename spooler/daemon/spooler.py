@@ -137,6 +137,11 @@ class Spooler:
                     job.state = JobState.ALLOCATING
             was_running = [j for j in was_running if not j.slurm_token]
             self.slurm.adopt(in_slurm)
+        else:
+            for job in [j for j in self.table.queue if j.slurm_token]:
+                # In SLURM under an earlier daemon: never run here a second time.
+                why = "it was sent to SLURM; this daemon runs jobs locally (TS_BACKEND=slurm follows it)"
+                self.events.end(job, JobState.SKIPPED, why)
         logs = exits.read(self.runs_dir)
         for job in was_running:
             self.reaper.recover(job, logs)
@@ -265,7 +270,9 @@ class Spooler:
     # -- the user's actions ------------------------------------------------------------------
 
     def remove(self, job: Job) -> None:
-        if job.state is JobState.RUNNING or job in self.running:
+        if job in self.running and job.state is not JobState.RUNNING:
+            raise RequestError(E_INVALID, f"job {job.id} is in SLURM; kill it first (ts -k {job.id})")
+        if job.state is JobState.RUNNING:
             raise RequestError(E_INVALID, f"job {job.id} is running; kill it first (ts -k {job.id})")
         self.events.removed(job)
 

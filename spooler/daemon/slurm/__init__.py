@@ -11,6 +11,7 @@ compiled against one SLURM release).  The files, all in the daemon:
   writes its exit status beside its log, so results never depend on ``sacct``;
 - ``tools``: running those tools off the event loop, with a time limit;
 - ``ending``: how a job SLURM ran ends here (its exit status, who cancelled it);
+- ``polling``: the timer of the one ``squeue`` call, with its back-off;
 - ``backend``: submitting, polling (one ``squeue`` call for all jobs), cancelling and finding
   our jobs again after a restart (by the token each carries in ``--comment``);
 - ``dispatch``: the scheduling pass of a daemon whose jobs go to SLURM.

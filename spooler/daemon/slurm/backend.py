@@ -30,6 +30,7 @@ from spooler.daemon.launcher.spec import Launch
 from spooler.daemon.running import RunningJobs
 from spooler.daemon.slurm import commands
 from spooler.daemon.slurm.ending import end_job, status_path
+from spooler.daemon.slurm.polling import Poller
 from spooler.daemon.slurm.script import read_status
 from spooler.daemon.slurm.tools import Result, Tools
 from spooler.daemon.table import JobTable
@@ -37,7 +38,6 @@ from spooler.jobs import Job, JobState
 
 log = logging.getLogger("spooler")
 
-MAX_BACKOFF = 8  # polls stretch to this many intervals while nothing changes
 NEVER_SATISFIED = "DependencyNeverSatisfied"
 ANNOUNCE_TRIES = 200  # 10 s for a running job's log to appear on the shared file system
 ABSENT_POLLS = 3  # a job is gone from SLURM once this many squeue calls in a row missed it
@@ -83,11 +83,10 @@ class SlurmBackend:
         self.submissions: dict[str, Submission] = {}  # token -> what went out under it
         self.unsubmitted: set[int] = set()  # job ids with a token and no SLURM id, to look for
         self.controller_down = ""  # why the last call failed, while the controller does not answer
-        self._poll_timer: asyncio.TimerHandle | None = None
-        self._polling = False
-        self._quiet_polls = 0
+        self.poller = Poller(
+            loop, tools, config.poll_interval, lambda: bool(self.in_slurm()), self._apply, self._unreachable
+        )
         self._cancel_when_submitted: set[int] = set()
-        self._poll_seq = 0  # squeue calls started so far
         self._learnt: dict[int, int] = {}  # job id -> the last squeue started when its id (or failure) came
         self._absent: dict[int, int] = {}  # job id -> squeue calls in a row that did not list it
         self.announced: set[int] = set()  # running jobs whose start was told (their log exists)
@@ -106,8 +105,7 @@ class SlurmBackend:
     def close(self) -> None:
         """Jobs stay in SLURM; the next daemon finds them by their tokens."""
         self.closed = True
-        if self._poll_timer is not None:
-            self._poll_timer.cancel()
+        self.poller.close()
 
     # -- share of -S ----------------------------------------------------------------------------
 
@@ -146,7 +144,7 @@ class SlurmBackend:
                 self.controller_down = ""
                 for job in jobs:
                     job.slurm_id = slurm_id if sub.request.tasks is None else f"{slurm_id}_{job.slurm_task}"
-                    self._learnt[job.id] = self._poll_seq
+                    self._learnt[job.id] = self.poller.seq
                     job.reason = "submitted to SLURM"
                     self.table.record(job)
                     if job.id in self._cancel_when_submitted:
@@ -161,7 +159,7 @@ class SlurmBackend:
             self.controller_down = problem
             for job in jobs:
                 self.unsubmitted.add(job.id)
-                self._learnt[job.id] = self._poll_seq
+                self._learnt[job.id] = self.poller.seq
                 self._set_reason(job, f"SLURM controller not answering ({problem}); will retry")
             self.poll_soon()
             return
@@ -216,59 +214,24 @@ class SlurmBackend:
             log.warning("scancel failed: %s", commands.error_line(result.stderr))
         self.poll_soon()
 
-    # -- polling --------------------------------------------------------------------------------
+    # -- polling (spooler.daemon.slurm.polling) ------------------------------------------------
 
     def poll_soon(self, delay: float = 0.0) -> None:
-        if self.closed:
-            return
-        if self._poll_timer is not None:
-            self._poll_timer.cancel()
-        self._quiet_polls = 0
-        self._poll_timer = self.loop.call_later(delay, self.poll)
-
-    def _next_poll(self) -> None:
-        if self._poll_timer is not None:
-            self._poll_timer.cancel()
-        if not self.in_slurm():
-            self._poll_timer = None
-            return
-        stretch = min(MAX_BACKOFF, 2**self._quiet_polls)
-        self._poll_timer = self.loop.call_later(self.config.poll_interval * stretch, self.poll)
+        self.poller.soon(delay)
 
     def in_slurm(self) -> list[Job]:
         return [j for j in self.running if j.slurm_token]
 
-    def poll(self) -> None:
-        """One ``squeue`` call for every job we have in SLURM."""
-        self._poll_timer = None
-        if self._polling or self.closed or not self.in_slurm():
-            return
-        self._polling = True
-        self._poll_seq += 1
-        argv = ["squeue", "--me", "-h", "-r", "-t", "all", "-o", commands.SQUEUE_FORMAT]
-        self.tools.run(argv, self._polled, timeout=max(10.0, self.config.poll_interval))
-
-    def _polled(self, result: Result) -> None:
-        self._polling = False
-        if self.closed:
-            return
-        if result.returncode != 0:
-            self.controller_down = commands.error_line(result.stderr)
-            for job in self.in_slurm():
-                if job.state is JobState.ALLOCATING:
-                    self._set_reason(job, f"SLURM controller not answering ({self.controller_down})")
-            self._quiet_polls += 1
-            self._next_poll()
-            return
-        self.controller_down = ""
-        rows = commands.parse_squeue(result.stdout)
-        changed = self._apply(rows, self._poll_seq)
-        self._quiet_polls = 0 if changed else self._quiet_polls + 1
-        self._next_poll()
+    def _unreachable(self, why: str) -> None:
+        self.controller_down = why
+        for job in self.in_slurm():
+            if job.state is JobState.ALLOCATING:
+                self._set_reason(job, f"SLURM controller not answering ({why})")
 
     def _apply(self, rows: list[commands.QueueRow], seq: int) -> bool:
-        """What one squeue said.  A job whose id (or whose failed sbatch) we learnt while this
-        squeue ran may be missing from it without being gone: the next one judges it."""
+        """What one squeue said (True if anything changed).  A job whose id (or whose failed
+        sbatch) we learnt while this squeue ran may be missing from it: the next one judges it."""
+        self.controller_down = ""
         by_id = {row.id: row for row in rows}
         by_token: dict[str, list[commands.QueueRow]] = {}
         for row in rows:
@@ -300,8 +263,15 @@ class SlurmBackend:
             array = rows[0].array_job
             job.slurm_id = array if job.slurm_task is None else f"{array}_{job.slurm_task}"
             log.info("job %d found in SLURM as %s by its token", job.id, job.slurm_id)
+            if job.id in self._cancel_when_submitted:
+                self._cancel_when_submitted.discard(job.id)
+                self.cancel(job)
         elif self.controller_down:
             return False
+        elif job.killed:  # ts -k while its sbatch failed: it never reached SLURM, nor will
+            self._forget(job)
+            self.events.end(job, JobState.SKIPPED, "killed (ts -k) before it started")
+            return True
         else:
             self._resubmit(job)
         self.unsubmitted.discard(job.id)
