@@ -257,3 +257,24 @@ def test_the_python_api_sweeps_in_slurm(slurm_spool: Spool) -> None:
     assert done.returncode == 0, done.stderr
     statuses, arrays = done.stdout.rsplit("] [", 1)
     assert statuses == "[0, 0, 0" and arrays.count("'") == 2  # one job array
+
+
+def test_a_node_failure_is_lost_with_the_reason_or_retried(slurm_spool: Spool) -> None:
+    cluster = cluster_of(slurm_spool)
+    slurm_spool.ts("-S", "2")
+    lost = slurm_spool.submit("sleep", "60")
+    retried = slurm_spool.submit("sh", "-c", '[ "$TS_ATTEMPT" = 2 ] || sleep 60', opts=("--retry", "1"))
+    for job in (lost, retried):
+        slurm_spool.wait_state(job, "running")
+    cluster.tool("scontrol", "update", "nodename=localhost", "state=down", "reason=test")
+    try:
+        assert slurm_spool.wait_state(lost, "lost")["reason"] == "SLURM: its node failed (NODE_FAIL)"
+        wait_for(lambda: slurm_spool.job(retried)["attempt"] == 2, what="the second attempt")
+    finally:
+        cluster.tool("scontrol", "update", "nodename=localhost", "state=resume")
+        wait_for(
+            lambda: cluster.tool("sinfo", "-h", "-N", "-o", "%T").stdout.strip() == "idle", what="the node"
+        )
+    assert slurm_spool.run("-w", str(retried), timeout=60).returncode == 0
+    first = slurm_spool.job(retried)["attempts"][0]
+    assert first["reason"] == "SLURM: its node failed (NODE_FAIL)" and first["signal"] == 15

@@ -168,7 +168,7 @@ def test_sbatch_arguments_of_a_job() -> None:
         deps=(("11",), ("12_3",)),
     )
     assert sbatch_args(request) == [
-        "sbatch", "--parsable", "--job-name=base", "--chdir=/home/u/exp", "--export=ALL",
+        "sbatch", "--parsable", "--job-name=base", "--chdir=/home/u/exp", "--export=ALL", "--no-requeue",
         "--output=/logs/ts-out.x", "--error=/logs/ts-out.x.e", "--gres=gpu:2", "--cpus-per-task=4",
         "--time=0-01:00:00", "--dependency=afterany:11,afterok:12_3", "--comment=ts:abc",
         "--partition=gpu", "--account=lab", "--qos=high", "--mem=4G",

@@ -58,7 +58,9 @@ class Request:
 def sbatch_args(req: Request, *, test_only: bool = False) -> list[str]:
     """The ``sbatch`` command line; the batch script goes to its standard input."""
     args = ["sbatch", "--test-only" if test_only else "--parsable"]
-    args += [f"--job-name={req.name}", f"--chdir={req.cwd}", "--export=ALL"]
+    # --no-requeue: SLURM never reruns a job on its own (after a node failure, say): a rerun is
+    # our --retry's, so every run ends here once.
+    args += [f"--job-name={req.name}", f"--chdir={req.cwd}", "--export=ALL", "--no-requeue"]
     args += [f"--output={req.output}", f"--error={req.error or req.output}"]
     if req.gpus:
         args.append(f"--gres=gpu:{req.gpus}")

@@ -3,7 +3,8 @@ state, made into one of our ends through ``events.Events.end``.
 
 Who cancelled a job decides how it ends: ``ts -k`` (``killed``: no retry), its ``--time`` (we
 cancel it at the limit: ``timeout``) or someone else (``scancel`` by hand: the reason says so).
-A job cancelled while SLURM still kept it pending never ran: it is skipped.
+A job cancelled while SLURM still kept it pending never ran: it is skipped.  A job lost with its
+node (or preempted) is ``lost``, with SLURM's reason, or runs again if ``--retry`` allows.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ def end_job(events: Events, job: Job, seen: Verdict, path: str, start: float, en
     """``start``: when SLURM started it, if it ended between two polls (never seen running)."""
     code = read_status(path)
     killed_by: int = signal.SIGTERM
-    if seen.cancelled and code is not None and code > 128:
-        # The script's shell saw its command die of scancel's signal (128 + the signal): as a
+    stopped = seen.cancelled or seen.state in (JobState.TIMEOUT, JobState.LOST)
+    if stopped and code is not None and code > 128:
+        # The script's shell saw its command die of SLURM's signal (128 + the signal): as a
         # local job killed by -k, it ended by that signal, not with an exit code.
         killed_by = code - 128
         code = None
@@ -42,7 +44,13 @@ def end_job(events: Events, job: Job, seen: Verdict, path: str, start: float, en
     if job.state is JobState.ALLOCATING:
         job.transition(JobState.RUNNING, start)
     at = max(end, job.start_time or 0.0) if end else None
-    if seen.state is JobState.LOST:
+    if seen.state is JobState.LOST and job.attempt <= job.max_retries and not job.killed:
+        # --retry: a run lost with its node (or preempted) goes back to the queue, as SLURM's
+        # requeue would, but as a new attempt that ts -i lists with the reason.
+        events.end(
+            job, JobState.FINISHED, seen.reason, code=code, sig=None if code is not None else killed_by, at=at
+        )
+    elif seen.state is JobState.LOST:
         events.end(job, JobState.LOST, seen.reason, at=at)
     elif seen.state is JobState.TIMEOUT or (seen.cancelled and job.timed_out):
         job.timed_out = True  # ends as TIMEOUT, whatever its status
