@@ -66,7 +66,9 @@ def test_gpus_are_slurms_and_a_third_job_waits_with_its_reason(slurm_spool: Spoo
     assert sorted(",".join(got).split(",")) == ["0", "1", "2", "3"]
     waiting = slurm_spool.wait_state(ids[2], "allocating")
     wait_for(lambda: "Resources" in (slurm_spool.job(ids[2])["reason"] or ""), what="SLURM's reason")
-    assert "allocating (Resources)" in slurm_spool.ts("-l")
+    listed = slurm_spool.ts("-l")
+    assert "allocating (Resources)" in listed and "[run=2/3]" in listed
+    assert slurm_spool.ts("-R") == "2\n"
     assert waiting["slurm_id"]
     info = slurm_spool.ts("-i", str(ids[0]))
     assert "SLURM GPUs: gres:gpu:2 (GPUs " in info

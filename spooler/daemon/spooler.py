@@ -185,6 +185,14 @@ class Spooler:
     def get(self, job_id: int | None, default: str = "added") -> Job:
         return self.table.get(job_id, default)
 
+    def running_now(self) -> tuple[int, int]:
+        """(jobs running, slots they take), for ``ts -R`` and ``ts -l``: in SLURM, only what it
+        runs (a job it keeps pending holds its share of -S, but does not run)."""
+        if self.slurm is None:
+            return len(self.running), self.running.busy_slots
+        count = sum(1 for j in self.running if j.state is JobState.RUNNING)
+        return count, count
+
     def ordered(self) -> Iterator[Job]:
         """Running jobs, then waiting ones in queue order, then ended ones in the order they
         ended (as the original's ``ts -l``)."""

@@ -23,7 +23,7 @@ def slots(sp: Spooler, req: rq.Slots, conn: Connection) -> Reply:
 
 
 def count_running(sp: Spooler, req: rq.CountRunning, conn: Connection) -> Reply:
-    return {"ok": True, "value": len(sp.running)}
+    return {"ok": True, "value": sp.running_now()[0]}
 
 
 def last_id(sp: Spooler, req: rq.LastId, conn: Connection) -> Reply:

@@ -32,7 +32,7 @@ def list_jobs(sp: Spooler, req: rq.List, conn: Connection) -> Reply:
     elif fmt == "default":
         text = render.render_list(
             jobs,
-            busy=sp.running.busy_slots,
+            busy=sp.running_now()[1],
             slots=sp.settings.slots,
             now=now,
             width=req.width,
