@@ -12,8 +12,7 @@ import pytest
 from spooler.daemon import config_file
 from spooler.daemon.config_file import ConfigError, SlurmConfig
 from spooler.daemon.slurm import commands
-from spooler.daemon.slurm.commands import Request, sbatch_args
-from spooler.daemon.slurm.dispatch import request_of
+from spooler.daemon.slurm.commands import Request, request_of, sbatch_args
 from spooler.daemon.slurm.script import Task, batch_script, read_status
 from spooler.jobs import Job, JobState
 

@@ -36,9 +36,8 @@ from spooler.daemon.process import kill_group
 from spooler.daemon.reaper import Reaper
 from spooler.daemon.recovery import Adoption
 from spooler.daemon.running import RunningJobs
-from spooler.daemon.slurm import commands as slurm_commands
 from spooler.daemon.slurm.backend import SlurmBackend
-from spooler.daemon.slurm.dispatch import SlurmDispatcher, request_of
+from spooler.daemon.slurm.dispatch import SlurmDispatcher
 from spooler.daemon.slurm.tools import Tools
 from spooler.daemon.table import JobTable, ensure_dirs
 from spooler.daemon.terminals import Terminals
@@ -233,31 +232,10 @@ class Spooler:
         return job
 
     def admit(self, request: Submit, command: list[str]) -> None:
-        """Once per submission, before any of its jobs is queued: with the slurm backend, what
-        SLURM cannot do is refused, and ``sbatch --test-only`` checks what it is asked (a bad
-        partition, a request over a limit) so that a refusal queues nothing.  A controller that
-        does not answer refuses nothing: the jobs wait, with that reason."""
-        if self.slurm is None:
-            return
-        for given, option in (
-            (request.gpu_indices, "-g"),
-            (request.gpu_mem_mib, "--gpu_mem"),
-            (request.gzip, "-z"),
-        ):
-            if given:
-                raise RequestError(E_INVALID, f"{option} is not available with the slurm backend")
-        if self.slurm.controller_down:
-            return
-        job = job_of(request, command, self.clock())
-        ask = request_of(job, self.slurm.config, "/dev/null")
-        script = "#!/bin/sh\ntrue\n"
-        result = self.slurm.tools.run_now(slurm_commands.sbatch_args(ask, test_only=True), stdin=script)
-        if (
-            result.returncode != 0
-            and not result.timed_out
-            and not slurm_commands.controller_unreachable(result.stderr)
-        ):
-            raise RequestError(E_INVALID, f"sbatch: {slurm_commands.error_line(result.stderr)}")
+        """Once per submission, before any of its jobs is queued: the backend may refuse it
+        (SLURM: ``sbatch --test-only``), and then nothing is queued."""
+        if isinstance(self.dispatcher, SlurmDispatcher):
+            self.dispatcher.admit(job_of(request, command, self.clock()), request)
 
     def requeue(self, job: Job) -> None:
         """--requeue: an ended job goes back to the end of the queue with fresh attempts."""

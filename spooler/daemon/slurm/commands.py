@@ -12,7 +12,8 @@ import re
 import time
 from dataclasses import dataclass
 
-from spooler.jobs import JobState
+from spooler.daemon.config_file import SlurmConfig
+from spooler.jobs import Job, JobState
 
 TOKEN_PREFIX = "ts:"  # our jobs carry "ts:<token>" in --comment: how a new daemon finds them
 
@@ -81,6 +82,32 @@ def sbatch_args(req: Request, *, test_only: bool = False) -> list[str]:
             args.append(f"--{flag}={value}")
     args += req.extra_args
     return args
+
+
+def request_of(
+    job: Job,
+    config: SlurmConfig,
+    output: str,
+    token: str = "",
+    deps: tuple[tuple[str, ...], tuple[str, ...]] = ((), ()),
+) -> Request:
+    """What ``sbatch`` is asked for a job (the output given: a path, ``%a`` for an array's)."""
+    return Request(
+        name=job.label or job.sweep or "ts",
+        cwd=job.cwd,
+        output=output,
+        error=output + ".e" if job.stderr_apart and job.store_output else None,
+        gpus=job.gpus,
+        cpus=job.slots,
+        time_limit=job.time_limit,
+        after_any=deps[0],
+        after_ok=deps[1],
+        token=token,
+        partition=config.partition,
+        account=config.account,
+        qos=config.qos,
+        extra_args=tuple(config.extra_args),
+    )
 
 
 def format_time(seconds: int) -> str:

@@ -9,6 +9,8 @@ left (``--array=0-N%S``): one ``sbatch`` call instead of one per run.
 
 A dependency that is in SLURM, with no retry left to it, becomes ``--dependency`` and the job
 goes to SLURM at once; one that may still be retried (a new SLURM job) keeps it here.
+A submission is checked once, before any of its jobs is queued (``admit``): what SLURM
+``sbatch --test-only`` refuses is refused to ``ts``, with SLURM's message.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from spooler.daemon.slurm.backend import SlurmBackend, Submission
 from spooler.daemon.slurm.script import Task, batch_script
 from spooler.daemon.terminals import close_pair
 from spooler.jobs import Job, JobState
+from spooler.protocol import E_INVALID, RequestError
+from spooler.protocol.requests import Submit
 
 log = logging.getLogger("spooler")
 
@@ -67,6 +71,22 @@ class SlurmDispatcher(Dispatcher):
                 room -= len(batch)
         while self.space_waiters and self.space_waiters[0]():
             self.space_waiters.popleft()
+
+    def admit(self, job: Job, request: Submit) -> None:
+        """Refuse what SLURM cannot do, and what ``sbatch --test-only`` refuses (a bad partition,
+        a request over a limit), so that a refusal queues nothing.  A controller that does not
+        answer refuses nothing: the jobs wait, with that reason."""
+        unsupported = {"-g": request.gpu_indices, "--gpu_mem": request.gpu_mem_mib, "-z": request.gzip}
+        for option, given in unsupported.items():
+            if given:
+                raise RequestError(E_INVALID, f"{option} is not available with the slurm backend")
+        if self.slurm.controller_down:
+            return
+        ask = commands.sbatch_args(commands.request_of(job, self.slurm.config, "/dev/null"), test_only=True)
+        result = self.slurm.tools.run_now(ask, stdin="#!/bin/sh\ntrue\n")
+        unreachable = result.timed_out or commands.controller_unreachable(result.stderr)
+        if result.returncode != 0 and not unreachable:
+            raise RequestError(E_INVALID, f"sbatch: {commands.error_line(result.stderr)}")
 
     def _outcome(self, job: Job, dep: int) -> bool | None:
         """A dependency in SLURM, with no retry left, counts as met: SLURM holds the job for it."""
@@ -121,7 +141,7 @@ class SlurmDispatcher(Dispatcher):
             for job, env in zip(jobs, envs, strict=True)
         ]
         output = pattern if first.store_output else "/dev/null"
-        request = request_of(first, self.slurm.config, output, token, self._dependencies(first))
+        request = commands.request_of(first, self.slurm.config, output, token, self._dependencies(first))
         if array:
             request = _with_array(request, len(jobs), throttle)
         sub = Submission(jobs, request, batch_script(tasks), shared, throttle)
@@ -137,32 +157,6 @@ class SlurmDispatcher(Dispatcher):
             return tuple(o.slurm_id for o in found if o is not None and o.slurm_id and not o.state.is_done)
 
         return ids(job.after), ids(job.after_ok)
-
-
-def request_of(
-    job: Job,
-    config: Any,
-    output: str,
-    token: str = "",
-    deps: tuple[tuple[str, ...], tuple[str, ...]] = ((), ()),
-) -> commands.Request:
-    """What ``sbatch`` is asked for a job (the output given: a path, ``%a`` for an array's)."""
-    return commands.Request(
-        name=job.label or job.sweep or "ts",
-        cwd=job.cwd,
-        output=output,
-        error=output + ".e" if job.stderr_apart and job.store_output else None,
-        gpus=job.gpus,
-        cpus=job.slots,
-        time_limit=job.time_limit,
-        after_any=deps[0],
-        after_ok=deps[1],
-        token=token,
-        partition=config.partition,
-        account=config.account,
-        qos=config.qos,
-        extra_args=tuple(config.extra_args),
-    )
 
 
 def _with_array(request: commands.Request, tasks: int, throttle: int) -> commands.Request:
