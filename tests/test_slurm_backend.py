@@ -280,3 +280,29 @@ def test_a_node_failure_is_lost_with_the_reason_or_retried(slurm_spool: Spool) -
     assert slurm_spool.run("-w", str(retried), timeout=60).returncode == 0
     first = slurm_spool.job(retried)["attempts"][0]
     assert first["reason"] == "SLURM: its node failed (NODE_FAIL)" and first["signal"] == 15
+
+
+def test_max_in_flight_caps_our_jobs_in_slurm_and_E_keeps_stderr_apart(slurm_spool: Spool) -> None:
+    slurm_config(slurm_spool.root, max_in_flight=2)
+    slurm_spool.ts("-S", "10")
+    ids = [slurm_spool.submit("sleep", "30", opts=("-L", f"j{i}")) for i in range(3)]
+    wait_for(lambda: sum(1 for j in slurm_spool.jobs() if j["slurm_id"]) == 2, what="two jobs in SLURM")
+    assert slurm_spool.job(ids[2])["state"] == "queued" and len(squeue(slurm_spool)) == 2
+    slurm_spool.ts("-k", str(ids[0]))
+    wait_for(lambda: slurm_spool.job(ids[2])["slurm_id"], what="the third job in SLURM")
+    for job in ids[1:]:
+        slurm_spool.ts("-k", str(job))
+    apart = slurm_spool.submit("sh", "-c", "echo out; echo err >&2", opts=("-E",))
+    assert slurm_spool.run("-w", str(apart)).returncode == 0
+    output = slurm_spool.job(apart)["output"]
+    assert text_of(Path(output)) == "out\n" and text_of(Path(output + ".e")) == "err\n"
+
+
+def test_a_snapshot_runs_in_slurm(slurm_spool: Spool) -> None:
+    code = slurm_spool.root / "work"
+    code.mkdir()
+    (code / "run.sh").write_text("echo v1\n")
+    job = slurm_spool.submit("sh", "run.sh", opts=("--snapshot",), cwd=code)
+    (code / "run.sh").write_text("echo v2\n")  # the job runs the copy taken when it was queued
+    assert slurm_spool.run("-w", str(job)).returncode == 0
+    assert text_of(Path(slurm_spool.job(job)["output"])) == "v1\n"
