@@ -65,6 +65,8 @@ def test_gpus_are_slurms_and_a_third_job_waits_with_its_reason(slurm_spool: Spoo
     ]
     assert sorted(",".join(got).split(",")) == ["0", "1", "2", "3"]
     waiting = slurm_spool.wait_state(ids[2], "allocating")
+    refused = slurm_spool.run("-u", str(ids[2]))
+    assert refused.stderr == f"ts: job {ids[2]} is in SLURM already (it is allocating)\n"
     wait_for(lambda: "Resources" in (slurm_spool.job(ids[2])["reason"] or ""), what="SLURM's reason")
     listed = slurm_spool.ts("-l")
     assert "allocating (Resources)" in listed and "[run=2/3]" in listed

@@ -298,18 +298,18 @@ class Spooler:
         return True
 
     def make_urgent(self, job: Job) -> None:
-        _check_waiting(job)
+        _check_waiting(job, self.running)
         self.table.queue.move_first(job)
         self._saved(job)
 
     def set_priority(self, job: Job, priority: int) -> None:
-        _check_waiting(job)
+        _check_waiting(job, self.running)
         self.table.queue.set_priority(job, priority)
         self._saved(job)
 
     def swap(self, a: Job, b: Job) -> None:
-        _check_waiting(a)
-        _check_waiting(b)
+        _check_waiting(a, self.running)
+        _check_waiting(b, self.running)
         self.table.queue.swap(a, b)
         self.table.save(a)
         self._saved(b)
@@ -371,6 +371,8 @@ def snapshots_dir(savelist: str) -> str:
     return savelist + ".snapshots"
 
 
-def _check_waiting(job: Job) -> None:
+def _check_waiting(job: Job, running: RunningJobs) -> None:
+    if job in running and job.state.is_waiting:  # allocating in SLURM: out of our queue
+        raise RequestError(E_INVALID, f"job {job.id} is in SLURM already (it is {job.state.value})")
     if not job.state.is_waiting:
         raise RequestError(E_INVALID, f"job {job.id} is not queued (it is {job.state.value})")
