@@ -148,10 +148,10 @@ def main() -> int:
     finally:
         subprocess.run([str(TS), "-T"], env=env, capture_output=True, check=False)
         subprocess.run([str(TS), "-K"], env=env, capture_output=True, check=False)
-        listed = subprocess.run(
-            ["squeue", "--me", "-h", "-o", "%i|%Z"], env=env, capture_output=True, text=True
+        listed = subprocess.run(  # %F: a job array once, by its own id
+            ["squeue", "--me", "-h", "-o", "%F|%Z"], env=env, capture_output=True, text=True
         )
-        ours = [line.split("|")[0] for line in listed.stdout.splitlines() if line.endswith(str(root))]
+        ours = sorted({line.split("|")[0] for line in listed.stdout.splitlines() if line.endswith(str(root))})
         if ours:
             subprocess.run(
                 [shutil.which("scancel", path=os.environ["PATH"]) or "scancel", *ours], env=env, check=False
