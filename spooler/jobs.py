@@ -127,6 +127,12 @@ class Job:
     notify_url: str | None = None
     notify_on: str = "fail"
     notify_status: str | None = None  # delivered, or why not
+    # The slurm backend: the token in --comment (recorded before sbatch runs), the SLURM id
+    # once known ("123", or "123_4" for task 4 of a job array) and what squeue last said
+    slurm_token: str | None = None
+    slurm_task: int | None = None  # its index in a job array
+    slurm_id: str | None = None
+    slurm_info: dict[str, str] = field(default_factory=dict)
 
     def transition(self, new: JobState, now: float) -> None:
         if new not in _ALLOWED[self.state]:
@@ -148,6 +154,9 @@ class Job:
             self.killed = self.timed_out = False
             self.result = None
             self.paused_for = 0.0
+            self.slurm_token = self.slurm_id = None
+            self.slurm_task = None
+            self.slurm_info = {}
         self.state = new
 
     def archive_attempt(self) -> None:
@@ -223,7 +232,7 @@ class Job:
 
 
 _FIELDS = dataclasses.fields(Job)
-# Fields most jobs never use (hold, pause, --begin, queues, notifications): left out of a
+# Fields most jobs never use (hold, pause, --begin, queues, notifications, SLURM): left out of a
 # record while they hold their default, so a job's record (and the save-list) does not grow.
 _SPARSE = {
     name: getattr(Job(id=0, command=["x"], cwd="/"), name)
@@ -236,6 +245,10 @@ _SPARSE = {
         "notify_on",
         "notify_status",
         "token",
+        "slurm_token",
+        "slurm_task",
+        "slurm_id",
+        "slurm_info",
     )
 }
 
@@ -294,4 +307,5 @@ def job_data(job: Job, now: float) -> dict[str, Any]:
         "snapshot": job.snapshot,
         "snapshot_info": job.snapshot_info,
         "result": job.result,
+        "slurm_id": job.slurm_id,
     }

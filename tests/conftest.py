@@ -219,3 +219,7 @@ def make_core(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def core(make_core: Any) -> Any:
     return make_core()
+
+
+# The slurm backend's fixtures (a real cluster; skipped with the reason where none can run).
+from slurm_cluster import slurm_cluster, slurm_spool  # noqa: E402, F401

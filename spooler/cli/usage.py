@@ -22,6 +22,8 @@ ENVIRONMENT = (
     ("TS_KILL_GRACE", "seconds from the SIGTERM of -k/-T to the SIGKILL of what is left (10)"),
     ("TS_KEEP_CUDA_VISIBLE_DEVICES", "1: jobs without GPUs keep the submitter's CUDA_VISIBLE_DEVICES"),
     ("TS_SNAPSHOT_LIMIT_MB", "the most --snapshot copies (512)"),
+    ("TS_BACKEND", "where jobs run: local (default) or slurm, over the config file"),
+    ("TS_CONFIG", "the config file (~/.config/spooler/config.toml)"),
     ("TMPDIR", "directory of the output files and of the default socket"),
 )
 

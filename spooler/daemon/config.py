@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spooler import paths
+from spooler.daemon import config_file
+from spooler.daemon.config_file import SlurmConfig
 from spooler.daemon.queues import Queue, queue_records, queues_from_records
 from spooler.durations import parse_duration
 
@@ -91,9 +93,13 @@ class StartupConfig:
     warnings: list[str]
     policy: str = "backfill"  # TS_SCHED_POLICY: how GPU jobs are ordered (see scheduler)
     default_time: int | None = None  # TS_DEFAULT_TIME: the limit of a job given no --time
+    backend: str = "local"  # where jobs run: TS_BACKEND, or the config file's backend
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)  # the config file's [slurm]
 
     @classmethod
     def from_env(cls, socket: str, env: Mapping[str, str] = os.environ) -> StartupConfig:
+        """Raises ``config_file.ConfigError`` for a config file that cannot be used."""
+        from_file = config_file.load(env)
         warnings: list[str] = []
         slots, warn = _int_env(env, "TS_SLOTS", 1, 1)
         warnings += [warn] if warn else []
@@ -123,4 +129,6 @@ class StartupConfig:
             warnings=warnings,
             policy=policy,
             default_time=default_time,
+            backend=from_file.backend,
+            slurm=from_file.slurm,
         )

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Callable
 
 from spooler.jobs import Job
 
@@ -33,11 +34,17 @@ def find_sendmail(env: dict[str, str]) -> str | None:
 
 
 class Helpers:
-    """Processes started for jobs that ended; reaped by the daemon's SIGCHLD handler."""
+    """Processes started for jobs that ended, and others the daemon runs (a backend's tools);
+    reaped by the daemon's SIGCHLD handler."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.timers: dict[int, asyncio.TimerHandle] = {}
+        self.watchers: dict[int, Callable[[int], None]] = {}  # pid -> told its wait status
+
+    def watch(self, pid: int, exited: Callable[[int], None]) -> None:
+        """Call ``exited`` with the wait status of this child of the daemon once it has exited."""
+        self.watchers[pid] = exited
 
     def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdin_fd: int | None = None) -> None:
         devnull = os.open(os.devnull, os.O_RDWR)
@@ -67,10 +74,13 @@ class Helpers:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
 
-    def reaped(self, pid: int) -> None:
+    def reaped(self, pid: int, wait_status: int = 0) -> None:
         timer = self.timers.pop(pid, None)
         if timer is not None:
             timer.cancel()
+        exited = self.watchers.pop(pid, None)
+        if exited is not None:
+            exited(wait_status)
 
     def on_finish(self, job: Job, env: dict[str, str]) -> None:
         program = env.get("TS_ONFINISH")

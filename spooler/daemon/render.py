@@ -47,6 +47,13 @@ def output_text(job: Job) -> str:
 _CONTROL = {c: " " for c in range(32)} | {127: " "}
 
 
+def state_text(job: Job) -> str:
+    """The state, with SLURM's reason for a job it keeps pending (``allocating (Resources)``)."""
+    if job.slurm_id and job.state is JobState.ALLOCATING and job.reason.startswith("SLURM: "):
+        return f"{job.state.value} ({job.reason[len('SLURM: ') :]})"
+    return job.state.value
+
+
 def command_cell(job: Job) -> str:
     """One line, whatever the command holds: newlines and escape codes would break the table."""
     text = f"[{job.label}]{job.command_text}" if job.label else job.command_text
@@ -86,7 +93,7 @@ def render_list(
         output = 3
     rows = []
     for j in jobs:
-        row = [str(j.id), j.state.value, output_text(j), exit_text(j), duration(run_time(j, now))]
+        row = [str(j.id), state_text(j), output_text(j), exit_text(j), duration(run_time(j, now))]
         if show_queue:
             row.insert(2, j.queue or "default")
         if show_gpus:
@@ -209,6 +216,17 @@ def _when(stamp: float | None) -> str:
     return time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(stamp)) if stamp else "-"
 
 
+def slurm_lines(job: Job) -> list[str]:
+    info = job.slurm_info
+    lines = [f"SLURM job: {job.slurm_id or '(being submitted)'}"]
+    for key, title in (("state", "SLURM state"), ("partition", "Partition"), ("node", "Node")):
+        if info.get(key):
+            lines.append(f"{title}: {info[key]}")
+    if info.get("gres"):
+        lines.append(f"SLURM GPUs: {info['gres']}" + (f" (GPUs {info['gpus']})" if info.get("gpus") else ""))
+    return lines
+
+
 def render_info(job: Job, now: float) -> str:
     if job.state in (JobState.FINISHED, JobState.TIMEOUT):
         if job.signal is not None:
@@ -257,6 +275,8 @@ def render_info(job: Job, now: float) -> str:
         lines.append(f"PID: {job.pid}")
     if job.paused_at is not None:
         lines.append(f"Paused since: {_when(job.paused_at)} (ts --resume {job.id})")
+    if job.slurm_token:
+        lines += slurm_lines(job)
     reason = job.why_waiting(now)
     if reason:
         lines.append(f"Reason: {reason}")

@@ -39,6 +39,9 @@ from spooler.daemon.queues import Queue
 from spooler.daemon.reaper import Reaper
 from spooler.daemon.recovery import Adoption
 from spooler.daemon.running import RunningJobs
+from spooler.daemon.slurm.backend import SlurmBackend
+from spooler.daemon.slurm.dispatch import SlurmDispatcher
+from spooler.daemon.slurm.tools import Tools
 from spooler.daemon.table import JobTable, ensure_dirs
 from spooler.daemon.terminals import Terminals
 from spooler.daemon.waiters import Waiters
@@ -86,7 +89,9 @@ class Spooler:
             self.kick, clock,
         )  # fmt: skip
         self.events.snapshots_root = self.snapshots_dir
-        self.dispatcher = Dispatcher(
+        # Where jobs run: the local launcher, or SLURM (a backend injected by tests is local-like).
+        to_slurm = config.backend == "slurm" and backend is None
+        self.dispatcher = (SlurmDispatcher if to_slurm else Dispatcher)(
             loop, self.table, self.running, self.gpu, self.events, self.terminals, self.runs_dir, clock
         )
         self.dispatcher.policy = config.policy
@@ -99,14 +104,30 @@ class Spooler:
         self.reaper = Reaper(
             loop, self.table, self.running, self.events, self.waiters, self.runs_dir, self.signal, adoption
         )
-        make_backend = backend or self._local_launcher
-        self.backend = make_backend(self.reaper.note, self.reaper.launcher_lost)
+        self.slurm: SlurmBackend | None = None
+        if to_slurm:
+            tools = Tools(loop, env, self.helpers.watch)
+            self.slurm = SlurmBackend(
+                loop, self.table, self.running, self.events, tools, config.slurm, self.runs_dir,
+                self.kick, self._started_in_slurm, clock,
+            )  # fmt: skip
+            assert isinstance(self.dispatcher, SlurmDispatcher)
+            self.dispatcher.slurm = self.slurm
+            self.backend: Backend = self.slurm
+        else:
+            make_backend = backend or self._local_launcher
+            self.backend = make_backend(self.reaper.note, self.reaper.launcher_lost)
         self.dispatcher.backend = self.backend
 
     def _local_launcher(
         self, on_note: Callable[[list[object]], None], on_lost: Callable[[], None]
     ) -> Backend:
         return Launcher(self.loop, self.runs_dir, on_note, on_lost)
+
+    def _started_in_slurm(self, job: Job) -> None:
+        self.table.record(job)
+        self.waiters.started(job.id, job)
+        self.limits.arm(job)  # its time limit counts from SLURM's start
 
     @property
     def warnings(self) -> list[str]:
@@ -119,6 +140,20 @@ class Spooler:
         ensure_dirs(self.config.savelist, self.runs_dir)
         was_running = self.table.load()
         self.table.keep_recent_tokens(self.clock())
+        if self.slurm is not None:
+            # Jobs sent to SLURM (or about to be) by an earlier daemon: found again, never resent.
+            in_slurm = [j for j in self.table.jobs.values() if j.slurm_token and not j.state.is_done]
+            for job in in_slurm:
+                if job.state.is_waiting:
+                    self.table.queue.remove(job)
+                    job.state = JobState.ALLOCATING
+            was_running = [j for j in was_running if not j.slurm_token]
+            self.slurm.adopt(in_slurm)
+        else:
+            for job in [j for j in self.table.queue if j.slurm_token]:
+                # In SLURM under an earlier daemon: never run here a second time.
+                why = "it was sent to SLURM; this daemon runs jobs locally (TS_BACKEND=slurm follows it)"
+                self.events.end(job, JobState.SKIPPED, why)
         logs = exits.read_settled(self.runs_dir) if was_running else exits.Logs()
         for job in was_running:
             self.reaper.recover(job, logs)
@@ -158,7 +193,7 @@ class Spooler:
             if pid == 0:
                 return
             if not self.table.compactor.reaped(pid, wait_status):
-                self.helpers.reaped(pid)
+                self.helpers.reaped(pid, wait_status)
 
     def kick(self) -> None:
         """Something may let a job start: one scheduling pass on the next turn of the loop."""
@@ -169,6 +204,14 @@ class Spooler:
     def get(self, job_id: int | None, default: str = "added") -> Job:
         return self.table.get(job_id, default, self.running)
 
+    def running_now(self) -> tuple[int, int]:
+        """(jobs running, slots they take), for ``ts -R`` and ``ts -l``: in SLURM, only what it
+        runs (a job it keeps pending holds its share of -S, but does not run)."""
+        if self.slurm is None:
+            return len(self.running), self.running.busy_slots
+        count = sum(1 for j in self.running if j.state is JobState.RUNNING)
+        return count, count
+
     def ordered(self) -> Iterator[Job]:
         """Running jobs, then waiting ones in queue order, then ended ones in the order they
         ended (as the original's ``ts -l``)."""
@@ -178,6 +221,8 @@ class Spooler:
 
     def has_started(self, job: Job) -> bool:
         """Its process runs: the launcher reported it (so its log exists), or it was adopted."""
+        if self.slurm is not None:
+            return self.slurm.has_started(job)
         return job.state.is_active and (job.shim_pid is not None or job.pid is not None)
 
     # -- queueing ----------------------------------------------------------------------------
@@ -189,7 +234,8 @@ class Spooler:
                 raise RequestError(E_NOT_FOUND, f"cannot depend on job {dep}: it does not exist")
         if request.mail and find_sendmail(request.env) is None:
             raise RequestError(E_INVALID, "-m: no sendmail found to mail the output; install one or drop -m")
-        self.gpu.validate(request.gpus, request.gpu_indices or None)
+        if self.slurm is None:
+            self.gpu.validate(request.gpus, request.gpu_indices or None)
         if request.begin_at is not None and request.begin_at < self.clock() - BEGIN_SLACK:
             raise RequestError(E_INVALID, "--begin: that time is in the past")
         limit = self.config.queue_limit
@@ -210,6 +256,12 @@ class Spooler:
             self.wakeups.at(job.begin_at)
         self.kick()
         return job
+
+    def admit(self, request: Submit, command: list[str]) -> None:
+        """Once per submission, before any of its jobs is queued: the backend may refuse it
+        (SLURM: ``sbatch --test-only``), and then nothing is queued."""
+        if isinstance(self.dispatcher, SlurmDispatcher):
+            self.dispatcher.admit(job_of(request, command, self.clock()), request)
 
     def requeue(self, job: Job) -> None:
         """--requeue: an ended job goes back to the end of the queue with fresh attempts."""
@@ -251,6 +303,8 @@ class Spooler:
     # -- the user's actions ------------------------------------------------------------------
 
     def remove(self, job: Job) -> None:
+        if job in self.running and not job.state.is_active:
+            raise RequestError(E_INVALID, f"job {job.id} is in SLURM; kill it first (ts -k {job.id})")
         if job.state.is_active:
             raise RequestError(
                 E_INVALID, f"job {job.id} is {job.state.value}; kill it first (ts -k {job.id})"
@@ -266,7 +320,8 @@ class Spooler:
     def kill(self, job: Job, sig: int = signal.SIGTERM, escalate: bool = True) -> None:
         """Signal the job's process group; unless told not to, SIGKILL whatever is left after the
         grace period.  (``ts -f`` forwards Ctrl-C without escalation, as a terminal would.)"""
-        if not job.state.is_active:
+        in_slurm = self.slurm is not None and job in self.running  # pending there, or running
+        if not job.state.is_active and not in_slurm:
             raise RequestError(E_INVALID, f"job {job.id} is not running (it is {job.state.value})")
         if not self.stop(job, sig, escalate):
             raise RequestError(E_INVALID, f"job {job.id} has no process left to signal")
@@ -274,7 +329,9 @@ class Spooler:
 
     def stop(self, job: Job, sig: int = signal.SIGTERM, escalate: bool = True) -> bool:
         """Signal a running job (``-k``, its time limit); one just launched is signalled as soon as
-        its pid is known.  False when nothing of it is left to signal."""
+        its pid is known.  False when nothing of it is left to signal.  In SLURM: scancel."""
+        if self.slurm is not None:
+            return self.slurm.cancel(job)
         if job.shim_pid is None:
             self.running.kill_when_started(job, sig, escalate)
             return True
@@ -293,18 +350,18 @@ class Spooler:
         return True
 
     def make_urgent(self, job: Job) -> None:
-        _check_waiting(job)
+        _check_waiting(job, self.running)
         self.table.queue.move_first(job)
         self._saved(job)
 
     def set_priority(self, job: Job, priority: int) -> None:
-        _check_waiting(job)
+        _check_waiting(job, self.running)
         self.table.queue.set_priority(job, priority)
         self._saved(job)
 
     def swap(self, a: Job, b: Job) -> None:
-        _check_waiting(a)
-        _check_waiting(b)
+        _check_waiting(a, self.running)
+        _check_waiting(b, self.running)
         self.table.queue.swap(a, b)
         self.table.save(a)
         self._saved(b)
@@ -383,6 +440,8 @@ def snapshots_dir(savelist: str) -> str:
     return savelist + ".snapshots"
 
 
-def _check_waiting(job: Job) -> None:
+def _check_waiting(job: Job, running: RunningJobs) -> None:
+    if job in running and job.state.is_waiting:  # allocating in SLURM: out of our queue
+        raise RequestError(E_INVALID, f"job {job.id} is in SLURM already (it is {job.state.value})")
     if not job.state.is_waiting:
         raise RequestError(E_INVALID, f"job {job.id} is not queued (it is {job.state.value})")

@@ -41,7 +41,7 @@ def queues(sp: Spooler, req: rq.Queues, conn: Connection) -> Reply:
 
 
 def count_running(sp: Spooler, req: rq.CountRunning, conn: Connection) -> Reply:
-    return {"ok": True, "value": len(sp.running)}
+    return {"ok": True, "value": sp.running_now()[0]}
 
 
 def last_id(sp: Spooler, req: rq.LastId, conn: Connection) -> Reply:
@@ -89,7 +89,7 @@ def gpu_status(sp: Spooler, req: rq.GpuStatus, conn: Connection) -> Reply:
 def shutdown(sp: Spooler, req: rq.Shutdown, conn: Connection) -> Reply:
     """-K keeps every job for the next daemon; --reset first drops all but the running ones."""
     if req.drop:
-        for job in [j for j in sp.table.jobs.values() if not j.state.is_active]:
+        for job in [j for j in sp.table.jobs.values() if not j.state.is_active and j not in sp.running]:
             sp.events.removed(job)
     sp.loop.call_soon(sp.loop.stop)
     return {"ok": True, "running": len(sp.running)}

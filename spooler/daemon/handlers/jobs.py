@@ -32,7 +32,7 @@ def list_jobs(sp: Spooler, req: rq.List, conn: Connection) -> Reply:
     elif fmt == "default":
         text = render.render_list(
             jobs,
-            busy=sp.running.busy_in(None),
+            busy=sp.running.busy_in(None) if sp.slurm is None else sp.running_now()[1],
             slots=sp.settings.slots,
             now=now,
             width=req.width,
@@ -47,6 +47,8 @@ def list_jobs(sp: Spooler, req: rq.List, conn: Connection) -> Reply:
 
 def info(sp: Spooler, req: rq.Info, conn: Connection) -> Reply:
     job = sp.get(req.id, "run")
+    if sp.slurm is not None:
+        sp.slurm.details(job)
     return {"ok": True, "text": render.render_info(job, time.time())}
 
 

@@ -111,7 +111,7 @@ def priority(sp: Spooler, req: rq.Priority, conn: Connection) -> Reply:
 def kill(sp: Spooler, req: rq.Kill, conn: Connection) -> Reply:
     if req.all or (req.filter is not None and req.id is None):
         spec = req.filter or rq.Filter(states=["running", "paused"])
-        return _bulk(sp, spec, lambda j: j.state.is_active and bool(j.pid), sp.kill)
+        return _bulk(sp, spec, lambda j: j.state.is_active and bool(j.pid or j.slurm_id), sp.kill)
     job = sp.get(req.id, "run")
     sp.kill(job, req.signal, escalate=not req.only)
     return {"ok": True, "id": job.id}

@@ -55,6 +55,7 @@ def submit(sp: Spooler, req: Submit, conn: Connection) -> Reply:
     if given and single:
         return {"ok": True, "id": given[0]}
     _check(sp, req)
+    sp.admit(req, runs[0][0])
     if req.foreground and not single:
         raise bad("-f waits for one job: it cannot go with a batch or a sweep")
     if single:

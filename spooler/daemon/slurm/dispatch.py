@@ -1,0 +1,184 @@
+"""The scheduling pass of a daemon whose jobs run in SLURM: what goes to ``sbatch``, and how.
+
+SLURM places jobs on nodes and GPUs; what is left to the pass is what SLURM does not know:
+the queue order, dependencies on jobs that have no SLURM id yet, ``--skip-if-exists``, and
+``-S``, which here is how many of our jobs SLURM may run at once (``max_in_flight`` caps how
+many are in SLURM at all).  Jobs ready at the same pass that SLURM would be asked for in the
+same way (a sweep, a ``--batch``) go out as one job array, throttled to the share of ``-S``
+left (``--array=0-N%S``): one ``sbatch`` call instead of one per run.
+
+A dependency that is in SLURM, with no retry left to it, becomes ``--dependency`` and the job
+goes to SLURM at once; one that may still be retried (a new SLURM job) keeps it here.
+A submission is checked once, before any of its jobs is queued (``admit``): what SLURM
+``sbatch --test-only`` refuses is refused to ``ts``, with SLURM's message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from itertools import groupby
+from typing import Any
+
+from spooler.daemon.dispatch import Dispatcher
+from spooler.daemon.launcher.spec import environment
+from spooler.daemon.outcome import result_path
+from spooler.daemon.scheduler import dependency_verdict
+from spooler.daemon.slurm import commands
+from spooler.daemon.slurm.backend import SlurmBackend, Submission
+from spooler.daemon.slurm.script import Task, batch_script
+from spooler.daemon.terminals import close_pair
+from spooler.jobs import Job, JobState
+from spooler.protocol import E_INVALID, RequestError
+from spooler.protocol.requests import Submit
+
+log = logging.getLogger("spooler")
+
+# Per-task variables: what differs between the runs of a sweep.
+_DAEMON_VARIABLES = ("SLURM_CONF", "PATH")
+
+
+class SlurmDispatcher(Dispatcher):
+    slurm: SlurmBackend  # set by the daemon with the backend
+
+    def schedule(self) -> None:
+        self._kicked = False
+        now = self.clock()
+        ready: list[Job] = []
+        for job in list(self.table.queue):
+            ok, skip = dependency_verdict(job, self._outcome)
+            if skip:
+                self.events.end(job, JobState.SKIPPED, skip, at=now)
+            elif not ok:
+                continue
+            elif job.skip_if_exists and os.path.exists(os.path.join(job.cwd, job.skip_if_exists)):
+                self.events.end(
+                    job, JobState.SKIPPED, f"{job.skip_if_exists} exists (--skip-if-exists)", at=now
+                )
+            else:
+                ready.append(job)
+        share = self.table.settings.slots - self.slurm.weight()
+        room = self.slurm.config.max_in_flight - len(self.running)
+        for _, grouped in groupby(ready, key=_array_key):
+            group = list(grouped)
+            while group and share > 0 and room > 0:
+                batch = group[: min(len(group), room)] if _array_key(group[0]) is not None else group[:1]
+                group = group[len(batch) :]
+                throttle = min(share, len(batch))
+                self._submit(batch, throttle, now)
+                share -= throttle
+                room -= len(batch)
+        while self.space_waiters and self.space_waiters[0]():
+            self.space_waiters.popleft()
+
+    def admit(self, job: Job, request: Submit) -> None:
+        """Refuse what SLURM cannot do, and what ``sbatch --test-only`` refuses (a bad partition,
+        a request over a limit), so that a refusal queues nothing.  A controller that does not
+        answer refuses nothing: the jobs wait, with that reason."""
+        unsupported = {"-g": request.gpu_indices, "--gpu_mem": request.gpu_mem_mib, "-z": request.gzip}
+        for option, given in unsupported.items():
+            if given:
+                raise RequestError(E_INVALID, f"{option} is not available with the slurm backend")
+        if self.slurm.controller_down:
+            return
+        ask = commands.sbatch_args(commands.request_of(job, self.slurm.config, "/dev/null"), test_only=True)
+        result = self.slurm.tools.run_now(ask, stdin="#!/bin/sh\ntrue\n")
+        unreachable = result.timed_out or commands.controller_unreachable(result.stderr)
+        if result.returncode != 0 and not unreachable:
+            raise RequestError(E_INVALID, f"sbatch: {commands.error_line(result.stderr)}")
+
+    def _outcome(self, job: Job, dep: int) -> bool | None:
+        """A dependency in SLURM, with no retry left, counts as met: SLURM holds the job for it."""
+        outcome = self.table.dependency_outcome(job, dep)
+        other = self.table.jobs.get(dep)
+        if outcome is None and other is not None and _in_slurm_for_good(other) and other in self.running:
+            return True
+        return outcome
+
+    def _submit(self, jobs: list[Job], throttle: int, now: float) -> None:
+        token = secrets.token_hex(8)
+        array = len(jobs) > 1
+        first = jobs[0]
+        settings = self.table.settings
+        logdir = settings.logdir
+        pattern = os.path.join(logdir, f"ts-out.{token}.%a" if array else f"ts-out.{token}")
+        if first.log_name:
+            pattern = os.path.join(logdir, first.log_name)
+        envs: list[dict[str, str]] = []
+        for index, job in enumerate(jobs):
+            self.table.queue.remove(job)
+            for dep in (*job.after, *job.after_ok):
+                if dep in self.table.jobs and self.table.jobs[dep].state.is_done:
+                    job.dep_outcomes[dep] = self.table.jobs[dep].succeeded
+            close_pair(self.terminals.take(job.id))  # -nf: SLURM writes where it writes
+            job.slurm_token, job.slurm_task = token, index if array else None
+            job.slurm_id, job.slurm_info = None, {}
+            job.log_path = pattern.replace("%a", str(index)) if job.store_output else None
+            env = environment(
+                self.table.env_of(job), settings.env_overrides, job, result_path(self.runs_dir, job.id)
+            )
+            if job.gpus:
+                env.pop("CUDA_VISIBLE_DEVICES", None)  # SLURM sets it to the GPUs it gives
+            envs.append(env)
+            if job.state is JobState.QUEUED:
+                job.transition(JobState.ALLOCATING, now)
+            job.reason = "being submitted to SLURM"
+            self.running.add(job)
+            self.table.last_run = job.id
+            self.table.record(job)  # the intent, with its token, before sbatch is called
+        shared = {k: v for k, v in envs[0].items() if all(e.get(k) == v for e in envs[1:])}
+        for name in _DAEMON_VARIABLES:
+            if name in self.slurm.tools.env and name not in shared:
+                shared[name] = self.slurm.tools.env[name]
+        tasks = [
+            Task(
+                _argv(job),
+                self.slurm.status_path(job),
+                {k: v for k, v in env.items() if shared.get(k) != v},
+                job.id,
+            )
+            for job, env in zip(jobs, envs, strict=True)
+        ]
+        output = pattern if first.store_output else "/dev/null"
+        request = commands.request_of(first, self.slurm.config, output, token, self._dependencies(first))
+        if array:
+            request = _with_array(request, len(jobs), throttle)
+        sub = Submission(jobs, request, batch_script(tasks), shared, throttle)
+        try:
+            self.table.store.commit()  # the intent is on disk before SLURM hears of the jobs
+        except OSError as exc:
+            log.error("could not sync the save-list before sbatch: %s", exc)
+        self.slurm.submit(sub)
+
+    def _dependencies(self, job: Job) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        def ids(deps: list[int]) -> tuple[str, ...]:
+            found = (self.table.jobs.get(d) for d in deps)
+            return tuple(o.slurm_id for o in found if o is not None and o.slurm_id and not o.state.is_done)
+
+        return ids(job.after), ids(job.after_ok)
+
+
+def _with_array(request: commands.Request, tasks: int, throttle: int) -> commands.Request:
+    from dataclasses import replace
+
+    return replace(request, tasks=tasks, throttle=throttle if throttle < tasks else None)
+
+
+def _argv(job: Job) -> list[str]:
+    return ["/bin/sh", "-c", job.command[0]] if job.shell else list(job.command)
+
+
+def _in_slurm_for_good(job: Job) -> bool:
+    """In SLURM, and its end there is its end here (no retry makes a new SLURM job)."""
+    return bool(job.slurm_id) and job.attempt > job.max_retries
+
+
+def _array_key(job: Job) -> tuple[Any, ...] | None:
+    """Jobs with the same key are asked of SLURM alike and may share one job array."""
+    if job.after or job.after_ok or job.log_name:
+        return None
+    return (
+        job.cwd, job.env_key, job.label, job.sweep, job.slots, job.gpus, job.time_limit,
+        job.store_output, job.stderr_apart,
+    )  # fmt: skip
