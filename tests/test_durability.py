@@ -92,6 +92,19 @@ def test_running_jobs_survive_kill_9_and_their_exit_codes_are_recorded(spool: Sp
     assert spool.run("-w", str(adopted)).returncode == 4
 
 
+def test_a_gzipped_job_adopted_after_ts_K_ends_with_its_exit_code(spool: Spool) -> None:
+    """A -z job runs under a shim that records its end in its launcher's log: the launcher
+    stays (and keeps its log) until the shim has ended, though its daemon is gone."""
+    gate = spool.root / "gate"
+    job = spool.submit("sh", "-c", f"until [ -e {gate} ]; do sleep 0.02; done; exit 5", opts=("-z",))
+    spool.wait_state(job, "running")
+    spool.ts("-K")
+    assert spool.ts("-l")  # a new daemon adopts the job
+    gate.touch()
+    assert spool.run("-w", str(job)).returncode == 5
+    assert spool.job(job)["state"] == "finished"
+
+
 def test_ts_K_keeps_queued_jobs_and_ids_continue(spool: Spool) -> None:
     gate = spool.root / "gate"
     spool.ts("-S", "1")

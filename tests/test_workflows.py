@@ -261,6 +261,19 @@ def test_results_are_stored_and_filterable(spool: Spool) -> None:
     assert '"acc": 0.95' in spool.ts("-i", "1")
 
 
+def test_a_result_with_an_integer_beyond_64_bits_is_kept_and_the_daemon_goes_on(spool: Spool) -> None:
+    """JSON's integers have no bound, the save-list's do: such a value is kept as a float (or its
+    digits) instead of breaking the job's end and, later, every reply."""
+    big, huge = 2**64, 10**400
+    job = spool.submit("sh", "-c", f'echo \'{{"seed": {big}, "n": [{huge}], "ok": 1}}\' > "$TS_RESULT_FILE"')
+    after = spool.submit("true", opts=("-d",))
+    assert spool.run("-w", str(job)).returncode == 0
+    assert spool.run("-w", str(after)).returncode == 0  # its dependant started: the end went through
+    assert spool.job(job)["result"] == {"seed": float(big), "n": [str(huge)], "ok": 1}
+    spool.kill_daemon()
+    assert spool.job(job)["result"]["ok"] == 1  # and it was recorded
+
+
 def test_a_snapshot_runs_the_code_as_it_was_when_queued(spool: Spool, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     (repo / "src").mkdir(parents=True)

@@ -30,9 +30,29 @@ def read_result(path: str, limit: int = MAX_RESULT) -> tuple[object, str]:
     if len(data) > limit:
         return None, TOO_LARGE.format(limit=limit)
     try:
-        return json.loads(data), ""
+        return _storable(json.loads(data)), ""
     except ValueError:
         return None, NOT_JSON
+
+
+_INT_RANGE = (-(2**63), 2**64 - 1)  # what the save-list (msgpack) can hold as an integer
+
+
+def _storable(value: object) -> object:
+    """JSON's integers have no bound, the save-list's do: a larger one is kept as a float (or,
+    beyond a float, as its digits), never left to break the job's record."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+        try:
+            return float(value)
+        except OverflowError:  # beyond even a float: its digits
+            return str(value)
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _storable(v) for k, v in value.items()}
+    return value
 
 
 def result_problem(reason: str) -> str | None:

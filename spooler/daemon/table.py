@@ -141,7 +141,7 @@ class JobTable:
         be written (a full disk) must not stop the queue; the next compaction writes it all."""
         try:
             self.save(job)
-        except OSError as exc:
+        except (OSError, ValueError, TypeError, OverflowError) as exc:  # a full disk; a value
             log.error("could not record job %d in the save-list: %s", job.id, exc)
             self.store.missed()
 

@@ -63,7 +63,7 @@ def serve(requests: socket.socket, notes: socket.socket, exit_log: ExitLog) -> N
     shims: dict[int, int] = {}  # pid of a shim we forked -> its job id
     kept: dict[int, list[int]] = {}  # pid of a job or shim -> descriptors held until it ends
     daemon_gone = False
-    while not daemon_gone or jobs:
+    while not daemon_gone or jobs or shims:  # a -z job's shim records its end in our log
         watched = [wake_read] if daemon_gone else [requests.fileno(), wake_read]
         ready, _, _ = select.select(watched, [], [])
         if wake_read in ready:
