@@ -2,8 +2,8 @@
 
 Runs in the client, over plain requests: the jobs selected when the call is made are listed,
 each one that has not ended is waited for in turn (``Wait``, a reply the daemon defers until the
-job ends, so nothing polls), and their ends are read back in one list.  A job retried by
-``--retry`` is waited for until its last attempt ends.
+job ends, so nothing polls), and read back as soon as it has ended.  A job retried by
+``--retry`` is waited for until its last attempt ends; a held one until it is released and ends.
 """
 
 from __future__ import annotations
@@ -35,18 +35,27 @@ def failure(job: dict[str, Any]) -> str:
 def wait_all(client: Client, spec: Filter | None) -> tuple[list[dict[str, Any]], list[int]]:
     """(the selected jobs as they ended, the ids of those removed before they ended)."""
     jobs = json.loads(client.call(List(format="json", filter=spec))["text"])
-    ids = [int(job["id"]) for job in jobs]
+    ended = [job for job in jobs if job["state"] in _ENDED]
     removed = []
     for job in jobs:
         if job["state"] in _ENDED:
             continue
         try:
-            reply = client.call(Wait(id=job["id"]))
+            reply = client.call_again_if_lost(Wait(id=job["id"]))  # through a daemon's death too
         except RemoteError:  # removed between the list and the wait
             reply = {"removed": True}
         if reply.get("removed"):
             removed.append(int(job["id"]))
-    if not ids:
-        return [], removed
-    ended = json.loads(client.call(List(format="json", filter=Filter(ids=ids)))["text"])
-    return [job for job in ended if job["state"] in _ENDED], removed
+        else:
+            ended.append(_as_ended(client, job, reply))
+    return ended, removed
+
+
+def _as_ended(client: Client, job: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
+    """The job as it ended, read at once; if it is forgotten already (TS_MAXFINISHED, ts -C),
+    what its wait reply said, so its failure is never missed."""
+    found = json.loads(client.call(List(format="json", filter=Filter(ids=[job["id"]])))["text"])
+    if found and found[0]["state"] in _ENDED:
+        return dict(found[0])
+    status = int(reply["exit_status"])
+    return {**job, "state": reply["state"], "exit_status": status, "exit_code": status, "signal": None}

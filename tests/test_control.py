@@ -262,6 +262,22 @@ def test_wait_all_through_ts(spool: Spool) -> None:
     assert spool.run("--wait-all", "--state", "finished", "--label", "good").returncode == 0
 
 
+def test_wait_all_sees_a_failure_even_when_the_job_is_forgotten_at_once(spool: Spool) -> None:
+    """TS_MAXFINISHED=1: the failed job is dropped from the list as soon as the next one ends;
+    --wait-all still reports it (from its wait's reply)."""
+    spool.env["TS_MAXFINISHED"] = "1"
+    gate = spool.root / "gate"
+    wait = f"until [ -e {gate} ]; do sleep 0.02; done"
+    spool.ts("-S", "2")
+    bad = spool.submit("sh", "-c", f"{wait}; exit 3")
+    spool.submit("sh", "-c", f"{wait}; sleep 0.3")
+    waiter = subprocess.Popen([*TS, "--wait-all"], env=spool.env, stdout=subprocess.PIPE, text=True)
+    spool.wait_state(bad, "running")
+    gate.touch()
+    out, _ = waiter.communicate(timeout=60)
+    assert waiter.returncode == 1 and out.startswith(f"job {bad} exited 3")
+
+
 def test_wait_all_with_nothing_to_wait_for(spool: Spool) -> None:
     assert spool.run("--wait-all").returncode == 0
     done = spool.run("--wait-all", "7")
