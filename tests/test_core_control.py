@@ -447,6 +447,22 @@ def test_requeue_cascade_brings_back_the_jobs_skipped_because_it_failed(make_cor
     assert [c.state(j) for j in (first, child, grandchild)] == ["finished"] * 3
 
 
+def test_requeue_cascade_remembers_a_dependency_removed_meanwhile(make_core: MakeCore) -> None:
+    """-W a,b where a succeeded and was removed since: the requeued dependant still counts a as
+    done well, and runs once b does."""
+    c = make_core(1)
+    a = c.submit("true")
+    b = c.submit("true")
+    both = c.submit("true", after_ok=[a, b])
+    c.run(a, 0)
+    c.run(b, 1)
+    assert c.state(both) == "skipped"
+    c.request(Remove(id=a))
+    c.request(Requeue(id=b, cascade=True))
+    c.run(b, 0)
+    assert c.running() == [both]
+
+
 def test_requeue_cascade_by_filter(make_core: MakeCore) -> None:
     c = make_core(1)
     a = c.submit("true", label="s")

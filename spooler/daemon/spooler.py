@@ -274,7 +274,9 @@ class Spooler:
         job.log_path = None
         job.oom_free_mib = None
         job.reason = ""
-        job.dep_outcomes.clear()
+        # Dependencies still listed are judged again (they may run again too); the outcome of
+        # one removed since is all that is left of it.
+        job.dep_outcomes = {d: ok for d, ok in job.dep_outcomes.items() if d not in self.table.jobs}
         self.table.requeued(job, new_seq=True)
         self.table.save(job)
         self.kick()

@@ -222,7 +222,10 @@ class JobTable:
         if job.state.is_waiting:
             self.queue.remove(job)
         outcome = job.succeeded
-        for other in self.queue:
+        # Waiting dependants, and skipped ones (``--requeue --cascade`` may run them again): the
+        # ended jobs kept are at most TS_MAXFINISHED, so the cost stays bounded.
+        skipped = (self.jobs[i] for i in self.done_order if self.jobs[i].state is JobState.SKIPPED)
+        for other in [*self.queue, *skipped]:
             if job.id in other.after or job.id in other.after_ok:
                 other.dep_outcomes[job.id] = outcome
                 self.record(other)
