@@ -210,6 +210,7 @@ class Client(client.Client):
         label: str | None = None,
         sweep: str | None = None,
         where: str | None = None,
+        queue: str | None = None,
         sort: str | Sequence[str] | None = None,
         best: str | None = None,
     ) -> list[dict[str, Any]]:
@@ -222,7 +223,8 @@ class Client(client.Client):
         ``best: True`` to the best rows.
         """
         keys = sort if sort is None or isinstance(sort, str) else ",".join(sort)
-        request = rq.Results(filter=_filter(state, label, sweep, where), sort=keys, best=best, format="json")
+        spec = _filter(state, label, sweep, where, queue)
+        request = rq.Results(filter=spec, sort=keys, best=best, format="json")
         return list(json.loads(self.call(request)["text"]))
 
     def job(self, job_id: int) -> dict[str, Any]:

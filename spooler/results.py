@@ -20,7 +20,7 @@ Row = dict[str, Any]
 FIXED = ("id", "state", "time")  # every row has these, in this order, before args.* and result.*
 NOTE = "note"  # why a job's result is missing (its file was not valid JSON, say)
 FORMATS = ("table", "csv", "json", "markdown")
-_WAITING = ("queued", "allocating", "running")  # jobs whose result may still come
+_WAITING = ("queued", "allocating", "held", "running", "paused")  # jobs whose result may still come
 _GROUPS = ("args", "result")
 # A result field whose last part says it is an error or a loss is best low (``ts --watch``).
 _LOWER_IS_BETTER = re.compile(r"loss|err|mse|mae|perplexity|ppl|regret", re.IGNORECASE)

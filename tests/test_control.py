@@ -221,6 +221,17 @@ def test_named_queues_through_ts(spool: Spool) -> None:
     assert spool.run("-w", str(waiting)).returncode == 0
 
 
+def test_reading_a_queue_s_slots_does_not_make_it_and_results_filter_by_queue(spool: Spool) -> None:
+    assert spool.ts("--queue", "typo", "-S").strip() == "1"  # what it would have
+    assert [line.split()[0] for line in spool.ts("--queues").splitlines()[1:]] == ["default"]
+    cpu = spool.submit("sh", "-c", 'echo \'{"acc": 1}\' > "$TS_RESULT_FILE"', opts=("--queue", "cpu"))
+    other = spool.submit("true")
+    for job in (cpu, other):
+        assert spool.run("-w", str(job)).returncode == 0
+    assert spool.ts("results", "--queue", "cpu", "--ids").split() == [str(cpu)]
+    assert spool.ts("--queue", "cpu", "results", "--ids").split() == [str(cpu)]
+
+
 @pytest.mark.parametrize("name", ["a/b", "two words", "q" * 65])
 def test_bad_queue_names_through_ts(spool: Spool, name: str) -> None:
     for args in (("--queue", name, "true"), ("--queue", name, "-S", "2"), ("-l", "--queue", name)):

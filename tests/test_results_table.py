@@ -214,6 +214,12 @@ def test_a_result_field_may_be_named_before_any_job_wrote_it() -> None:
         build(started[:1], sort="result.acc")  # every job ended: a typo
 
 
+@pytest.mark.parametrize("state", ["queued", "allocating", "held", "running", "paused"])
+def test_a_job_that_may_still_write_its_result_allows_the_field(state: str) -> None:
+    table = build([row(0, state="finished", args_C=1), row(1, state=state, time=None)], sort="-result.acc")
+    assert ids(table.rows) == [0, 1]
+
+
 def test_an_empty_selection_checks_no_field_names() -> None:
     empty = build([], sort="-result.acc", best="min:loss")
     assert empty.columns == ["id", "state", "time"] and empty.rows == [] and empty.best is None
@@ -310,6 +316,13 @@ def test_json_rows_are_flat_and_complete() -> None:
         "result.acc": 0.84, "result.loss": 0.00002,
     }  # fmt: skip
     assert "best" not in rows[0] and rows[2]["result.acc"] is None
+
+
+def test_json_writes_a_diverged_run_as_null_not_nan() -> None:
+    rows = [row(0, result_loss=float("nan")), row(1, result_loss=float("inf")), row(2, result_loss=0.5)]
+    text = render(build(rows), "json")
+    assert [r["result.loss"] for r in json.loads(text)] == [None, None, 0.5]
+    assert "NaN" not in text and "Infinity" not in text
 
 
 def test_markdown() -> None:

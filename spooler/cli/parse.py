@@ -223,6 +223,9 @@ def _results(inv: Invocation) -> None:
         raise UsageError(
             f"ts results takes filters, --sort, --best, --format and --ids, not {after.command[0]!r}"
         )
+    for given in (inv, after):  # --queue NAME is a filter here, as with -l
+        if set(given.job) == {"queue"}:
+            given.filters["queue"] = given.job.pop("queue")
     if after.action not in ("", "list") or inv.job or after.job or after.list_format != "default":
         raise UsageError("ts results takes filters, --sort, --best, --format and --ids only")
     inv.filters.update(after.filters)

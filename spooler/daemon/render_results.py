@@ -19,7 +19,18 @@ from spooler.results import Results, Row, short_name
 from spooler.text import duration
 
 _HEADERS = {"id": "ID", "state": "State", "time": "Time"}
-_STATE_ORDER = ("finished", "failed", "timeout", "skipped", "lost", "running", "allocating", "queued")
+_STATE_ORDER = (
+    "finished",
+    "failed",
+    "timeout",
+    "skipped",
+    "lost",
+    "running",
+    "paused",
+    "allocating",
+    "queued",
+    "held",
+)
 _MAX_CELL = 40  # characters of a text cell in the table; CSV and JSON are never cut
 _BOLD, _RESET = "\033[1m", "\033[0m"
 _CONTROL = {c: " " for c in range(32)} | {127: " "}
@@ -29,7 +40,9 @@ def render(results: Results, fmt: str, color: bool = False) -> str:
     if fmt == "csv":
         return _csv(results)
     if fmt == "json":
-        return json.dumps(_plain_rows(results)) + "\n"
+        # Strict JSON (jq, most parsers) has no NaN or Infinity: a diverged run's loss is null.
+        rows = [{k: _finite(v) for k, v in row.items()} for row in _plain_rows(results)]
+        return json.dumps(rows, allow_nan=False) + "\n"
     if fmt == "markdown":
         return _markdown(results)
     return _table(results, color)
@@ -41,6 +54,10 @@ def _plain_rows(results: Results) -> list[Row]:
         return results.rows
     best = set(results.best.ids)
     return [{**row, "best": row["id"] in best} for row in results.rows]
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 # -- cells for people -----------------------------------------------------------------------

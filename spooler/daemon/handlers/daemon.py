@@ -8,7 +8,7 @@ from typing import Any
 
 from spooler import protocol
 from spooler.daemon import render
-from spooler.daemon.queues import DEFAULT
+from spooler.daemon.queues import DEFAULT, Queue
 from spooler.daemon.server import Connection
 from spooler.daemon.spooler import Spooler
 from spooler.protocol import E_NOT_FOUND, RequestError, bad
@@ -20,8 +20,9 @@ Reply = dict[str, Any] | None
 def slots(sp: Spooler, req: rq.Slots, conn: Connection) -> Reply:
     if req.set is not None:
         sp.set_slots(req.set, req.queue)
-    if req.queue is not None:
-        return {"ok": True, "slots": sp.queue_named(req.queue).slots}
+    if req.queue is not None:  # a read does not make the queue: a typo would stay for good
+        queue = sp.settings.queues.get(req.queue) or Queue(req.queue)
+        return {"ok": True, "slots": queue.slots}
     return {"ok": True, "slots": sp.settings.slots}
 
 
