@@ -135,6 +135,9 @@ class FakeAdoption:
             return True
         return False
 
+    def gone(self, pid: int | None) -> bool:
+        return pid not in self.alive
+
     def close(self) -> None:
         pass
 

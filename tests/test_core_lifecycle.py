@@ -467,3 +467,16 @@ def test_a_job_whose_launcher_never_drained_is_lost_not_run_again(
     monkeypatch.setattr(exits, "read_settled", lambda runs_dir: exits.Logs(settled=False))
     c.start()
     assert c.state(job) == "lost" and "did not say" in c.job(job).reason and c.launched() == []
+
+
+def test_a_lost_job_whose_pid_is_taken_is_not_retried(core: Core) -> None:
+    """Its shim could not be adopted, but some process has its pid: that may be the job itself,
+    still running (not recognised as ours), so even --retry does not start a second copy."""
+    c = core
+    job = c.submit("work", retry=2)
+    c.started(job, pid=5151)
+    c.stop()
+    c.adoption.alive.add(5151)  # a process has the pid ...
+    c.adoption.adopt = lambda job: False  # type: ignore[method-assign]  # ... not adoptable
+    c.start()
+    assert c.state(job) == "lost" and c.launched() == []

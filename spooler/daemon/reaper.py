@@ -124,9 +124,11 @@ class Reaper:
             self.running.add(job, adopted=True)
             self.adopted_exited(job.id)
         else:
-            # Wakes anyone waiting on it: its launcher may have died under this daemon.
+            # Wakes anyone waiting on it: its launcher may have died under this daemon.  Run
+            # again (--retry) only if no process has its pid: one that is there but could not be
+            # adopted (not recognised as ours) may be it, still running.
             reason = "was running when the daemon stopped, and its exit status was never recorded"
-            self.events.end(job, JobState.LOST, reason)
+            self.events.end(job, JobState.LOST, reason, retry=self.adoption.gone(job.shim_pid))
 
     def launcher_lost(self) -> None:
         """The launcher died (it should not): watch its orphaned jobs until they end."""

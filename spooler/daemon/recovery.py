@@ -43,6 +43,19 @@ class Adoption:
         self.loop.add_reader(pidfd, self._exited, pidfd)
         return True
 
+    @staticmethod
+    def gone(pid: int | None) -> bool:
+        """No process has this pid (so a job that had it cannot still be running)."""
+        if not pid:
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
     def _exited(self, pidfd: int) -> None:
         self.loop.remove_reader(pidfd)
         os.close(pidfd)
