@@ -145,7 +145,9 @@ class Dispatcher:
         job.transition(JobState.RUNNING, now)
         job.pid = job.shim_pid = None  # known when the launcher reports in
         # Recorded before the launch is sent: a daemon that dies after sending it must leave a
-        # job the next daemon looks for in the launchers' logs, never one it starts again.
+        # job the next daemon looks for in the launchers' logs, never one it starts again.  (On
+        # a full disk the record is missed and the queue goes on, as everywhere: a daemon that
+        # then dies at this very moment may start the job again.)
         self.table.record(job)
         try:
             self.backend.launch(spec, terminal, [fd for lease in leases for fd in lease.fds])
