@@ -121,8 +121,8 @@ class Client(client.Client):
             hold=hold,
             begin_at=_begin(begin),
             queue=queue,
-            notify_url=notify or env.get("TS_NOTIFY_URL") or None,
-            notify_on=notify_on or env.get("TS_NOTIFY_ON") or "fail",
+            notify_url=notify or _notify_from(env),
+            notify_on=notify_on or ("end" if env.get("TS_NOTIFY_ON") == "end" else "fail"),
         )
 
     def submit(
@@ -346,6 +346,21 @@ def _filter_args(filters: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["Client", "DaemonUnavailable"]
+
+
+def _notify_from(env: Mapping[str, str]) -> str | None:
+    """TS_NOTIFY_URL of the job's environment, unless it is no URL (then, as with ``ts``, the
+    job is queued without it, and a warning says why)."""
+    url = env.get("TS_NOTIFY_URL")
+    if not url:
+        return None
+    problem = rq.url_problem(url, "TS_NOTIFY_URL")
+    if problem:
+        import warnings
+
+        warnings.warn(f"TS_NOTIFY_URL ignored: {problem}", stacklevel=4)
+        return None
+    return url
 
 
 def _time_limit(value: str | float | None) -> int | None:

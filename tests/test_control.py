@@ -459,8 +459,17 @@ def test_notify_url_and_on_from_the_environment(spool: Spool, hook: Hook) -> Non
     job = spool.submit("true", env=env)
     body = wait_for(lambda: hook.bodies and hook.bodies[0], what="the notification")
     assert body["id"] == job and body["state"] == "finished" and body["exit_status"] == 0
+    # Bad values left in the environment are warned about, and the job is queued all the same.
     done = spool.run("true", env={**env, "TS_NOTIFY_ON": "sometimes"})
-    assert done.returncode != 0 and done.stderr == "ts: TS_NOTIFY_ON='sometimes': choose end or fail\n"
+    assert (
+        done.returncode == 0
+        and done.stderr == "ts: TS_NOTIFY_ON='sometimes' is not end or fail: notifying on fail\n"
+    )
+    done = spool.run("true", env={"TS_NOTIFY_URL": "ftp://x"})
+    assert done.returncode == 0 and done.stdout.strip().isdigit()
+    assert done.stderr == "ts: TS_NOTIFY_URL ignored: 'ftp://x' is not an http:// or https:// URL\n"
+    assert spool.job(int(done.stdout))["state"] in ("queued", "running", "finished")
+    assert spool.run("--notify", "ftp://x", "true").returncode != 0  # typed now: refused
 
 
 def test_a_notification_that_cannot_be_delivered_is_recorded_and_the_job_still_runs(spool: Spool) -> None:

@@ -92,12 +92,13 @@ def submission(opts: dict[str, Any]) -> Submit:
             req.begin_at = parse_begin(str(opts["begin"]), time.time())
         except ValueError as exc:
             raise UsageError(f"--begin: {exc}") from None
-    notify = opts.get("notify") or os.environ.get("TS_NOTIFY_URL")
+    notify = opts.get("notify") or _notify_from_environment()
     if notify:
         req.notify_url = str(notify)
         on = os.environ.get("TS_NOTIFY_ON") or "fail"
         if on not in ("end", "fail"):
-            raise UsageError(f"TS_NOTIFY_ON={on!r}: choose end or fail")
+            print(f"ts: TS_NOTIFY_ON={on!r} is not end or fail: notifying on fail", file=sys.stderr)
+            on = "fail"
         req.notify_on = on
     onfinish = os.environ.get("TS_ONFINISH")
     if onfinish:
@@ -105,6 +106,21 @@ def submission(opts: dict[str, Any]) -> Submit:
     if os.environ.get("TS_ENV"):
         req.env_info = _ts_env(os.environ["TS_ENV"])
     return req
+
+
+def _notify_from_environment() -> str | None:
+    """TS_NOTIFY_URL, unless it is no URL: a variable left over in the environment must not
+    stop every job from being queued (a bad --notify, typed now, is refused instead)."""
+    url = os.environ.get("TS_NOTIFY_URL")
+    if not url:
+        return None
+    from spooler.protocol.requests import url_problem
+
+    problem = url_problem(url, "TS_NOTIFY_URL")
+    if problem:
+        print(f"ts: TS_NOTIFY_URL ignored: {problem}", file=sys.stderr)
+        return None
+    return url
 
 
 def _check_program(program: str, variable: str) -> None:

@@ -110,18 +110,26 @@ def _named_queue(value: Any, name: str) -> str | None:
     return None if checked == "default" else checked
 
 
+def url_problem(value: Any, name: str = "--notify") -> str:
+    """What is wrong with a notification URL (an http(s) URL), or "" when nothing is."""
+    if not isinstance(value, str) or len(value) > 2048:
+        return f"{name} must be a URL of at most 2048 characters"
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest.split("/")[0]:
+        return f"{value[:80]!r} is not an http:// or https:// URL"
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return f"{value[:80]!r} is not a URL (it has spaces or control characters)"
+    return ""
+
+
 def _url(value: Any, name: str) -> str | None:
     """Where a notification is POSTed: an http(s) URL."""
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > 2048:
-        raise bad(f"{name} must be a URL of at most 2048 characters")
-    scheme, sep, rest = value.partition("://")
-    if not sep or scheme.lower() not in ("http", "https") or not rest.split("/")[0]:
-        raise bad(f"{value[:80]!r} is not an http:// or https:// URL")
-    if any(c.isspace() or not c.isprintable() for c in value):
-        raise bad(f"{value[:80]!r} is not a URL (it has spaces or control characters)")
-    return value
+    problem = url_problem(value, name)
+    if problem:
+        raise bad(problem)
+    return str(value)
 
 
 def _notify_on(value: Any, name: str) -> str:
