@@ -80,6 +80,8 @@ def _session(run: Run, gate: Path) -> list[object]:
     said.append(_states(run("-l").stdout))  # ended jobs in the order they ended
     say("sh", "-c", "sleep 30")
     wait_for(lambda: state_is("5", "running"), what="job 5 to run")
+    # The original's -k fails (255) while its server has not yet heard the job's pid.
+    wait_for(lambda: run("-p", "5").returncode == 0, what="job 5's pid")
     say("-k", "5")
     say("-w", "5")
     say("-C")
