@@ -223,3 +223,16 @@ def core(make_core: Any) -> Any:
 
 # The slurm backend's fixtures (a real cluster; skipped with the reason where none can run).
 from slurm_cluster import slurm_cluster, slurm_spool  # noqa: E402, F401
+
+
+@pytest.fixture
+def api(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A Python API client of the spool's daemon, started as ts would start it."""
+    from spooler import Client
+
+    for key, value in spool.env.items():
+        if key.startswith("TS_") or key in ("TMPDIR", "XDG_STATE_HOME"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.chdir(spool.root)
+    spool.ts("-l")
+    return Client()

@@ -12,16 +12,6 @@ import spooler
 from spooler import Client
 
 
-@pytest.fixture
-def api(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> Client:
-    for key, value in spool.env.items():
-        if key.startswith("TS_") or key in ("TMPDIR", "XDG_STATE_HOME"):
-            monkeypatch.setenv(key, value)
-    monkeypatch.chdir(spool.root)
-    spool.ts("-l")  # the daemon, started as ts would
-    return Client()
-
-
 def test_submit_wait_and_jobs(api: Client, spool: Spool) -> None:
     with api:
         job = api.submit(["sh", "-c", "echo %(greeting); exit 3"], args={"greeting": "hi there"}, label="x")

@@ -20,16 +20,6 @@ from spooler import Client
 from spooler.errors import UsageError
 
 
-@pytest.fixture
-def api(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> Client:
-    for key, value in spool.env.items():
-        if key.startswith("TS_") or key in ("TMPDIR", "XDG_STATE_HOME"):
-            monkeypatch.setenv(key, value)
-    monkeypatch.chdir(spool.root)
-    spool.ts("-l")  # the daemon, started as ts would
-    return Client()
-
-
 def _gate(spool: Spool) -> int:
     """A job that holds the one slot until the test touches ``gate``."""
     gate = spool.root / "gate"

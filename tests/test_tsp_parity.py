@@ -89,17 +89,26 @@ def _session(run: Run, gate: Path) -> list[object]:
     return said
 
 
-def test_the_same_session_gives_the_same_answers_as_the_original(spool: Spool, tmp_path: Path) -> None:
+def _both(
+    spool: Spool, tmp_path: Path, session: Callable[[Run, Path], list[object]]
+) -> tuple[object, object]:
+    """(ours, theirs): the session typed into our ts and into the original, each in its own
+    directory on its own socket."""
     assert TSP is not None
     theirs_dir = tmp_path / "tsp"
     theirs_dir.mkdir()
     theirs_env = {**spool.env, "TS_SOCKET": str(theirs_dir / "sock"), "TMPDIR": str(theirs_dir)}
     theirs_env.pop("TS_SAVELIST", None)
     try:
-        theirs = _session(_runner([TSP], theirs_env, theirs_dir), theirs_dir / "gate")
+        theirs = session(_runner([TSP], theirs_env, theirs_dir), theirs_dir / "gate")
     finally:
         _stop_tsp(theirs_env)
-    ours = _session(_runner(list(TS), spool.env, spool.root), spool.root / "gate")
+    ours = session(_runner(list(TS), spool.env, spool.root), spool.root / "gate")
+    return ours, theirs
+
+
+def test_the_same_session_gives_the_same_answers_as_the_original(spool: Spool, tmp_path: Path) -> None:
+    ours, theirs = _both(spool, tmp_path, _session)
     assert ours == theirs
 
 
@@ -136,18 +145,13 @@ def _default_job_session(run: Run, gate: Path) -> list[object]:
 
 
 def test_id_less_actions_take_the_job_at_the_tail_of_the_queue(spool: Spool, tmp_path: Path) -> None:
-    assert TSP is not None
-    theirs_dir = tmp_path / "tsp"
-    theirs_dir.mkdir()
-    theirs_env = {**spool.env, "TS_SOCKET": str(theirs_dir / "sock"), "TMPDIR": str(theirs_dir)}
-    theirs_env.pop("TS_SAVELIST", None)
-    try:
-        theirs = _default_job_session(_runner([TSP], theirs_env, theirs_dir), theirs_dir / "gate")
-    finally:
-        _stop_tsp(theirs_env)
-    ours = _default_job_session(_runner(list(TS), spool.env, spool.root), spool.root / "gate")
+    ours, theirs = _both(spool, tmp_path, _default_job_session)
     assert ours == theirs
-    assert ours[-2] == (("-w",), "", 0)  # it waited for `ls`, not for the removed `ls 2`
+    assert isinstance(ours, list) and ours[-2] == (
+        ("-w",),
+        "",
+        0,
+    )  # it waited for `ls`, not for the removed `ls 2`
 
 
 def _stop_tsp(env: dict[str, str]) -> None:
