@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from spooler.cli.parse import Invocation, filter_of, job_id, parse
+from spooler.cli.parse import Invocation, filter_of, job_id, parse, positive
 from spooler.cli.selection import bulk, wait_all
 from spooler.client import Client
 from spooler.errors import SpoolerError, UsageError, VersionMismatch
@@ -35,6 +35,7 @@ def _list(inv: Invocation) -> int:
         color=color,
         ids_only=bool(inv.filters.get("ids_only")),
         filter=filter_of(inv),
+        last=positive(inv.filters["last"], "--last") if "last" in inv.filters else None,
     )
     with Client() as client:
         reply = client.call(request)
