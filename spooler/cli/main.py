@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 
 from spooler.cli.parse import Invocation, filter_of, job_id, parse, positive
 from spooler.cli.selection import bulk, wait_all
@@ -17,6 +16,7 @@ from spooler.protocol import requests as rq
 
 TYPE_CHECKING = False  # typing costs ts about 2 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, NoReturn
 
 
