@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 from typing import Any
 
 import msgpack
@@ -10,6 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spooler import protocol
+from spooler.client import BULK_ITEMS, Client
 from spooler.protocol import wire
 
 _scalars = (
@@ -68,3 +71,24 @@ def test_what_msgpack_cannot_pack_is_refused() -> None:
         wire.pack(2**64)
     with pytest.raises(TypeError):
         wire.pack({1, 2})
+
+
+@pytest.mark.parametrize("items", [1, BULK_ITEMS])
+def test_the_client_frames_the_same_with_either_codec(items: int) -> None:
+    """Small requests go through spooler.protocol.wire, a submission of many commands through
+    msgpack (Client.bulk); the daemon reads the same frame either way, and so does the client
+    read the reply."""
+    message = {"v": 2, "op": "submit", "items": [{"command": ["true", str(i)]} for i in range(items)]}
+    reply = {"ok": True, "ids": list(range(items)), "note": 1.5}
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.settimeout(5)
+        theirs.settimeout(5)
+        client = Client.__new__(Client)  # no connect(): wire it to the socketpair
+        client.sock = ours
+        client.send(message)
+        assert client.bulk == (items >= BULK_ITEMS)
+        frame = protocol.encode(message)
+        assert theirs.recv(len(frame), socket.MSG_WAITALL) == frame
+        theirs.sendall(protocol.encode(reply))
+        assert client.receive() == reply
