@@ -250,6 +250,10 @@ class Gate:
 def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TS_") and k not in ("NO_COLOR",)}
     env.pop("PYTHONPATH", None)
+    # ts as installed runs from compiled modules (pip compiles them at install time); with
+    # PYTHONDONTWRITEBYTECODE an editable install would compile spooler's modules from source
+    # on every call (about 15 ms), a cost no user's ts pays.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 

@@ -141,8 +141,8 @@ def latency_rows(table: Table, lat: dict[str, Any], have_tsp: bool) -> None:
         table.add(
             f"1. Client latency: {label}, median of {rounds}",
             f"{ms(lat[key])} = {ratio:.2f}x `python -c pass` ({ms(base)})",
-            f"<= 3x `python -c pass` (<= {ms(3 * base)})",
-            verdict(ratio <= 3),
+            f"<= 1.6x `python -c pass` (<= {ms(1.6 * base)})",
+            verdict(ratio <= 1.6),
         )
     if have_tsp:
         table.add(
@@ -185,28 +185,33 @@ def dispatch_rows(table: Table, disp: dict[int, dict[str, Any]], have_tsp: bool)
     for slots in (1, 8):
         ours = disp[slots]["ours"]
         theirs = disp[slots]["tsp"]
-        rate = median([r["rate"] for r in ours])
+        # The -w clock (release to the return of the last ts -w), the one a user sees and the
+        # one tsp is timed with; the -M json clock (end times) goes to the notes.
+        rate = median([r["wall_rate"] for r in ours])
         n = ours[0]["n"]
         reps = f"median of {len(ours)}" if len(ours) > 1 else "1 run"
-        label = f"3. Dispatch at -S {slots}: {fmt_n(n)} `true` jobs released by a gate, {reps}"
+        label = (
+            f"3. Dispatch at -S {slots}: {fmt_n(n)} `true` jobs released by a gate, release to the last"
+            f" `-w` return, {reps}"
+        )
         if have_tsp and theirs:
             trate = median([r["rate"] for r in theirs])
             table.add(
                 label,
                 f"ours {rate:.0f} jobs/s; tsp {trate:.0f} jobs/s ({fmt_n(theirs[0]['n'])} jobs); "
                 f"ours/tsp = {rate / trate:.2f}",
-                "ours/tsp >= 1",
-                verdict(rate >= trate),
+                "ours/tsp >= 1.3",
+                verdict(rate >= 1.3 * trate),
             )
         else:
-            table.add(label, f"ours {rate:.0f} jobs/s; tsp not on PATH", "ours/tsp >= 1", NA)
-        wall = median([r["wall_rate"] for r in ours])
+            table.add(label, f"ours {rate:.0f} jobs/s; tsp not on PATH", "ours/tsp >= 1.3", NA)
+        from_json = median([r["rate"] for r in ours])
         lag = median([r["gate_lag"] for r in ours])
         table.notes.append(
-            f"3 (-S {slots}): ours from `ts -M json` (gate end_time to the last end_time): "
-            + ", ".join(f"{r['rate']:.0f}" for r in ours)
-            + " jobs/s; the same runs timed like tsp (gate release to the last `ts -w` exiting): "
-            f"{wall:.0f} jobs/s; gate end_time - release = {ms(lag)}."
+            f"3 (-S {slots}): ours timed like tsp (gate release to the last `ts -w` exiting): "
+            + ", ".join(f"{r['wall_rate']:.0f}" for r in ours)
+            + " jobs/s; the same runs from `ts -M json` (gate end_time to the last end_time): "
+            f"{from_json:.0f} jobs/s; gate end_time - release = {ms(lag)}."
             + (
                 " tsp (gate release to the last `tsp -w` exiting): "
                 + ", ".join(f"{r['rate']:.0f}" for r in theirs)
@@ -249,15 +254,16 @@ def scale_rows(table: Table, sc: dict[str, Any]) -> None:
     keys = sorted(levels)
     lo, hi = keys[0], keys[-1]
     mid = 10_000 if 10_000 in levels else keys[len(keys) // 2]
-    e_mid = levels[mid]
-    if "list" in e_mid:
-        ratio = e_mid["list"] / e_mid["list_pass"]
-        table.add(
-            f"4. Scale: `ts -l` with {fmt_n(mid)} jobs, median",
-            f"{ms(e_mid['list'])} = {ratio:.2f}x `python -c pass` ({ms(e_mid['list_pass'])})",
-            f"<= 8x `python -c pass` (<= {ms(8 * e_mid['list_pass'])})",
-            verdict(ratio <= 8),
-        )
+    for level, bound in ((mid, 3), (100_000, 15)):
+        e = levels.get(level, {})
+        if "list" in e:
+            ratio = e["list"] / e["list_pass"]
+            table.add(
+                f"4. Scale: `ts -l` with {fmt_n(level)} jobs, median",
+                f"{ms(e['list'])} = {ratio:.2f}x `python -c pass` ({ms(e['list_pass'])})",
+                f"<= {bound}x `python -c pass` (<= {ms(bound * e['list_pass'])})",
+                verdict(ratio <= bound),
+            )
     for level, limit in ((10_000, 80), (100_000, 400)):
         if level in levels:
             e = levels[level]
@@ -293,7 +299,7 @@ def scale_rows(table: Table, sc: dict[str, Any]) -> None:
         part += (
             f"slowest enqueue {ms(e['enq_on_max'])}, `python -c pass` {ms(e['enq_pass'])} in the same rounds"
         )
-        if "list" in e and k != mid:
+        if "list" in e and k not in (mid, 100_000):
             part += f", `ts -l` {ms(e['list'])}"
         for name, (lines, secs) in e.get("topup", {}).items():
             part += f", top-up `ts --batch` of {fmt_n(lines)} lines on {name} {secs:.2f} s"

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
 
 from spooler.errors import UnsafePathError
+
+TYPE_CHECKING = False  # collections.abc imports collections: about 1.5 ms of ts's start-up
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 def tmpdir(env: Mapping[str, str] = os.environ) -> str:

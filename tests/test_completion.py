@@ -172,3 +172,7 @@ def test_ids_and_queues_for_the_controls_of_a_jobs_life(spool: Spool) -> None:
     assert values(complete(spool, "ts --resume ")) == []
     assert set(values(complete(spool, "ts --edit "))) == {str(held), str(queued)}
     assert values(complete(spool, "ts -l --queue ")) == ["cpu", "default"]
+
+
+def test_list_last_is_offered(spool: Spool) -> None:
+    assert "--last" in values(complete(spool, "ts -l --la"))

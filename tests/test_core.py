@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -314,3 +315,20 @@ def test_unwritable_log_directory_is_refused(spool: Spool, tmp_path: Path) -> No
     done = spool.run("--set_logdir", str(missing))
     assert done.returncode != 0 and "not a directory" in done.stderr
     assert spool.ts("--get_logdir").strip() == str(spool.logdir)
+
+
+def test_list_last_shows_only_the_end_of_the_list(spool: Spool) -> None:
+    cmd, path = gate(spool)
+    running = spool.submit(*cmd)
+    queued = [spool.submit("echo", str(i)) for i in range(4)]
+    whole = spool.ts("-l").splitlines()
+    assert [line.split()[0] for line in whole[1:]] == [str(running), *map(str, queued)]
+    last_two = spool.ts("-l", "--last", "2").splitlines()
+    assert [line.split() for line in last_two] == [line.split() for line in (whole[0], *whole[-2:])]
+    assert spool.ts("--last", "1", "--ids").split() == [str(queued[-1])]
+    assert len(spool.ts("-l", "--last", "100").splitlines()) == len(whole)
+    assert [j["id"] for j in json.loads(spool.ts("-M", "json", "--last", "3"))] == queued[-3:]
+    for bad in (["-l", "--last", "0"], ["-l", "--last", "x"], ["-r", "--last", "2"]):
+        done = spool.run(*bad)
+        assert done.returncode != 0 and "Traceback" not in done.stderr
+    path.touch()

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 
-from spooler.cli.parse import Invocation, filter_of, job_id, parse
+from spooler.cli.parse import Invocation, filter_of, job_id, parse, positive
 from spooler.cli.selection import bulk, wait_all
 from spooler.client import Client
 from spooler.errors import SpoolerError, UsageError, VersionMismatch
@@ -17,6 +16,7 @@ from spooler.protocol import requests as rq
 
 TYPE_CHECKING = False  # typing costs ts about 2 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, NoReturn
 
 
@@ -35,6 +35,7 @@ def _list(inv: Invocation) -> int:
         color=color,
         ids_only=bool(inv.filters.get("ids_only")),
         filter=filter_of(inv),
+        last=positive(inv.filters["last"], "--last") if "last" in inv.filters else None,
     )
     with Client() as client:
         reply = client.call(request)

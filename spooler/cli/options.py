@@ -145,6 +145,7 @@ OPTIONS: tuple[Option, ...] = (
     _filter("sweep", "sweep", "str", "only jobs of this sweep", "NAME"),
     _filter("where", "where", "str", "only jobs for which EXPR holds, e.g. 'args.lr > 1e-3 and state == \"finished\"'", "EXPR"),
     _filter("ids", "ids_only", "none", "print only the ids, one per line"),
+    _filter("last", "last", "str", "with -l: only the last N jobs of the list (the latest to end)", "N"),
 )
 # fmt: on
 

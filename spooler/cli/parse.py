@@ -145,6 +145,8 @@ def parse(argv: list[str], nested: bool = False) -> Invocation:
         inv.job["label"] = inv.filters.pop("label")  # ts --edit ID --label L: the new label
     if "queue" in inv.job and inv.action in FILTERED and not inv.command and "batch" not in inv.job:
         inv.filters["queue"] = inv.job.pop("queue")  # -l --queue NAME: a filter, not a job's queue
+    if "last" in inv.filters and inv.action not in ("", "list"):
+        raise UsageError("--last goes with -l (ts -l --last 20)")
     if inv.filters and inv.action not in FILTERED:
         raise UsageError(f"{inv.action_option} does not take --state, --label, --sweep or --where")
     if inv.action == "watch" and set(inv.results) - {"best"}:
@@ -242,7 +244,7 @@ def filter_of(inv: Invocation) -> rq.Filter | None:
     from spooler.protocol import requests as rq
 
     given = inv.filters
-    if not any(key != "ids_only" for key in given):
+    if not any(key not in ("ids_only", "last") for key in given):
         return None
     states = [s.strip() for s in given.get("states", "").split(",") if s.strip()]
     return rq.Filter(

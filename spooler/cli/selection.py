@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 from spooler.cli.parse import Invocation, filter_of, job_id
 from spooler.client import Client
@@ -12,6 +11,8 @@ from spooler.protocol import requests as rq
 
 TYPE_CHECKING = False  # typing costs ts about 2 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     Bulk = rq.Remove | rq.Kill | rq.Requeue | rq.Hold | rq.Release | rq.Pause | rq.Resume
 
 # The request of each action, and why a job the filters selected was left alone.

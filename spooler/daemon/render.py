@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from spooler.commands import display
 from spooler.durations import format_duration
 from spooler.jobs import Job, JobState, job_data, run_time, signal_name
 from spooler.text import duration
@@ -56,8 +57,11 @@ def state_text(job: Job) -> str:
 
 def command_cell(job: Job) -> str:
     """One line, whatever the command holds: newlines and escape codes would break the table."""
-    text = f"[{job.label}]{job.command_text}" if job.label else job.command_text
-    return text.translate(_CONTROL)
+    command = job.command
+    text = command[0] if len(command) == 1 else display(command)
+    if job.label:
+        text = f"[{job.label}]{text}"
+    return text if text.isprintable() else text.translate(_CONTROL)
 
 
 def gpus_text(job: Job) -> str:
@@ -84,46 +88,51 @@ def render_list(
 
     The GPUs column (between Time and Command, as in GPU Task Spooler) shows the GPUs a job holds,
     ``xN`` for N GPUs still to be allocated and ``[i,j]`` for ``-g`` GPUs not yet taken.
+
+    The table is built a column at a time and each line with one ``%`` format: a list of
+    100,000 jobs costs a few list comprehensions rather than a list and a handful of calls per
+    row (per-row lists also woke the garbage collector, which then walked every job record).
     """
     jobs = list(jobs)
-    headers = [*HEADERS[:5], "GPUs"] if show_gpus else list(HEADERS[:5])
+    headers = ["ID", "State", "Output", "E-Level", "Time"]
+    # Waiting jobs, the bulk of a long list, skip the calls for cells they leave empty.
+    columns = [
+        [str(j.id) for j in jobs],
+        # .value is a Python-level property, _value_ a plain slot; a job in SLURM adds its reason
+        [state_text(j) if j.slurm_id else j.state._value_ for j in jobs],
+        [j.log_path or output_text(j) for j in jobs],
+        ["" if j.exit_code is None and j.signal is None else exit_text(j) for j in jobs],
+        ["" if j.start_time is None else duration((j.end_time or now) - j.start_time) for j in jobs],
+    ]
     output = 2  # the column that gives way on a narrow terminal
     if show_queue:
         headers.insert(2, "Queue")
+        columns.insert(2, [j.queue or "default" for j in jobs])
         output = 3
-    rows = []
-    for j in jobs:
-        row = [str(j.id), state_text(j), output_text(j), exit_text(j), duration(run_time(j, now))]
-        if show_queue:
-            row.insert(2, j.queue or "default")
-        if show_gpus:
-            row.append(gpus_text(j))
-        rows.append(row)
-    columns = len(headers)
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i in range(columns):
-            widths[i] = max(widths[i], len(row[i]))
+    if show_gpus:
+        headers.append("GPUs")
+        columns.append([gpus_text(j) for j in jobs])
+    widths = [
+        max(len(h), max(map(len, column), default=0)) for h, column in zip(headers, columns, strict=True)
+    ]
     if width:
         # Too narrow a terminal: the Output column gives way first, then the command is cut.
-        fixed = sum(widths) + 2 * columns
-        spare = width - fixed - len(f"Command [run={busy}/{slots}]")
+        spare = width - sum(widths) - 2 * len(widths) - len(f"Command [run={busy}/{slots}]")
         if spare < 0 and widths[output] > 12:
             widths[output] = max(12, widths[output] + spare)
-    lines = []
-    header = "  ".join(h.ljust(widths[i]) for i, h in enumerate(headers))
-    lines.append(f"{header}  Command [run={busy}/{slots}]")
-    for job, row in zip(jobs, rows, strict=True):
-        cells = [_fit(row[i], widths[i]) for i in range(columns)]
-        line = "  ".join(c.ljust(widths[i]) for i, c in enumerate(cells)) + "  " + command_cell(job)
-        if width and len(line) > width:
-            line = line[: max(width - 1, 0)] + "…"
-        if color and job.state in _COLORS:
-            start = widths[0] + 2
-            end = start + len(cells[1])
-            line = line[:start] + _COLORS[job.state] + line[start:end] + _RESET + line[end:]
-        lines.append(line.rstrip())
-    return "\n".join(lines) + "\n"
+            columns[output] = [_fit(text, widths[output]) for text in columns[output]]
+    row_format = "".join(f"%-{w}s  " for w in widths) + "%s"
+    header = row_format % (*headers, f"Command [run={busy}/{slots}]")
+    lines = [row_format % row for row in zip(*columns, map(command_cell, jobs), strict=True)]
+    if width:
+        lines = [line if len(line) <= width else line[: max(width - 1, 0)] + "…" for line in lines]
+    if color:
+        start = widths[0] + 2
+        for i, job in enumerate(jobs):
+            if job.state in _COLORS:
+                line, end = lines[i], start + len(job.state.value)
+                lines[i] = line[:start] + _COLORS[job.state] + line[start:end] + _RESET + line[end:]
+    return header.rstrip() + "\n" + "".join(line.rstrip() + "\n" for line in lines)
 
 
 def render_gpu_status(status: dict[str, Any]) -> str:

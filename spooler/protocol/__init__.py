@@ -7,17 +7,14 @@ Every request map carries ``v`` (PROTOCOL_VERSION) and ``op`` (one of the reques
 ``spooler.protocol.requests``); the daemon answers each request with one reply map: ``{"ok": True, ...}`` or
 ``{"ok": False, "error": "one line for the user", "code": ...}``.
 
-This package is on the client's hot path: it imports nothing heavier than struct, socket and
-msgpack.
+This package is on the client's hot path, so it imports only struct: ``ts`` packs and unpacks
+its frames with ``spooler.protocol.wire``, and msgpack (about 5 ms to import) is imported by the
+functions here that the daemon and tools use.
 """
 
 from __future__ import annotations
 
-import array
-import socket
 import struct
-
-import msgpack
 
 TYPE_CHECKING = False  # typing costs ts about 2 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
@@ -58,6 +55,8 @@ class FrameError(Exception):
 
 
 def encode(message: dict[str, Any]) -> bytes:
+    import msgpack  # see the module docstring: not on ts's path
+
     body: bytes = msgpack.packb(message, use_bin_type=True)
     if len(body) > MAX_FRAME:
         raise FrameError(f"message of {len(body)} bytes exceeds the {MAX_FRAME}-byte frame limit")
@@ -73,6 +72,8 @@ def frame_length(header: bytes) -> int:
 
 
 def decode_body(body: bytes) -> dict[str, Any]:
+    import msgpack  # see the module docstring: not on ts's path
+
     try:
         message = msgpack.unpackb(body, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated exception types
@@ -95,6 +96,9 @@ def decode(frame: bytes) -> dict[str, Any]:
 
 def received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
     """The descriptors that came with a message (``SCM_RIGHTS``), on either side of a socket."""
+    import array
+    import socket
+
     fds = array.array("i")
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:

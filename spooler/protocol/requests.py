@@ -242,6 +242,7 @@ class List(Request, op="list"):
     gpu_jobs: bool = field(default=False)  # -g: only running jobs that hold GPUs
     ids_only: bool = field(default=False)
     filter: Filter | None = field(default=None, check=_filter)
+    last: int | None = field(default=None, lo=1)  # --last N: only the end of the list
 
 
 class Results(Request, op="results"):

@@ -21,6 +21,8 @@ def list_jobs(sp: Spooler, req: rq.List, conn: Connection) -> Reply:
     fmt = req.format or "default"
     now = time.time()
     jobs = select(sp.ordered(), req.filter)
+    if req.last is not None:
+        jobs = jobs[-req.last :]
     if req.ids_only:
         return {"ok": True, "text": "".join(f"{j.id}\n" for j in jobs)}
     if req.gpu_jobs:  # -g: the running jobs that hold GPUs
