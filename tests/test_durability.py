@@ -185,7 +185,9 @@ def launcher_pid(spool: Spool) -> int:
 
     daemon = spool.daemon_pid()
     assert daemon is not None
-    children = [p for p in psutil.Process(daemon).children() if p.name() == "ts-launcher"]
+    # By its command line: its name is set only once Python has started in it (a job counts as
+    # running as soon as its launch is sent, which may be before).
+    children = [p for p in psutil.Process(daemon).children() if "spooler.daemon.launcher" in p.cmdline()]
     assert len(children) == 1
     return int(children[0].pid)
 
