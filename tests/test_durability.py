@@ -197,6 +197,7 @@ def test_a_dead_launcher_is_replaced_and_its_jobs_are_not_forgotten(spool: Spool
     gate = spool.root / "gate"
     orphan = spool.submit("sh", "-c", f"until [ -e {gate} ]; do sleep 0.02; done")
     spool.wait_state(orphan, "running")
+    assert spool.ts("-p", str(orphan)).strip().isdigit()  # started (not only sent to the launcher)
     waiter = subprocess.Popen([*TS, "-w", str(orphan)], env=spool.env, stderr=subprocess.PIPE, text=True)
     old = launcher_pid(spool)
     os.kill(old, signal.SIGKILL)
