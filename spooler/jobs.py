@@ -127,6 +127,11 @@ class Job:
     notify_url: str | None = None
     notify_on: str = "fail"
     notify_status: str | None = None  # delivered, or why not
+    # Its owner, on a multi-user daemon (None on a personal one): the uid taken from the
+    # submitter's socket (SO_PEERCRED), the name for display, and the umask it runs with.
+    uid: int | None = None
+    user: str | None = None
+    umask: int | None = None
 
     def transition(self, new: JobState, now: float) -> None:
         if new not in _ALLOWED[self.state]:
@@ -236,6 +241,9 @@ _SPARSE = {
         "notify_on",
         "notify_status",
         "token",
+        "uid",
+        "user",
+        "umask",
     )
 }
 

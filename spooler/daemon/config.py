@@ -16,6 +16,9 @@ POLICIES = ("backfill", "greedy", "fcfs")  # see spooler.daemon.scheduler
 DEFAULT_MAX_FINISHED = 1000
 DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_KILL_GRACE = 10.0
+# Where a multi-user (system) daemon keeps its state and its users' logs by default.
+SYSTEM_STATE = "/var/lib"  # the save-list goes to /var/lib/spooler/
+SYSTEM_LOGDIR = "/var/log/spooler"
 
 
 def _int_env(env: Mapping[str, str], name: str, default: int, minimum: int) -> tuple[int, str]:
@@ -91,9 +94,16 @@ class StartupConfig:
     warnings: list[str]
     policy: str = "backfill"  # TS_SCHED_POLICY: how GPU jobs are ordered (see scheduler)
     default_time: int | None = None  # TS_DEFAULT_TIME: the limit of a job given no --time
+    # ts --daemon --multi-user: one queue for every local user, each job run as its submitter
+    multi_user: bool = False
+    admin_group: str | None = None  # its members may act on every job and change settings
 
     @classmethod
-    def from_env(cls, socket: str, env: Mapping[str, str] = os.environ) -> StartupConfig:
+    def from_env(
+        cls, socket: str, env: Mapping[str, str] = os.environ, multi_user: bool = False
+    ) -> StartupConfig:
+        """``multi_user``: the system daemon's state lives under /var/lib/spooler and its logs
+        under /var/log/spooler (per user) unless TS_SAVELIST and TMPDIR say otherwise."""
         warnings: list[str] = []
         slots, warn = _int_env(env, "TS_SLOTS", 1, 1)
         warnings += [warn] if warn else []
@@ -101,7 +111,8 @@ class StartupConfig:
         warnings += [warn] if warn else []
         maxconn, warn = _int_env(env, "TS_MAXCONN", 0, 1)
         warnings += [warn] if warn else []
-        settings = Settings(slots=slots, logdir=paths.tmpdir(env))
+        logdir = paths.tmpdir(env) if env.get("TMPDIR") or not multi_user else SYSTEM_LOGDIR
+        settings = Settings(slots=slots, logdir=logdir)
         policy = env.get("TS_SCHED_POLICY") or "backfill"
         if policy not in POLICIES:
             warnings.append(f"TS_SCHED_POLICY={policy!r} is not one of {', '.join(POLICIES)}; using backfill")
@@ -112,7 +123,10 @@ class StartupConfig:
                 default_time = parse_duration(env["TS_DEFAULT_TIME"])
             except ValueError as exc:
                 warnings.append(f"TS_DEFAULT_TIME: {exc}; jobs without --time have no limit")
+        if multi_user and not env.get("TS_SAVELIST"):
+            env = {**env, "XDG_STATE_HOME": SYSTEM_STATE}
         return cls(
+            multi_user=multi_user,
             savelist=paths.savelist_path(socket, env),
             settings=settings,
             max_finished=max_finished,

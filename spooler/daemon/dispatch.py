@@ -138,7 +138,15 @@ class Dispatcher:
         settings = self.table.settings
         env = environment(self.table.env_of(job), settings.env_overrides, job, results)
         spec = Launch(
-            job.id, job.command, job.shell, job.cwd, env, results, compress=job.gzip and job.store_output
+            job.id,
+            job.command,
+            job.shell,
+            job.cwd,
+            env,
+            results,
+            compress=job.gzip and job.store_output,
+            uid=job.uid,
+            umask=job.umask,
         )
         place_output(spec, job, settings.logdir, terminal is not None)
         assert self.backend is not None, "jobs start only once the daemon has started its launcher"

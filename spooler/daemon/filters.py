@@ -44,6 +44,8 @@ def predicate(spec: Filter) -> Callable[[Job], bool]:
             return False
         if spec.queue is not None and (job.queue or "default") != spec.queue:
             return False
+        if spec.user is not None and job.user != spec.user:
+            return False
         return where is None or where.matches(job_data(job, now))
 
     return matches

@@ -70,8 +70,11 @@ def render_list(
     color: bool = False,
     show_gpus: bool = False,
     show_queue: bool = False,
+    show_user: bool = False,
 ) -> str:
     """The ``ts -l`` table.  ``width`` 0 (piped output) never cuts the command.
+
+    A User column (after the id) appears on a multi-user daemon.
 
     A Queue column (after State) appears once named queues exist (``--queue``).
 
@@ -84,11 +87,16 @@ def render_list(
     if show_queue:
         headers.insert(2, "Queue")
         output = 3
+    if show_user:
+        headers.insert(1, "User")
+        output += 1
     rows = []
     for j in jobs:
         row = [str(j.id), j.state.value, output_text(j), exit_text(j), duration(run_time(j, now))]
         if show_queue:
             row.insert(2, j.queue or "default")
+        if show_user:
+            row.insert(1, j.user or "-")
         if show_gpus:
             row.append(gpus_text(j))
         rows.append(row)
@@ -112,7 +120,7 @@ def render_list(
         if width and len(line) > width:
             line = line[: max(width - 1, 0)] + "…"
         if color and job.state in _COLORS:
-            start = widths[0] + 2
+            start = sum(widths[: 2 if show_user else 1]) + (4 if show_user else 2)
             end = start + len(cells[1])
             line = line[:start] + _COLORS[job.state] + line[start:end] + _RESET + line[end:]
         lines.append(line.rstrip())

@@ -4,6 +4,7 @@ counts, shutdown and ping."""
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from spooler import protocol
@@ -11,6 +12,7 @@ from spooler.daemon import render
 from spooler.daemon.queues import DEFAULT
 from spooler.daemon.server import Connection
 from spooler.daemon.spooler import Spooler
+from spooler.daemon.usage import render_users, user_rows
 from spooler.protocol import E_NOT_FOUND, RequestError, bad
 from spooler.protocol import requests as rq
 
@@ -102,3 +104,10 @@ def ping(sp: Spooler, req: rq.Ping, conn: Connection) -> Reply:
         "version": protocol.PROTOCOL_VERSION,
         "snapshots": sp.snapshots_dir,
     }
+
+
+def users(sp: Spooler, req: rq.Users, conn: Connection) -> Reply:
+    rows = user_rows(sp.ordered(), time.time())
+    if req.data:
+        return {"ok": True, "users": rows}
+    return {"ok": True, "text": render_users(rows)}

@@ -7,6 +7,7 @@ from typing import Any
 
 from spooler.daemon import render
 from spooler.daemon.filters import select
+from spooler.daemon.redact import redacted
 from spooler.daemon.server import Connection
 from spooler.daemon.spooler import Spooler
 from spooler.daemon.waiters import wait_reply
@@ -17,10 +18,18 @@ from spooler.protocol import requests as rq
 Reply = dict[str, Any] | None
 
 
+def _as_seen_by(conn: Connection, jobs: list[Job]) -> list[Job]:
+    """On a multi-user daemon, others' jobs without what only their owner may see."""
+    caller = conn.caller
+    if caller is None or caller.admin:
+        return jobs
+    return [job if caller.owns(job) else redacted(job) for job in jobs]
+
+
 def list_jobs(sp: Spooler, req: rq.List, conn: Connection) -> Reply:
     fmt = req.format or "default"
     now = time.time()
-    jobs = select(sp.ordered(), req.filter)
+    jobs = _as_seen_by(conn, select(sp.ordered(), req.filter))
     if req.ids_only:
         return {"ok": True, "text": "".join(f"{j.id}\n" for j in jobs)}
     if req.gpu_jobs:  # -g: the running jobs that hold GPUs
@@ -39,6 +48,7 @@ def list_jobs(sp: Spooler, req: rq.List, conn: Connection) -> Reply:
             color=req.color,
             show_gpus=sp.gpu.present or any(j.gpus or j.gpu_indices for j in jobs),
             show_queue=bool(sp.settings.queues),
+            show_user=conn.caller is not None,
         )
     else:
         raise bad(f"unknown list format {fmt!r} (choose default, json or tab)")
@@ -46,7 +56,7 @@ def list_jobs(sp: Spooler, req: rq.List, conn: Connection) -> Reply:
 
 
 def info(sp: Spooler, req: rq.Info, conn: Connection) -> Reply:
-    job = sp.get(req.id, "run")
+    job = _as_seen_by(conn, [sp.get(req.id, "run")])[0]
     return {"ok": True, "text": render.render_info(job, time.time())}
 
 

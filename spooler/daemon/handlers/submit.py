@@ -73,7 +73,7 @@ def submit(sp: Spooler, req: Submit, conn: Connection) -> Reply:
     for command, args, marker in runs:
         req.args, req.skip_if_exists = args, marker
         try:
-            ids.append(sp.submit(req, command).id)
+            ids.append(sp.submit(req, command, owner=conn.caller).id)
         except RequestError as exc:
             if not ids or exc.code != E_INTERNAL:
                 raise
@@ -97,7 +97,7 @@ def _submit_one(sp: Spooler, req: Submit, run: Run, conn: Connection) -> Reply:
         for fd in fds:
             os.close(fd)
     try:
-        job = sp.submit(req, command, terminal)
+        job = sp.submit(req, command, terminal, conn.caller)
     except RequestError as exc:
         if exc.code != E_QUEUE_FULL or req.no_block:
             close_pair(terminal)
@@ -122,7 +122,7 @@ def _submit_when_there_is_room(
             close_pair(terminal)
             return True  # the submitter gave up: nothing to queue
         try:
-            job = sp.submit(req, command, terminal)
+            job = sp.submit(req, command, terminal, conn.caller)
         except RequestError as exc:
             if exc.code == E_QUEUE_FULL:
                 return False

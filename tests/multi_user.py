@@ -1,0 +1,208 @@
+"""A multi-user daemon (``ts --daemon --multi-user``, as root) shared by throwaway local users.
+
+Users are made with ``useradd`` for the test module and removed with ``userdel`` afterwards.
+Their ``ts`` cannot be this virtual environment's: its interpreter lives inside root's home,
+which other users may not enter.  They run Debian's ``/usr/bin/python3`` instead, with this
+worktree and its installed dependencies on ``PYTHONPATH`` (pure reads: nothing is installed,
+no network is needed), switched to the user by ``setpriv`` before the interpreter starts, so
+the client is the user's from its first instruction, exactly as a user's own shell starts it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conftest import TS, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@dataclass
+class User:
+    name: str
+    uid: int
+    gid: int
+    home: Path
+
+
+def why_not_here() -> str:
+    """Why the multi-user tests cannot run on this machine ("" when they can)."""
+    if os.geteuid() != 0:
+        return "needs root (to run a multi-user daemon and create throwaway users)"
+    for tool in ("useradd", "userdel", "setpriv"):
+        if shutil.which(tool) is None:
+            return f"needs {tool}"
+    if not os.path.exists(SYSTEM_PYTHON):
+        return f"needs {SYSTEM_PYTHON}: an interpreter other users may run"
+    return ""
+
+
+def python_path() -> str:
+    return os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]])
+
+
+class Users:
+    """Throwaway accounts, removed (with their homes) at the end."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.made: list[str] = []
+
+    def add(self, tag: str) -> User:
+        name = f"tsmu{os.getpid() % 100000}{tag}"
+        home = self.base / name
+        subprocess.run(
+            ["useradd", "--create-home", "--home-dir", str(home), "--shell", "/bin/sh", name],
+            check=True,
+            capture_output=True,
+        )
+        self.made.append(name)
+        entry = pwd.getpwnam(name)
+        return User(name, entry.pw_uid, entry.pw_gid, home)
+
+    def remove(self, name: str) -> None:
+        subprocess.run(["userdel", "--remove", name], capture_output=True, check=False)
+        if name in self.made:
+            self.made.remove(name)
+
+    def remove_all(self) -> None:
+        for name in list(self.made):
+            self.remove(name)
+
+
+class Shared:
+    """One multi-user daemon in a directory every user may traverse."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.socket = root / "run" / "socket"
+        self.logdir = root / "logs"
+        self.logdir.mkdir(mode=0o755)
+        self.savelist = root / "state" / "savelist"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TS_")}
+        self.env.update(
+            TS_SOCKET=str(self.socket),
+            TS_SAVELIST=str(self.savelist),
+            TMPDIR=str(self.logdir),
+            TS_GPU_LEASE_DIR=str(root / "gpu-leases"),
+            TS_KILL_GRACE="1",
+        )
+        self.daemon: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.daemon = subprocess.Popen(
+            [*TS, "--daemon", "--multi-user", "--socket", str(self.socket)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: self.socket.exists() and self.run_root("-l").returncode == 0, what="the daemon")
+
+    def run_root(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*TS, *args], env=self.env, capture_output=True, text=True, timeout=60, cwd=self.root
+        )
+
+    def root_ts(self, *args: str) -> str:
+        done = self.run_root(*args)
+        assert done.returncode == 0, f"ts {' '.join(args)}: {done.stderr}"
+        return done.stdout
+
+    def run_as(
+        self, user: User, *args: str, cwd: Path | None = None, python: list[str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``ts ARGS`` (or ``python`` with its arguments) as ``user``, from its home."""
+        program = python if python is not None else ["-m", "spooler", *args]
+        return subprocess.run(
+            [
+                "setpriv",
+                f"--reuid={user.uid}",
+                f"--regid={user.gid}",
+                "--init-groups",
+                SYSTEM_PYTHON,
+                *program,
+            ],
+            env={
+                "PATH": "/usr/bin:/bin",
+                "HOME": str(user.home),
+                "LC_ALL": "C.UTF-8",
+                "TS_SOCKET": str(self.socket),
+                "PYTHONPATH": python_path(),
+                "SECRET": f"secret-of-{user.name}",
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=cwd or user.home,
+        )
+
+    def ts_as(self, user: User, *args: str, cwd: Path | None = None) -> str:
+        done = self.run_as(user, *args, cwd=cwd)
+        assert done.returncode == 0, f"ts {' '.join(args)} as {user.name}: {done.stderr}"
+        assert "Traceback" not in done.stderr, done.stderr
+        return done.stdout
+
+    def submit_as(self, user: User, *command: str, opts: tuple[str, ...] = ()) -> int:
+        return int(self.ts_as(user, *opts, *command).strip())
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.root_ts("-M", "json")))
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return next(j for j in self.jobs() if j["id"] == job_id)
+
+    def wait_state(self, job_id: int, *states: str) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            job = self.job(job_id)
+            return job if job["state"] in states else None
+
+        return wait_for(reached, what=f"job {job_id} to be {'/'.join(states)}")
+
+    def daemon_pid(self) -> int:
+        assert self.daemon is not None
+        return self.daemon.pid
+
+    def kill_daemon(self) -> None:
+        assert self.daemon is not None
+        self.daemon.send_signal(signal.SIGKILL)
+        self.daemon.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.run_root("-T")
+            self.run_root("-K")
+            try:
+                self.daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+        marker = f"TS_SOCKET={self.socket}".encode()
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != os.getpid():
+                try:
+                    with open(f"/proc/{entry}/environ", "rb") as f:
+                        if marker in f.read():
+                            os.kill(int(entry), signal.SIGKILL)
+                except OSError:
+                    continue
+
+
+def cannot_run_client(user: User) -> bool:
+    done = subprocess.run(
+        ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups", SYSTEM_PYTHON, "-c",
+         "import spooler.cli.main, msgpack"],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": python_path()},
+        capture_output=True,
+        cwd="/",
+        check=False,
+    )  # fmt: skip
+    return done.returncode != 0
