@@ -17,11 +17,14 @@ import shutil
 import signal
 import subprocess
 import sysconfig
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conftest import TS, wait_for
+import pytest
+from conftest import TS, text_of, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -206,3 +209,99 @@ def cannot_run_client(user: User) -> bool:
         check=False,
     )  # fmt: skip
     return done.returncode != 0
+
+
+@pytest.fixture(scope="module")
+def users() -> Iterator[Users]:
+    why = why_not_here()
+    if why:
+        pytest.skip(why)
+    base = Path(tempfile.mkdtemp(prefix="ts-users-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    made = Users(base)
+    try:
+        yield made
+    finally:
+        made.remove_all()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def alice(users: Users) -> User:
+    user = users.add("a")
+    if cannot_run_client(user):
+        pytest.skip(f"{SYSTEM_PYTHON} cannot import this worktree's client as another user")
+    return user
+
+
+@pytest.fixture(scope="module")
+def bob(users: Users) -> User:
+    return users.add("b")
+
+
+@pytest.fixture
+def shared() -> Iterator[Shared]:
+    root = Path(tempfile.mkdtemp(prefix="ts-shared-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    spool = Shared(root)
+    spool.start()
+    try:
+        yield spool
+    finally:
+        spool.stop()
+        print(
+            "--- daemon log (tail) ---", *text_of(Path(f"{spool.savelist}.log")).splitlines()[-40:], sep="\n"
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# A raw client, run as a user: sends the frames given (hex) on one connection, prints each reply.
+RAW_CLIENT = """
+import socket, sys
+from spooler import protocol
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.settimeout(20)
+sock.connect(sys.argv[1])
+for frame in sys.argv[2:]:
+    sock.sendall(bytes.fromhex(frame))
+    header = sock.recv(protocol.HEADER.size, socket.MSG_WAITALL)
+    body = sock.recv(protocol.frame_length(header), socket.MSG_WAITALL)
+    print(body.hex())
+"""
+
+
+def send_as(spool: Shared, user: User, *messages: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each request map (sent as it is, forged fields and all) as ``user``; the replies."""
+    from spooler import protocol
+
+    frames = [protocol.encode(message).hex() for message in messages]
+    done = spool.run_as(user, python=["-c", RAW_CLIENT, str(spool.socket), *frames])
+    assert done.returncode == 0, done.stderr
+    return [protocol.decode_body(bytes.fromhex(line)) for line in done.stdout.split()]
+
+
+# Sends COUNT malformed frames, each on a connection of its own, as a user.
+GARBAGE_CLIENT = """
+import os, socket, struct, sys
+path, count = sys.argv[1], int(sys.argv[2])
+for n in range(count):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(path)
+    kind = n % 4
+    if kind == 0:
+        frame = os.urandom(64)  # noise
+    elif kind == 1:
+        frame = struct.pack(">I", 1 << 31) + b"x"  # a length far over the limit
+    elif kind == 2:
+        frame = struct.pack(">I", 5) + b"\\xc1\\xc1\\xc1\\xc1\\xc1"  # not msgpack
+    else:
+        frame = struct.pack(">I", 3) + b"\\x93\\x01\\x02"  # msgpack, but not a map
+    try:
+        sock.sendall(frame)
+        sock.recv(65536)
+    except OSError:
+        pass
+    sock.close()
+print("sent", count)
+"""

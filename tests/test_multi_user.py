@@ -7,59 +7,10 @@ throwaway users (see ``multi_user``); skipped, with the reason, where not root.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from conftest import text_of
-from multi_user import SYSTEM_PYTHON, Shared, User, Users, cannot_run_client, why_not_here
-
-
-@pytest.fixture(scope="module")
-def users() -> Iterator[Users]:
-    why = why_not_here()
-    if why:
-        pytest.skip(why)
-    base = Path(tempfile.mkdtemp(prefix="ts-users-", dir="/tmp"))
-    os.chmod(base, 0o755)
-    made = Users(base)
-    try:
-        yield made
-    finally:
-        made.remove_all()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def alice(users: Users) -> User:
-    user = users.add("a")
-    if cannot_run_client(user):
-        pytest.skip(f"{SYSTEM_PYTHON} cannot import this worktree's client as another user")
-    return user
-
-
-@pytest.fixture(scope="module")
-def bob(users: Users) -> User:
-    return users.add("b")
-
-
-@pytest.fixture
-def shared() -> Iterator[Shared]:
-    root = Path(tempfile.mkdtemp(prefix="ts-shared-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    spool = Shared(root)
-    spool.start()
-    try:
-        yield spool
-    finally:
-        spool.stop()
-        print(
-            "--- daemon log (tail) ---", *text_of(Path(f"{spool.savelist}.log")).splitlines()[-40:], sep="\n"
-        )
-        shutil.rmtree(root, ignore_errors=True)
+from multi_user import Shared, User
 
 
 def test_a_job_runs_as_its_submitter_with_their_home_and_umask(shared: Shared, alice: User) -> None:
