@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spooler import paths
+from spooler.daemon.config_file import FileConfig
+from spooler.daemon.fairshare import Limits
 from spooler.daemon.queues import Queue, queue_records, queues_from_records
 from spooler.durations import parse_duration
 
@@ -80,6 +82,23 @@ class Settings:
             self.queues = queues_from_records(record["queues"])
 
 
+def apply_file(config: StartupConfig, file: FileConfig, env: Mapping[str, str] = os.environ) -> None:
+    """The config file's settings: its defaults where no ``TS_*`` variable (or TMPDIR) set one,
+    and a multi-user daemon's admin group and per-user limits (fair share applies either way)."""
+    defaults = file.defaults
+    if defaults.slots is not None and not env.get("TS_SLOTS"):
+        config.settings.slots = defaults.slots
+    if defaults.logdir is not None and not env.get("TMPDIR"):
+        config.settings.logdir = defaults.logdir
+    if defaults.gpu_free_perc is not None:
+        config.settings.gpu_free_perc = defaults.gpu_free_perc
+    if defaults.kill_grace is not None and not env.get("TS_KILL_GRACE"):
+        config.kill_grace = float(defaults.kill_grace)
+    if config.multi_user:
+        config.admin_group = file.admin_group
+        config.user_limits = file.limits
+
+
 @dataclass
 class StartupConfig:
     """Read once when the daemon starts (``TS_*`` variables of the environment it starts in)."""
@@ -97,6 +116,7 @@ class StartupConfig:
     # ts --daemon --multi-user: one queue for every local user, each job run as its submitter
     multi_user: bool = False
     admin_group: str | None = None  # its members may act on every job and change settings
+    user_limits: Limits | None = None  # per-user limits and fair share (multi-user)
 
     @classmethod
     def from_env(

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from spooler.daemon import scheduler
 from spooler.daemon.events import Events
+from spooler.daemon.fairshare import Limits, usage_of
 from spooler.daemon.gpus.leases import Lease
 from spooler.daemon.gpus.manager import GpuManager
 from spooler.daemon.gpus.placement import GpuPool
@@ -64,6 +65,7 @@ class Dispatcher:
         self._kicked = False
         self.policy = "backfill"  # see scheduler: backfill, greedy or fcfs
         self.earmarked: dict[int, int] = {}  # GPU index -> the job it is held for (last pass)
+        self.user_limits: Limits | None = None  # a multi-user daemon's: per-user limits, fair share
 
     def kick(self) -> None:
         if not self._kicked:
@@ -87,6 +89,8 @@ class Dispatcher:
                 for name, queue in settings.queues.items()
             },
             waiting=self.table.queue.per_queue,
+            limits=self.user_limits,
+            usage=usage_of(self.running) if self.user_limits is not None else None,
         )
         earmark = decisions.earmark
         self.earmarked = {i: earmark.job.id for i in earmark.gpus} if earmark else {}
@@ -94,6 +98,10 @@ class Dispatcher:
             self.events.end(job, JobState.SKIPPED, reason, at=now)
         for job, reason in decisions.allocating:
             self._allocating(job, reason, now)
+        for job, reason in decisions.over_limit:
+            if job.reason != reason:  # shown by -i and -M; saved only when it changes
+                job.reason = reason
+                self.table.record(job)
         lease_lost = False
         pool = decisions.gpus
         for job, gpus in decisions.start:

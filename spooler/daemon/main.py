@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import fcntl
 import functools
+import grp
 import logging
 import os
 import signal
@@ -20,7 +21,8 @@ import socket
 import sys
 
 from spooler import paths
-from spooler.daemon.config import StartupConfig
+from spooler.daemon.config import StartupConfig, apply_file
+from spooler.daemon.config_file import ConfigError, FileConfig, load
 from spooler.daemon.handlers import HANDLERS
 from spooler.daemon.server import Server
 from spooler.daemon.spooler import Spooler
@@ -46,6 +48,17 @@ def acquire_lock(sock: str, inherited_fd: int | None) -> int:
         os.close(fd)
         raise StartupError(f"a daemon is already running on {sock} (lock {lock} is held)") from None
     return fd
+
+
+def read_config_file(multi_user: bool) -> FileConfig:
+    """Read once, at start; a bad file stops the start (ConfigError, with the file and line)."""
+    file = load(os.environ, multi_user)
+    if file.admin_group is not None:
+        try:
+            grp.getgrnam(file.admin_group)
+        except KeyError:
+            raise ConfigError(f"{file.path}: admin_group {file.admin_group!r}: no such group") from None
+    return file
 
 
 def bind(sock_path: str, multi_user: bool = False) -> socket.socket:
@@ -94,7 +107,7 @@ def run(
         if ready_fd is not None:
             with contextlib.suppress(OSError):
                 os.write(ready_fd, (line + "\n").encode())
-        elif line.startswith(("warning:", "error:")):
+        elif line.startswith(("warning:", "error:", "bad-config:")):
             print(f"ts: {line}", file=sys.stderr)
 
     if ready_fd is not None:
@@ -106,6 +119,7 @@ def run(
         os.makedirs(os.path.dirname(sock), mode=0o755 if multi_user else 0o700, exist_ok=True)
         lock = acquire_lock(sock, lock_fd)
         config = StartupConfig.from_env(sock, multi_user=multi_user)
+        apply_file(config, read_config_file(multi_user), os.environ)
         os.makedirs(os.path.dirname(config.savelist), mode=0o700, exist_ok=True)
         if multi_user:
             os.makedirs(config.settings.logdir, mode=0o755, exist_ok=True)
@@ -115,6 +129,9 @@ def run(
         spooler = Spooler(config, loop, keep_fds=frozenset({lock, *log_fds}))
         spooler.load()
         listener = bind(sock, multi_user)
+    except ConfigError as exc:
+        tell(f"bad-config: {exc}")
+        return 2
     except Exception as exc:
         tell(f"error: {exc}")
         return 1

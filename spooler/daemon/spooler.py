@@ -90,7 +90,7 @@ class Spooler:
         self.dispatcher = Dispatcher(
             loop, self.table, self.running, self.gpu, self.events, self.terminals, self.runs_dir, clock
         )
-        self.dispatcher.policy = config.policy
+        self.dispatcher.policy, self.dispatcher.user_limits = config.policy, config.user_limits
         self.wakeups = Wakeups(loop, clock, self.kick)  # --begin times
         self.notifier = Notifier(loop, self.table, clock)
         self.events.on_end.append(self.notifier.job_ended)

@@ -13,7 +13,7 @@ from spooler import protocol
 from spooler.daemon.server import Connection
 from spooler.daemon.spooler import Spooler
 from spooler.daemon.terminals import close_pair
-from spooler.protocol import E_INTERNAL, E_NOT_FOUND, E_QUEUE_FULL, RequestError, bad
+from spooler.protocol import E_INTERNAL, E_INVALID, E_NOT_FOUND, E_QUEUE_FULL, RequestError, bad
 from spooler.protocol.requests import Submit
 
 Reply = dict[str, Any] | None
@@ -46,6 +46,23 @@ def _check(sp: Spooler, req: Submit) -> None:
         raise bad("-O takes a file name without a directory")
 
 
+def _check_queued_limit(sp: Spooler, conn: Connection, adding: int) -> None:
+    """A multi-user daemon's ``max_queued_per_user``: a submission that would pass it is refused whole."""
+    caller, limits = conn.caller, sp.config.user_limits
+    if caller is None or limits is None:
+        return
+    limit = limits.of(caller.name).max_queued
+    if limit is None:
+        return
+    queued = sum(1 for job in sp.table.queue if job.uid == caller.uid)
+    if queued + adding > limit:
+        raise RequestError(
+            E_INVALID,
+            f"{caller.name} has {queued} job(s) queued: {adding} more would pass "
+            f"max_queued_per_user = {limit}",
+        )
+
+
 def submit(sp: Spooler, req: Submit, conn: Connection) -> Reply:
     runs = _runs(req)
     single = req.items is None and req.batch is None
@@ -55,6 +72,7 @@ def submit(sp: Spooler, req: Submit, conn: Connection) -> Reply:
     if given and single:
         return {"ok": True, "id": given[0]}
     _check(sp, req)
+    _check_queued_limit(sp, conn, len(runs) - len(given))
     if req.foreground and not single:
         raise bad("-f waits for one job: it cannot go with a batch or a sweep")
     if single:
