@@ -122,6 +122,14 @@ def shared_socket(env: Mapping[str, str] = os.environ) -> str | None:
     return value if isinstance(value, str) and value.startswith("/") else None
 
 
+def _left_by_a_shared_daemon(sock_path: str) -> bool:
+    """A socket file every user may write to: a multi-user daemon's, which is not running now."""
+    try:
+        return bool(os.lstat(sock_path).st_mode & 0o002)
+    except OSError:
+        return False
+
+
 def connect(sock_path: str | None = None, autostart: bool = True) -> socket.socket:
     if sock_path is None and not os.environ.get("TS_SOCKET"):
         sock_path = paths.socket_path()
@@ -147,6 +155,10 @@ def connect(sock_path: str | None = None, autostart: bool = True) -> socket.sock
             raise DaemonUnavailable(f"cannot connect to {sock_path}: {exc.strerror}") from None
         if not autostart:
             raise DaemonUnavailable(f"no daemon is running on {sock_path}")
+        if _left_by_a_shared_daemon(sock_path):
+            # Never a personal daemon where a shared one served (not even root's): its users
+            # would talk to a daemon that runs their jobs as someone else.
+            raise DaemonUnavailable(f"the shared daemon on {sock_path} is not running")
         os.makedirs(os.path.dirname(sock_path), mode=0o700, exist_ok=True)
         lock_fd = os.open(paths.lock_path(sock_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:

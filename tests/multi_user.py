@@ -102,6 +102,17 @@ class Shared:
         )
         self.daemon: subprocess.Popen[bytes] | None = None
 
+    def restart(self, config: str | None = None) -> None:
+        """Stop the daemon (its jobs go on) and start another, with this config file if given."""
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.root_ts("-K")
+            self.daemon.wait(timeout=30)
+        if config is not None:
+            path = self.root / "config.toml"
+            path.write_text(config)
+            self.env["TS_CONFIG"] = str(path)
+        self.start()
+
     def start(self) -> None:
         self.daemon = subprocess.Popen(
             [*TS, "--daemon", "--multi-user", "--socket", str(self.socket)],
@@ -176,6 +187,7 @@ class Shared:
         return self.daemon.pid
 
     def kill_daemon(self) -> None:
+        """kill -9: the socket file stays behind, as after a crash."""
         assert self.daemon is not None
         self.daemon.send_signal(signal.SIGKILL)
         self.daemon.wait(timeout=30)

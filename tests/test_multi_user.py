@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 
+import pytest
+from conftest import TS
 from multi_user import Shared, User
 
 
@@ -41,3 +44,96 @@ def test_ts_l_shows_every_users_jobs_with_their_owner(shared: Shared, alice: Use
     assert mine.split() == [str(b)]
     theirs = shared.ts_as(bob, "-l", "--user", alice.name, "--ids")
     assert theirs.split() == [str(a)]
+
+
+def test_max_running_per_user_makes_a_users_second_job_wait_while_anothers_runs(
+    shared: Shared, alice: User, bob: User
+) -> None:
+    shared.restart("[limits]\nmax_running_per_user = 1\n")
+    shared.root_ts("-S", "4")
+    first = shared.submit_as(alice, "sleep", "60")
+    second = shared.submit_as(alice, "true")
+    theirs = shared.submit_as(bob, "sleep", "60")
+    shared.wait_state(first, "running")
+    shared.wait_state(theirs, "running")
+    waiting = shared.job(second)
+    assert waiting["state"] == "queued"
+    assert waiting["reason"] == f"{alice.name} already runs 1 job(s) (max_running_per_user = 1)"
+    users = shared.ts_as(bob, "--users").splitlines()
+    assert users[0].split() == ["User", "Running", "Queued", "GPUs", "GPU-hours", "today"]
+    rows = {line.split()[0]: line.split()[1:4] for line in users[1:]}
+    assert rows == {alice.name: ["1", "1", "0"], bob.name: ["1", "0", "0"]}
+    shared.ts_as(alice, "-k", str(first))
+    shared.wait_state(second, "finished")
+
+
+def test_a_restarted_daemon_keeps_every_users_jobs_and_owners(shared: Shared, alice: User, bob: User) -> None:
+    job = shared.submit_as(alice, "sleep", "60")
+    held = shared.submit_as(bob, "sh", "-c", "id -un", opts=("--hold",))
+    pid = shared.wait_state(job, "running")["pid"]
+    shared.kill_daemon()
+    # Its socket, left behind, is never taken over by a personal daemon (not even root's).
+    down = shared.run_root("-l")
+    assert (down.returncode, down.stderr.strip()) == (
+        1,
+        f"ts: the shared daemon on {shared.socket} is not running",
+    )
+    shared.start()
+    adopted = shared.job(job)
+    assert (adopted["state"], adopted["pid"]) == ("running", pid)
+    refused = shared.run_as(bob, "-k", str(job))
+    assert refused.returncode != 0 and alice.name in refused.stderr
+    shared.ts_as(alice, "-k", str(job))
+    shared.wait_state(job, "finished")
+    shared.ts_as(bob, "--release", str(held))
+    shared.wait_state(held, "finished")
+    assert shared.ts_as(bob, "-c", str(held)).strip() == bob.name
+
+
+def test_a_member_of_the_admin_group_may_act_on_every_job(shared: Shared, alice: User, bob: User) -> None:
+    group = f"tsmuadm{os.getpid() % 100000}"
+    subprocess.run(["groupadd", group], check=True, capture_output=True)
+    try:
+        subprocess.run(["usermod", "-aG", group, bob.name], check=True, capture_output=True)
+        shared.restart(f'admin_group = "{group}"\n')
+        job = shared.submit_as(alice, "sleep", "60")
+        shared.wait_state(job, "running")
+        shared.ts_as(bob, "-k", str(job))
+        shared.wait_state(job, "finished")
+        shared.ts_as(bob, "-S", "3")
+        assert shared.root_ts("-S").strip() == "3"
+    finally:
+        subprocess.run(["gpasswd", "-d", bob.name, group], capture_output=True, check=False)
+        subprocess.run(["groupdel", group], capture_output=True, check=False)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ('admin_group = "no-such-group-here"\n', "admin_group 'no-such-group-here': no such group"),
+        ("[limits]\nmax_running_per_user = 0\n", ":2: limits.max_running_per_user must be a whole number"),
+        ("[limits]\nmax_runing_per_user = 1\n", ":2: unknown [limits] key 'max_runing_per_user'"),
+        ("[limits\n", "config.toml: "),
+    ],
+)
+def test_a_multi_user_daemon_refuses_to_start_with_a_bad_config(
+    shared: Shared, alice: User, config: str, message: str
+) -> None:
+    shared.root_ts("-K")
+    path = shared.root / "config.toml"
+    path.write_text(config)
+    done = subprocess.run(
+        [*TS, "--daemon", "--multi-user", "--socket", str(shared.socket)],
+        env={**shared.env, "TS_CONFIG": str(path)}, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("ts: bad-config: ") and message in line, line
+
+
+def test_multi_user_needs_root(shared: Shared, alice: User) -> None:
+    done = shared.run_as(alice, "--daemon", "--multi-user", "--socket", str(alice.home / "sock"))
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip() == "ts: --multi-user: run the daemon as root (it runs each job as its submitter)"
+    )
