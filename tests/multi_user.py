@@ -166,8 +166,10 @@ class Shared:
         assert "Traceback" not in done.stderr, done.stderr
         return done.stdout
 
-    def submit_as(self, user: User, *command: str, opts: tuple[str, ...] = ()) -> int:
-        return int(self.ts_as(user, *opts, *command).strip())
+    def submit_as(
+        self, user: User, *command: str, opts: tuple[str, ...] = (), cwd: Path | None = None
+    ) -> int:
+        return int(self.ts_as(user, *opts, *command, cwd=cwd).strip())
 
     def jobs(self) -> list[dict[str, Any]]:
         return list(json.loads(self.root_ts("-M", "json")))

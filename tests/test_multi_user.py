@@ -137,3 +137,15 @@ def test_multi_user_needs_root(shared: Shared, alice: User) -> None:
     assert (
         done.stderr.strip() == "ts: --multi-user: run the daemon as root (it runs each job as its submitter)"
     )
+
+
+def test_a_snapshot_is_the_users_own_copy(shared: Shared, alice: User) -> None:
+    work = alice.home / "work"
+    subprocess.run(["setpriv", f"--reuid={alice.uid}", f"--regid={alice.gid}", "--init-groups",
+                    "sh", "-c", f"mkdir {work} && echo v1 > {work}/data.txt"], check=True)  # fmt: skip
+    job = shared.submit_as(alice, "--snapshot", "cat", "data.txt", cwd=work)
+    shared.wait_state(job, "finished")
+    assert shared.ts_as(alice, "-c", str(job)).strip() == "v1"
+    copy = Path(shared.job(job)["snapshot"])
+    assert copy.parent == shared.logdir / alice.name / "snapshots"
+    assert os.stat(copy).st_uid == alice.uid and os.stat(copy / "data.txt").st_uid == alice.uid

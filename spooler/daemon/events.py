@@ -152,7 +152,9 @@ class Events:
         """Forget a job that is not running (``ts -r``, ``-C``, TS_MAXFINISHED): its waiters are
         told it was removed, and its snapshot goes with the last job using it."""
         self.table.delete(job)
-        if job.snapshot and not self.table.snapshot_in_use(job.snapshot):
+        # A multi-user daemon's jobs keep their snapshots in their owner's own directory: the
+        # owner removes them (root removing in a directory a user controls invites link tricks).
+        if job.snapshot and job.uid is None and not self.table.snapshot_in_use(job.snapshot):
             self._remove_snapshot(job.snapshot)
         self.terminals.close(job.id)
         self.waiters.ended(job.id, None)
