@@ -122,18 +122,28 @@ class Shared:
         )
         wait_for(lambda: self.socket.exists() and self.run_root("-l").returncode == 0, what="the daemon")
 
-    def run_root(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def run_root(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*TS, *args], env=self.env, capture_output=True, text=True, timeout=60, cwd=self.root
+            [*TS, *args],
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=self.root,
         )
 
-    def root_ts(self, *args: str) -> str:
-        done = self.run_root(*args)
+    def root_ts(self, *args: str, env: dict[str, str] | None = None) -> str:
+        done = self.run_root(*args, env=env)
         assert done.returncode == 0, f"ts {' '.join(args)}: {done.stderr}"
         return done.stdout
 
     def run_as(
-        self, user: User, *args: str, cwd: Path | None = None, python: list[str] | None = None
+        self,
+        user: User,
+        *args: str,
+        cwd: Path | None = None,
+        python: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """``ts ARGS`` (or ``python`` with its arguments) as ``user``, from its home."""
         program = python if python is not None else ["-m", "spooler", *args]
@@ -153,6 +163,7 @@ class Shared:
                 "TS_SOCKET": str(self.socket),
                 "PYTHONPATH": python_path(),
                 "SECRET": f"secret-of-{user.name}",
+                **(env or {}),
             },
             capture_output=True,
             text=True,
@@ -160,8 +171,10 @@ class Shared:
             cwd=cwd or user.home,
         )
 
-    def ts_as(self, user: User, *args: str, cwd: Path | None = None) -> str:
-        done = self.run_as(user, *args, cwd=cwd)
+    def ts_as(
+        self, user: User, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> str:
+        done = self.run_as(user, *args, cwd=cwd, env=env)
         assert done.returncode == 0, f"ts {' '.join(args)} as {user.name}: {done.stderr}"
         assert "Traceback" not in done.stderr, done.stderr
         return done.stdout

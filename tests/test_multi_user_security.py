@@ -150,3 +150,22 @@ def test_malformed_frames_from_a_user_leave_every_job_intact(shared: Shared, ali
     assert shared.job(job)["state"] == "running" and alive(pid)
     assert shared.job(queued)["state"] == "held"
     assert os.path.exists(shared.socket)
+
+
+def test_a_users_hooks_never_run_as_root(shared: Shared, bob: User) -> None:
+    """TS_ONFINISH runs as the daemon: only for root's own jobs; -m is refused to users."""
+    trace = shared.root / "hook-trace"
+    trace.touch()
+    os.chmod(trace, 0o666)
+    hook = shared.root / "hook.sh"
+    hook.write_text(f"#!/bin/sh\nid -u >> {trace}\n")
+    hook.chmod(0o755)
+    mailed = shared.run_as(bob, "-m", "true")
+    assert mailed.returncode != 0 and "-m is not available on a shared daemon" in mailed.stderr
+    theirs = int(shared.ts_as(bob, "true", env={"TS_ONFINISH": str(hook)}))
+    shared.wait_state(theirs, "finished")
+    ours = shared.root_ts("true", env={"TS_ONFINISH": str(hook)})
+    shared.wait_state(int(ours), "finished")
+    # Root's hook ran after the user's job ended: had the user's run, its line would be first.
+    wait_for(lambda: trace.read_text(), what="root's hook")
+    assert trace.read_text().split() == ["0"]

@@ -84,10 +84,13 @@ class Events:
             if self._retries(job):
                 self._retry(job)
                 return
-            env = self.job_env(job)
-            self.helpers.on_finish(job, env)
-            if job.mail:
-                self.helpers.mail(job, env)
+            # Hooks run as the daemon's user: never for a job a shared daemon runs for someone
+            # else (their TS_ONFINISH would run as root; their log could be a link to any file).
+            if job.uid is None or job.uid == os.geteuid():
+                env = self.job_env(job)
+                self.helpers.on_finish(job, env)
+                if job.mail:
+                    self.helpers.mail(job, env)
         for observer in self.on_end:
             observer(job)
         self.terminals.close(job.id)

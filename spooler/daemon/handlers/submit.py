@@ -46,9 +46,12 @@ def _check(sp: Spooler, req: Submit) -> None:
         raise bad("-O takes a file name without a directory")
 
 
-def _check_queued_limit(sp: Spooler, conn: Connection, adding: int) -> None:
-    """A multi-user daemon's ``max_queued_per_user``: a submission that would pass it is refused whole."""
+def _check_shared(sp: Spooler, conn: Connection, req: Submit, adding: int) -> None:
+    """On a multi-user daemon: no ``-m`` (but root's), and ``max_queued_per_user``: a submission
+    that would pass it is refused whole."""
     caller, limits = conn.caller, sp.config.user_limits
+    if caller is not None and caller.uid != 0 and req.mail:
+        raise bad("-m is not available on a shared daemon (its mail would be sent as root)")
     if caller is None or limits is None:
         return
     limit = limits.of(caller.name).max_queued
@@ -72,7 +75,7 @@ def submit(sp: Spooler, req: Submit, conn: Connection) -> Reply:
     if given and single:
         return {"ok": True, "id": given[0]}
     _check(sp, req)
-    _check_queued_limit(sp, conn, len(runs) - len(given))
+    _check_shared(sp, conn, req, len(runs) - len(given))
     if req.foreground and not single:
         raise bad("-f waits for one job: it cannot go with a batch or a sweep")
     if single:
