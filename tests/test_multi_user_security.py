@@ -169,3 +169,11 @@ def test_a_users_hooks_never_run_as_root(shared: Shared, bob: User) -> None:
     # Root's hook ran after the user's job ended: had the user's run, its line would be first.
     wait_for(lambda: trace.read_text(), what="root's hook")
     assert trace.read_text().split() == ["0"]
+
+
+def test_a_filter_is_no_oracle_on_anothers_arguments(shared: Shared, alice: User, bob: User) -> None:
+    job = shared.submit_as(alice, "true", opts=("--args", '{"secret": "s3"}', "--allow-extra"))
+    where = ("-l", "--where", 'args.secret == "s3"', "--ids")
+    assert shared.ts_as(alice, *where).split() == [str(job)]
+    assert shared.ts_as(bob, *where).split() == []
+    assert shared.ts_as(bob, "results", "--format", "json").strip() in ("[]", "")

@@ -29,7 +29,8 @@ def _as_seen_by(conn: Connection, jobs: list[Job]) -> list[Job]:
 def list_jobs(sp: Spooler, req: rq.List, conn: Connection) -> Reply:
     fmt = req.format or "default"
     now = time.time()
-    jobs = _as_seen_by(conn, select(sp.ordered(), req.filter))
+    # Redacted before filtering: a --where on another's arguments must not be an oracle.
+    jobs = select(_as_seen_by(conn, list(sp.ordered())), req.filter)
     if req.ids_only:
         return {"ok": True, "text": "".join(f"{j.id}\n" for j in jobs)}
     if req.gpu_jobs:  # -g: the running jobs that hold GPUs
