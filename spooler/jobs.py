@@ -262,8 +262,9 @@ def run_time(job: Job, now: float) -> float | None:
 
 
 def job_data(job: Job, now: float) -> dict[str, Any]:
-    """Every field of a job, with stable keys, for ``-M json`` and ``-M tab``."""
-    return {
+    """Every field of a job, with stable keys, for ``-M json`` and ``-M tab`` (and ``user``, its
+    owner, for a multi-user daemon's jobs only)."""
+    data = {
         "id": job.id,
         "state": job.state.value,
         "command": job.command_text,
@@ -303,3 +304,6 @@ def job_data(job: Job, now: float) -> dict[str, Any]:
         "snapshot_info": job.snapshot_info,
         "result": job.result,
     }
+    if job.user is not None:
+        data["user"] = job.user
+    return data

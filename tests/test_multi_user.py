@@ -44,6 +44,12 @@ def test_ts_l_shows_every_users_jobs_with_their_owner(shared: Shared, alice: Use
     assert mine.split() == [str(b)]
     theirs = shared.ts_as(bob, "-l", "--user", alice.name, "--ids")
     assert theirs.split() == [str(a)]
+    assert shared.job(a)["user"] == alice.name  # -M json names the owner too
+    # Completion offers the users with jobs for --user.
+    done = shared.run_as(
+        bob, env={"_TS_COMPLETE": "bash_complete", "COMP_WORDS": "ts -l --user ", "COMP_CWORD": "3"}
+    )
+    assert sorted(done.stdout.split()) == sorted(f"plain,{u.name}" for u in (alice, bob)), done.stderr
 
 
 def test_max_running_per_user_makes_a_users_second_job_wait_while_anothers_runs(

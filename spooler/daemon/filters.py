@@ -59,4 +59,4 @@ def select(jobs: Iterable[Job], spec: Filter | None) -> list[Job]:
     return [job for job in jobs if matches(job)]
 
 
-KNOWN_FIELDS = frozenset(job_data(Job(id=0, command=["x"], cwd="/"), 0.0))
+KNOWN_FIELDS = frozenset(job_data(Job(id=0, command=["x"], cwd="/", user="-"), 0.0))
