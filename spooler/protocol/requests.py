@@ -403,10 +403,10 @@ class Ping(Request, op="ping"):
     pass
 
 
-OPS = frozenset(REQUESTS)
-
-
 class Users(Request, op="users"):
     """--users: per user, running and queued jobs, GPUs held and GPU-hours used today."""
 
     data: bool = field(default=False)  # the rows as data instead of text
+
+
+OPS = frozenset(REQUESTS)
