@@ -33,6 +33,21 @@ def test_a_job_runs_as_its_submitter_with_their_home_and_umask(shared: Shared, a
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (alice.uid, mode), path
 
 
+def test_a_gzipped_log_and_the_public_fields_of_a_job(shared: Shared, alice: User, bob: User) -> None:
+    job = shared.submit_as(alice, "id", "-un", opts=("-z", "-L", "lab"))
+    shared.wait_state(job, "finished")
+    log = Path(shared.job(job)["output"])
+    assert log.name.endswith(".gz") and os.stat(log).st_uid == alice.uid
+    assert shared.ts_as(alice, "-c", str(job)).strip() == alice.name
+    # What ts -l shows anyone: state, label and command (-s, -a, -F); not the log (-o).
+    assert [shared.ts_as(bob, flag, str(job)).strip() for flag in ("-s", "-a", "-F")] == [
+        "finished",
+        "lab",
+        "id -un",
+    ]
+    assert shared.run_as(bob, "-o", str(job)).returncode != 0
+
+
 def test_ts_l_shows_every_users_jobs_with_their_owner(shared: Shared, alice: User, bob: User) -> None:
     a = shared.submit_as(alice, "true")
     b = shared.submit_as(bob, "true")
@@ -108,6 +123,8 @@ def test_a_member_of_the_admin_group_may_act_on_every_job(shared: Shared, alice:
         shared.wait_state(job, "finished")
         shared.ts_as(bob, "-S", "3")
         assert shared.root_ts("-S").strip() == "3"
+        shared.ts_as(bob, "-K")  # an admin stops the daemon too
+        assert shared.daemon is not None and shared.daemon.wait(timeout=30) == 0
     finally:
         subprocess.run(["gpasswd", "-d", bob.name, group], capture_output=True, check=False)
         subprocess.run(["groupdel", group], capture_output=True, check=False)

@@ -39,7 +39,7 @@ RULES: dict[str, str] = {
     "ping": PUBLIC,
     "users": PUBLIC,
     "clear": PUBLIC,  # -C clears the caller's own ended jobs (an admin's: everyone's)
-    "job_field": OWN_JOB,  # -p, -o (the log may hold secrets), -s, -a, -F
+    "job_field": OWN_JOB,  # -p, -o (the log may hold secrets); -s, -a, -F: PUBLIC_FIELDS
     "wait": OWN_JOB,  # -w, -t, -c: the reply names the log
     "remove": OWN_JOB,
     "requeue": OWN_JOB,
@@ -59,6 +59,9 @@ RULES: dict[str, str] = {
     "shutdown": ADMIN,
 }
 
+# The fields of one job that ts -l shows anyone (-s, -a, -F); -p, -o and -t/-c's status are not.
+PUBLIC_FIELDS = frozenset({"state", "label", "command"})
+
 # The job an id-less request acts on, as its handler looks it up.
 _DEFAULT_RUN = frozenset({"kill", "pause", "resume", "info"})
 
@@ -72,6 +75,8 @@ def authorize(sp: Spooler, request: rq.Request, caller: Caller) -> None:
     narrows the filter of a request on many jobs to the caller's own."""
     rule = RULES.get(request.OP, ADMIN)
     if rule == PUBLIC or caller.admin:
+        return
+    if request.OP == "job_field" and request.__dict__.get("field") in PUBLIC_FIELDS:
         return
     if rule == ADMIN:
         raise RequestError(E_DENIED, f"permission denied: {_what(request)} is for admins only")
