@@ -177,3 +177,16 @@ def test_a_filter_is_no_oracle_on_anothers_arguments(shared: Shared, alice: User
     assert shared.ts_as(alice, *where).split() == [str(job)]
     assert shared.ts_as(bob, *where).split() == []
     assert shared.ts_as(bob, "results", "--format", "json").strip() in ("[]", "")
+
+
+def test_a_result_file_is_read_only_if_it_is_the_users_own(shared: Shared, alice: User) -> None:
+    secret = shared.root / "root-only.json"
+    secret.write_text('{"secret": 1}')
+    secret.chmod(0o600)
+    good = shared.submit_as(alice, "sh", "-c", 'echo \'{"loss": 0.5}\' > "$TS_RESULT_FILE"')
+    linked = shared.submit_as(alice, "sh", "-c", f'ln -s {secret} "$TS_RESULT_FILE"')
+    for job in (good, linked):
+        shared.wait_state(job, "finished")
+    assert shared.job(good)["result"] == {"loss": 0.5}
+    assert shared.job(linked)["result"] is None
+    assert secret.read_text() == '{"secret": 1}'

@@ -157,6 +157,9 @@ class Dispatcher:
             umask=job.umask,
         )
         place_output(spec, job, settings.logdir, terminal is not None)
+        if job.uid is not None and job.uid != os.geteuid() and job.log_path:
+            # A user's job cannot write in the daemon's directory: its result goes beside its log.
+            spec.result_path = spec.env["TS_RESULT_FILE"] = result_path(self.runs_dir, job.id, job.log_path)
         assert self.backend is not None, "jobs start only once the daemon has started its launcher"
         job.transition(JobState.RUNNING, now)
         job.pid = job.shim_pid = None  # known when the launcher reports in

@@ -117,7 +117,9 @@ class Events:
         if code is None and sig is None:
             job.exit_code = 255
         # Keep the JSON the job wrote to $TS_RESULT_FILE (usable in --where as result.*).
-        job.result, problem = read_result(result_path(self.runs_dir, job.id))
+        shared = job.uid is not None and job.uid != os.geteuid()  # a shared daemon's job of a user
+        path = result_path(self.runs_dir, job.id, job.log_path if shared else None)
+        job.result, problem = read_result(path, owner=job.uid if shared else None)
         notes = [job.reason, problem]
         if job.log_path and disk_full(job.log_path):
             notes.append("the disk holding its output is full: output may be cut")
