@@ -172,3 +172,15 @@ def test_a_snapshot_is_the_users_own_copy(shared: Shared, alice: User) -> None:
     copy = Path(shared.job(job)["snapshot"])
     assert copy.parent == shared.logdir / alice.name / "snapshots"
     assert os.stat(copy).st_uid == alice.uid and os.stat(copy / "data.txt").st_uid == alice.uid
+
+
+def test_fair_share_starts_the_other_users_job_before_a_sweeps_second(
+    shared: Shared, alice: User, bob: User
+) -> None:
+    shared.root_ts("-S", "0")  # drained: everything queues first
+    sweep = [shared.submit_as(alice, "sleep", "60") for _ in range(3)]
+    single = shared.submit_as(bob, "sleep", "60")
+    shared.root_ts("-S", "2")
+    shared.wait_state(sweep[0], "running")
+    shared.wait_state(single, "running")
+    assert [shared.job(j)["state"] for j in sweep[1:]] == ["queued", "queued"]
