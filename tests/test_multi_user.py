@@ -6,6 +6,7 @@ throwaway users (see ``multi_user``); skipped, with the reason, where not root.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -184,3 +185,28 @@ def test_fair_share_starts_the_other_users_job_before_a_sweeps_second(
     shared.wait_state(sweep[0], "running")
     shared.wait_state(single, "running")
     assert [shared.job(j)["state"] for j in sweep[1:]] == ["queued", "queued"]
+
+
+def test_max_gpus_per_user_with_gpus_run_as_each_user(shared: Shared, alice: User, bob: User) -> None:
+    gpus = shared.root / "gpus.json"
+    gpus.write_text(
+        json.dumps(
+            [{"total_mib": 24000, "used_mib": 0, "name": "Fake", "uuid": f"GPU-{i}"} for i in range(4)]
+        )
+    )
+    shared.env.update(TS_FAKE_GPUS=str(gpus), TS_GPU_POLL="0.1")
+    shared.restart("[limits]\nmax_gpus_per_user = 2\n")
+    shared.root_ts("-S", "4")
+    pair = shared.submit_as(alice, "sh", "-c", 'echo "$CUDA_VISIBLE_DEVICES"; sleep 60', opts=("-G", "2"))
+    more = shared.submit_as(alice, "true", opts=("-G", "1"))
+    theirs = shared.submit_as(bob, "sh", "-c", 'id -un; echo "$CUDA_VISIBLE_DEVICES"', opts=("-G", "1"))
+    held = shared.wait_state(pair, "running")["gpus"]
+    assert len(held) == 2
+    shared.wait_state(theirs, "finished")
+    name, visible = shared.ts_as(bob, "-c", str(theirs)).split()
+    assert name == bob.name and int(visible) not in held
+    waiting = shared.job(more)
+    assert waiting["state"] in ("queued", "allocating")
+    assert waiting["reason"] == f"{alice.name} holds 2 GPU(s) and this job needs 1 (max_gpus_per_user = 2)"
+    shared.ts_as(alice, "-k", str(pair))
+    shared.wait_state(more, "finished")
