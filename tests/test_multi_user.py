@@ -210,3 +210,18 @@ def test_max_gpus_per_user_with_gpus_run_as_each_user(shared: Shared, alice: Use
     assert waiting["reason"] == f"{alice.name} holds 2 GPU(s) and this job needs 1 (max_gpus_per_user = 2)"
     shared.ts_as(alice, "-k", str(pair))
     shared.wait_state(more, "finished")
+
+
+def test_max_queued_per_user_refuses_a_submission_that_would_pass_it(
+    shared: Shared, alice: User, bob: User
+) -> None:
+    shared.restart("[limits]\nmax_queued_per_user = 2\n")
+    for _ in range(2):
+        shared.submit_as(alice, "true", opts=("--hold",))
+    refused = shared.run_as(alice, "--hold", "true")
+    assert refused.returncode != 0
+    assert refused.stderr.strip() == (
+        f"ts: {alice.name} has 2 job(s) queued: 1 more would pass max_queued_per_user = 2"
+    )
+    shared.submit_as(bob, "true", opts=("--hold",))  # another user's queue is their own
+    assert len(shared.jobs()) == 3
