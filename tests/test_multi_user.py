@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TS
+from conftest import TS, wait_for
 from multi_user import Shared, User
 
 
@@ -225,3 +225,21 @@ def test_max_queued_per_user_refuses_a_submission_that_would_pass_it(
     )
     shared.submit_as(bob, "true", opts=("--hold",))  # another user's queue is their own
     assert len(shared.jobs()) == 3
+
+
+def test_the_limit_reason_goes_once_the_job_is_no_longer_over_it(
+    shared: Shared, alice: User, bob: User
+) -> None:
+    shared.restart("[limits]\nmax_running_per_user = 1\n")
+    shared.root_ts("-S", "2")
+    first = shared.submit_as(alice, "sleep", "60")
+    theirs = shared.submit_as(bob, "sleep", "60")
+    second = shared.submit_as(alice, "true")
+    shared.wait_state(theirs, "running")
+    wait_for(lambda: "max_running_per_user" in (shared.job(second)["reason"] or ""), what="the limit reason")
+    shared.root_ts("-S", "1")
+    shared.ts_as(alice, "-k", str(first))
+    shared.wait_state(first, "finished")
+    # Now it waits for a slot only (bob's job holds the one left): the limit is no longer why.
+    wait_for(lambda: shared.job(second)["reason"] is None, what="the reason to go")
+    assert shared.job(second)["state"] == "queued"

@@ -66,6 +66,7 @@ class Dispatcher:
         self.policy = "backfill"  # see scheduler: backfill, greedy or fcfs
         self.earmarked: dict[int, int] = {}  # GPU index -> the job it is held for (last pass)
         self.user_limits: Limits | None = None  # a multi-user daemon's: per-user limits, fair share
+        self.over_limit: set[int] = set()  # jobs whose reason is their user's limit (last pass)
 
     def kick(self) -> None:
         if not self._kicked:
@@ -98,10 +99,7 @@ class Dispatcher:
             self.events.end(job, JobState.SKIPPED, reason, at=now)
         for job, reason in decisions.allocating:
             self._allocating(job, reason, now)
-        for job, reason in decisions.over_limit:
-            if job.reason != reason:  # shown by -i and -M; saved only when it changes
-                job.reason = reason
-                self.table.record(job)
+        self._note_over_limit(decisions.over_limit)
         lease_lost = False
         pool = decisions.gpus
         for job, gpus in decisions.start:
@@ -120,6 +118,21 @@ class Dispatcher:
         self.gpu.poll(bool(decisions.allocating) or lease_lost, self.kick)
         while self.space_waiters and self.space_waiters[0]():
             self.space_waiters.popleft()
+
+    def _note_over_limit(self, over: list[tuple[Job, str]]) -> None:
+        """A job over its user's limit shows why (-i, -M); the reason goes once it no longer is
+        (only the jobs marked last pass are looked at, never the whole queue)."""
+        for job, reason in over:
+            if job.reason != reason:  # saved only when it changes
+                job.reason = reason
+                self.table.record(job)
+        now_over = {job.id for job, _ in over}
+        for job_id in self.over_limit - now_over:
+            was_over = self.table.jobs.get(job_id)
+            if was_over is not None and was_over.state.is_waiting and "_per_user = " in was_over.reason:
+                was_over.reason = ""
+                self.table.record(was_over)
+        self.over_limit = now_over
 
     def _allocating(self, job: Job, reason: str, now: float) -> None:
         if job.state is JobState.QUEUED:
