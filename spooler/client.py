@@ -16,6 +16,7 @@ import time
 
 from spooler import paths, protocol
 from spooler.errors import (
+    BadConfigFile,
     ConnectionLost,
     DaemonDiedStarting,
     DaemonUnavailable,
@@ -27,6 +28,7 @@ from spooler.protocol import wire
 
 TYPE_CHECKING = False  # typing costs ts about 2 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
     from spooler.protocol.requests import Request, Submit
@@ -77,6 +79,8 @@ def _spawn_daemon(sock_path: str, lock_fd: int) -> bool:
     for line in lines:
         if line.startswith("warning: "):
             print(f"ts: {line}", file=sys.stderr)
+        elif line.startswith("bad-config: "):
+            raise BadConfigFile(f"the daemon could not start: {line[12:]}")
         elif line.startswith("error: "):
             raise DaemonUnavailable(f"the daemon could not start: {line[7:]}")
     return "ready" in lines
@@ -98,7 +102,46 @@ def _read_ready(fd: int) -> list[str]:
     return data.decode(errors="replace").splitlines()
 
 
+def shared_socket(env: Mapping[str, str] = os.environ) -> str | None:
+    """The socket of a shared (multi-user) daemon that the config file names, if any.
+
+    Read only when no personal daemon answers, so a ``ts`` call pays for it only then.  Just this
+    one key: the daemon checks the whole file (and reports a bad one) when it starts.
+    """
+    path = env.get("TS_CONFIG") or os.path.join(
+        env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config"),
+        "spooler",
+        "config.toml",
+    )
+    try:
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+        with open(path, "rb") as f:
+            value = tomllib.load(f).get("socket")
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, str) and value.startswith("/") else None
+
+
+def _left_by_a_shared_daemon(sock_path: str) -> bool:
+    """A socket file every user may write to: a multi-user daemon's, which is not running now."""
+    try:
+        return bool(os.lstat(sock_path).st_mode & 0o002)
+    except OSError:
+        return False
+
+
 def connect(sock_path: str | None = None, autostart: bool = True) -> _socket.socket:
+    if sock_path is None and not os.environ.get("TS_SOCKET"):
+        sock_path = paths.socket_path()
+        if not os.path.exists(sock_path):
+            # No personal daemon: a shared one named in the config is used, never a new one started.
+            shared = shared_socket()
+            if shared is not None:
+                sock_path, autostart = shared, False
     sock_path = sock_path or paths.socket_path()
     paths.check_socket_path(sock_path)
     deadline = time.monotonic() + CONNECT_TIMEOUT
@@ -116,6 +159,10 @@ def connect(sock_path: str | None = None, autostart: bool = True) -> _socket.soc
             raise DaemonUnavailable(f"cannot connect to {sock_path}: {exc.strerror}") from None
         if not autostart:
             raise DaemonUnavailable(f"no daemon is running on {sock_path}")
+        if _left_by_a_shared_daemon(sock_path):
+            # Never a personal daemon where a shared one served (not even root's): its users
+            # would talk to a daemon that runs their jobs as someone else.
+            raise DaemonUnavailable(f"the shared daemon on {sock_path} is not running")
         import fcntl
 
         os.makedirs(os.path.dirname(sock_path), mode=0o700, exist_ok=True)

@@ -27,6 +27,12 @@ class ConnectionLost(DaemonUnavailable):
     """The connection dropped before the reply came: the daemon died (or was stopped)."""
 
 
+class BadConfigFile(DaemonUnavailable):
+    """The daemon refused to start: its config file does not parse or holds a bad setting."""
+
+    exit_status = 2
+
+
 class DaemonDiedStarting(DaemonUnavailable):
     """The daemons ``ts`` started died before they served, without saying why (killed)."""
 

@@ -133,6 +133,11 @@ class Job:
     slurm_task: int | None = None  # its index in a job array
     slurm_id: str | None = None
     slurm_info: dict[str, str] = field(default_factory=dict)
+    # Its owner, on a multi-user daemon (None on a personal one): the uid taken from the
+    # submitter's socket (SO_PEERCRED), the name for display, and the umask it runs with.
+    uid: int | None = None
+    user: str | None = None
+    umask: int | None = None
 
     def transition(self, new: JobState, now: float) -> None:
         if new not in _ALLOWED[self.state]:
@@ -249,6 +254,9 @@ _SPARSE = {
         "slurm_task",
         "slurm_id",
         "slurm_info",
+        "uid",
+        "user",
+        "umask",
     )
 }
 
@@ -267,8 +275,9 @@ def run_time(job: Job, now: float) -> float | None:
 
 
 def job_data(job: Job, now: float) -> dict[str, Any]:
-    """Every field of a job, with stable keys, for ``-M json`` and ``-M tab``."""
-    return {
+    """Every field of a job, with stable keys, for ``-M json`` and ``-M tab`` (and ``user``, its
+    owner, for a multi-user daemon's jobs only)."""
+    data = {
         "id": job.id,
         "state": job.state.value,
         "command": job.command_text,
@@ -309,3 +318,6 @@ def job_data(job: Job, now: float) -> dict[str, Any]:
         "result": job.result,
         "slurm_id": job.slurm_id,
     }
+    if job.user is not None:
+        data["user"] = job.user
+    return data

@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+# The fixtures of the multi-user tests (throwaway users, a root daemon shared by them).
+pytest_plugins = ("multi_user",)
+
 BIN = Path(sys.executable).parent
 TS = [str(BIN / "ts")] if (BIN / "ts").exists() else [sys.executable, "-m", "spooler"]
 DEADLINE = 20.0

@@ -150,6 +150,7 @@ class Connection:
         self.on_close: list[Callable[[], None]] = []
         self.closed = False
         self.deferred = 0
+        self.caller = None  # a personal daemon's connection: its owner, unchecked
 
     def take_fds(self) -> list[int]:
         return []

@@ -214,7 +214,7 @@ def _parameter(index: int, option: Option) -> click.Option:
         kwargs["shell_complete"] = _fields(option.dest)
     elif option.dest == "states":
         kwargs["shell_complete"] = _states
-    elif option.dest in ("label", "sweep", "queue") and option.arg == "str":
+    elif option.dest in ("label", "sweep", "queue", "user") and option.arg == "str":
         kwargs["shell_complete"] = _field_values(option.dest)
     return click.Option(decls, **kwargs)
 

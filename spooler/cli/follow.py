@@ -103,9 +103,24 @@ def show(inv: Invocation, whole: bool) -> int:
             reader.close()
 
 
+def _wait_until_gone(path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise SpoolerError("the daemon did not stop within 15 s")
+        time.sleep(0.01)
+
+
 def wait_for_daemon_exit(timeout: float = 15.0) -> None:
     """After ``ts -K``: return once the daemon has released its lock (it has exited)."""
-    fd = os.open(paths.lock_path(paths.socket_path()), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    sock = paths.socket_path()
+    try:
+        fd = os.open(paths.lock_path(sock), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except PermissionError:
+        # A shared daemon's lock is root's: an admin who is not root waits for its socket to go
+        # (it is removed before the lock is released).
+        _wait_until_gone(sock, timeout)
+        return
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -242,11 +242,25 @@ def _shutdown(inv: Invocation) -> int:
     return 0
 
 
+MULTI_USER_SOCKET = "/run/spooler/socket"
+
+
 def _daemon(inv: Invocation) -> int:
     from spooler import paths
     from spooler.daemon.main import run
 
-    return run(paths.socket_path())
+    multi_user = bool(inv.daemon.get("multi_user"))
+    if multi_user and os.geteuid() != 0:
+        raise UsageError("--multi-user: run the daemon as root (it runs each job as its submitter)")
+    sock = inv.daemon.get("socket") or (MULTI_USER_SOCKET if multi_user else paths.socket_path())
+    return run(os.path.abspath(sock), multi_user=multi_user)
+
+
+def _users(inv: Invocation) -> int:
+    with Client() as client:
+        reply = client.call(rq.Users())
+    sys.stdout.write(reply["text"])
+    return 0
 
 
 def _help(inv: Invocation) -> int:
@@ -328,6 +342,7 @@ ACTIONS: dict[str, Callable[[Invocation], int]] = {
     "gpu_status": lambda inv: _print_text(rq.GpuStatus, inv),
     "watch": _watch,
     "daemon": _daemon,
+    "users": _users,
     "help": _help,
     "version": _version,
 }

@@ -3,8 +3,8 @@ completion all read this table.
 
 ``kind`` is ``action`` (what this call does; one per call), ``job`` (how a queued job runs),
 ``filter`` (which jobs ``-l``, ``ts results`` and the actions on many jobs act on: ``-r``, ``-k``,
-``--requeue``, ``--hold``, ``--release``, ``--pause``, ``--resume``) or ``results`` (how ``ts
-results`` shows them).
+``--requeue``, ``--hold``, ``--release``, ``--pause``, ``--resume``), ``results`` (how ``ts
+results`` shows them) or ``daemon`` (how ``ts --daemon`` serves).
 ``arg`` says what follows the option:
   ``none``; ``id`` (an optional job id: the next word unless it starts with ``-``);
   ``int?`` (an optional number, same rule); ``count?`` (an optional number, taken only when
@@ -101,6 +101,7 @@ OPTIONS: tuple[Option, ...] = (
     _action(None, "gpu_status", "gpu_status", "none", "show every GPU: memory, whether it counts as free, its jobs"),
     _action(None, "watch", "watch", "none", "redraw the list and the GPUs every 2 s until Ctrl-C"),
     _action(None, "daemon", "daemon", "none", "run the daemon in the foreground (for systemd)"),
+    _action(None, "users", "users", "none", "per user: running and queued jobs, GPUs held, GPU-hours used today"),
     _action("h", "help", "help", "none", "show this help"),
     _action("V", "version", "version", "none", "show the program version"),
     # Options of queued jobs
@@ -146,6 +147,11 @@ OPTIONS: tuple[Option, ...] = (
     _filter("where", "where", "str", "only jobs for which EXPR holds, e.g. 'args.lr > 1e-3 and state == \"finished\"'", "EXPR"),
     _filter("ids", "ids_only", "none", "print only the ids, one per line"),
     _filter("last", "last", "str", "with -l: only the last N jobs of the list (the latest to end)", "N"),
+    _filter("user", "user", "str", "only the jobs of user NAME (a multi-user daemon)", "NAME"),
+    _filter("mine", "mine", "none", "only my own jobs (a multi-user daemon)"),
+    # How ts --daemon serves
+    Option(None, "multi-user", "daemon", "multi_user", "none", "with --daemon, as root: one queue for every local user, each job run as its submitter"),
+    Option(None, "socket", "daemon", "socket", "str", "with --daemon: the socket to serve on (multi-user: /run/spooler/socket by default)", "PATH"),
 )
 # fmt: on
 

@@ -9,6 +9,8 @@ alone costs about three times an interpreter's start-up, more than our whole lat
 
 from __future__ import annotations
 
+import os
+
 from spooler.cli.options import LONG, SHORT, Option
 from spooler.errors import UsageError
 
@@ -31,6 +33,7 @@ class Invocation:
         self.job: dict[str, Any] = {}
         self.filters: dict[str, Any] = {}
         self.results: dict[str, str] = {}  # --sort, --best, --format
+        self.daemon: dict[str, Any] = {}  # --multi-user, --socket
         self.list_format = "default"
         self.command: list[str] = []
 
@@ -65,7 +68,9 @@ def _apply(inv: Invocation, option: Option, value: str | None) -> None:
     elif option.kind == "action":
         inv.set_action(option, value)
     else:
-        target = {"filter": inv.filters, "results": inv.results}.get(option.kind, inv.job)
+        target = {"filter": inv.filters, "results": inv.results, "daemon": inv.daemon}.get(
+            option.kind, inv.job
+        )
         if option.arg == "none":
             target[option.dest] = True
         elif option.arg == "multi":
@@ -147,6 +152,8 @@ def parse(argv: list[str], nested: bool = False) -> Invocation:
         inv.filters["queue"] = inv.job.pop("queue")  # -l --queue NAME: a filter, not a job's queue
     if "last" in inv.filters and inv.action not in ("", "list"):
         raise UsageError("--last goes with -l (ts -l --last 20)")
+    if inv.daemon and inv.action != "daemon":
+        raise UsageError("--multi-user and --socket go with --daemon")
     if inv.filters and inv.action not in FILTERED:
         raise UsageError(f"{inv.action_option} does not take --state, --label, --sweep or --where")
     if inv.action == "watch" and set(inv.results) - {"best"}:
@@ -247,12 +254,18 @@ def filter_of(inv: Invocation) -> rq.Filter | None:
     if not any(key not in ("ids_only", "last") for key in given):
         return None
     states = [s.strip() for s in given.get("states", "").split(",") if s.strip()]
+    user = given.get("user")
+    if given.get("mine"):
+        import pwd
+
+        user = pwd.getpwuid(os.getuid()).pw_name
     return rq.Filter(
         states=states,
         label=given.get("label"),
         sweep=given.get("sweep"),
         where=given.get("where"),
         queue=given.get("queue"),
+        user=user,
     )
 
 

@@ -39,9 +39,12 @@ def submission(opts: dict[str, Any]) -> Submit:
         cwd = os.getcwd()
     except OSError:
         raise UsageError("the current directory no longer exists") from None
+    umask = os.umask(0o022)  # read it (only by setting it); a multi-user daemon's job runs with it
+    os.umask(umask)
     req = Submit(
         cwd=cwd,
         env=dict(os.environ),
+        umask=umask,
         label=opts.get("label"),
         no_output=bool(opts.get("no_output")),
         stderr_apart=bool(opts.get("stderr_apart")),

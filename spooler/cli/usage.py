@@ -42,6 +42,7 @@ def usage() -> str:
         ("job", "Options for queued jobs:"),
         ("filter", "Filters, for -l, -r, -k, --requeue, --watch and ts results:"),
         ("results", "ts results [filters] [options]: a table of the jobs' arguments and results"),
+        ("daemon", "ts --daemon [options]:"),
     )
     for kind, title in sections:
         if title:

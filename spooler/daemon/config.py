@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spooler import paths
-from spooler.daemon import config_file
-from spooler.daemon.config_file import SlurmConfig
+from spooler.daemon.config_file import FileConfig, SlurmConfig
+from spooler.daemon.fairshare import Limits
 from spooler.daemon.queues import Queue, queue_records, queues_from_records
 from spooler.durations import parse_duration
 
@@ -18,6 +18,9 @@ POLICIES = ("backfill", "greedy", "fcfs")  # see spooler.daemon.scheduler
 DEFAULT_MAX_FINISHED = 1000
 DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_KILL_GRACE = 10.0
+# Where a multi-user (system) daemon keeps its state and its users' logs by default.
+SYSTEM_STATE = "/var/lib"  # the save-list goes to /var/lib/spooler/
+SYSTEM_LOGDIR = "/var/log/spooler"
 
 
 def _int_env(env: Mapping[str, str], name: str, default: int, minimum: int) -> tuple[int, str]:
@@ -79,6 +82,24 @@ class Settings:
             self.queues = queues_from_records(record["queues"])
 
 
+def apply_file(config: StartupConfig, file: FileConfig, env: Mapping[str, str] = os.environ) -> None:
+    """The config file's settings: its defaults where no ``TS_*`` variable (or TMPDIR) set one,
+    and a multi-user daemon's admin group and per-user limits (fair share applies either way)."""
+    defaults = file.defaults
+    if defaults.slots is not None and not env.get("TS_SLOTS"):
+        config.settings.slots = defaults.slots
+    if defaults.logdir is not None and not env.get("TMPDIR"):
+        config.settings.logdir = defaults.logdir
+    if defaults.gpu_free_perc is not None:
+        config.settings.gpu_free_perc = defaults.gpu_free_perc
+    if defaults.kill_grace is not None and not env.get("TS_KILL_GRACE"):
+        config.kill_grace = float(defaults.kill_grace)
+    config.backend, config.slurm = file.backend, file.slurm  # TS_BACKEND already over the file's
+    if config.multi_user:
+        config.admin_group = file.admin_group
+        config.user_limits = file.limits
+
+
 @dataclass
 class StartupConfig:
     """Read once when the daemon starts (``TS_*`` variables of the environment it starts in)."""
@@ -96,10 +117,17 @@ class StartupConfig:
     backend: str = "local"  # where jobs run: TS_BACKEND, or the config file's backend
     slurm: SlurmConfig = field(default_factory=SlurmConfig)  # the config file's [slurm]
 
+    # ts --daemon --multi-user: one queue for every local user, each job run as its submitter
+    multi_user: bool = False
+    admin_group: str | None = None  # its members may act on every job and change settings
+    user_limits: Limits | None = None  # per-user limits and fair share (multi-user)
+
     @classmethod
-    def from_env(cls, socket: str, env: Mapping[str, str] = os.environ) -> StartupConfig:
-        """Raises ``config_file.ConfigError`` for a config file that cannot be used."""
-        from_file = config_file.load(env)
+    def from_env(
+        cls, socket: str, env: Mapping[str, str] = os.environ, multi_user: bool = False
+    ) -> StartupConfig:
+        """``multi_user``: the system daemon's state lives under /var/lib/spooler and its logs
+        under /var/log/spooler (per user) unless TS_SAVELIST and TMPDIR say otherwise."""
         warnings: list[str] = []
         slots, warn = _int_env(env, "TS_SLOTS", 1, 1)
         warnings += [warn] if warn else []
@@ -107,7 +135,8 @@ class StartupConfig:
         warnings += [warn] if warn else []
         maxconn, warn = _int_env(env, "TS_MAXCONN", 0, 1)
         warnings += [warn] if warn else []
-        settings = Settings(slots=slots, logdir=paths.tmpdir(env))
+        logdir = paths.tmpdir(env) if env.get("TMPDIR") or not multi_user else SYSTEM_LOGDIR
+        settings = Settings(slots=slots, logdir=logdir)
         policy = env.get("TS_SCHED_POLICY") or "backfill"
         if policy not in POLICIES:
             warnings.append(f"TS_SCHED_POLICY={policy!r} is not one of {', '.join(POLICIES)}; using backfill")
@@ -118,7 +147,10 @@ class StartupConfig:
                 default_time = parse_duration(env["TS_DEFAULT_TIME"])
             except ValueError as exc:
                 warnings.append(f"TS_DEFAULT_TIME: {exc}; jobs without --time have no limit")
+        if multi_user and not env.get("TS_SAVELIST"):
+            env = {**env, "XDG_STATE_HOME": SYSTEM_STATE}
         return cls(
+            multi_user=multi_user,
             savelist=paths.savelist_path(socket, env),
             settings=settings,
             max_finished=max_finished,
@@ -129,6 +161,4 @@ class StartupConfig:
             warnings=warnings,
             policy=policy,
             default_time=default_time,
-            backend=from_file.backend,
-            slurm=from_file.slurm,
         )

@@ -12,6 +12,23 @@ silently ignored, and a new section is one more entry there and one more datacla
     extra_args = ["--mem=16G"]
     max_in_flight = 1000       # at most this many of our jobs in SLURM at once
     poll_interval = 5          # seconds between squeue calls while jobs are in SLURM
+
+The defaults the environment sets (each ``TS_*`` variable still wins over the file), and a shared
+server's settings (``ts --daemon --multi-user`` reads ``/etc/spooler/config.toml``):
+
+    admin_group = "gpu-admins" # its members may act on every job and change server settings
+    socket = "/run/spooler/socket"  # a shared daemon's: ts uses it when no personal one runs
+    [defaults]
+    slots = 4
+    logdir = "/var/log/spooler"
+    gpu_free_perc = 90
+    kill_grace = 10
+    [limits]                   # per user, on a shared daemon
+    max_running_per_user = 2
+    max_gpus_per_user = 4
+    max_queued_per_user = 500
+    [limits.users.alice]       # one user's own limits
+    max_gpus_per_user = 8
 """
 
 from __future__ import annotations
@@ -22,6 +39,8 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from spooler.daemon.fairshare import Limits, UserLimits
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,10 +65,24 @@ class SlurmConfig:
 
 
 @dataclass
+class Defaults:
+    """What the ``TS_*`` variables set; None: the variable's (or the built-in) default."""
+
+    slots: int | None = None
+    logdir: str | None = None
+    gpu_free_perc: int | None = None
+    kill_grace: float | None = None
+
+
+@dataclass
 class FileConfig:
     backend: str = "local"
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     path: str | None = None  # the file read, if any
+    admin_group: str | None = None
+    socket: str | None = None  # a shared (multi-user) daemon's socket
+    defaults: Defaults = field(default_factory=Defaults)
+    limits: Limits = field(default_factory=Limits)
 
 
 Check = Callable[[Any], str]  # "" when the value is good, else what it should be
@@ -74,13 +107,38 @@ def _seconds(value: Any) -> str:
     return "" if ok else "a number of seconds from 0.05 to 3600"
 
 
+def _percent(value: Any) -> str:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100
+    return "" if ok else "a whole number from 1 to 100"
+
+
+def _grace(value: Any) -> str:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 86400
+    return "" if ok else "a number of seconds from 0 to 86400"
+
+
+def _absolute(value: Any) -> str:
+    return "" if isinstance(value, str) and value.startswith("/") else "an absolute path"
+
+
+def _users(value: Any) -> str:
+    return "" if isinstance(value, dict) else "tables [limits.users.NAME]"
+
+
 def _backend(value: Any) -> str:
     return "" if value in BACKENDS else " or ".join(f'"{b}"' for b in BACKENDS)
 
 
 # section ("" is the top level) -> key -> check
+LIMITS: dict[str, Check] = {
+    "max_running_per_user": _count,
+    "max_gpus_per_user": _count,
+    "max_queued_per_user": _count,
+}
 SECTIONS: dict[str, dict[str, Check]] = {
-    "": {"backend": _backend},
+    "": {"backend": _backend, "admin_group": _string, "socket": _absolute},
+    "defaults": {"slots": _count, "logdir": _absolute, "gpu_free_perc": _percent, "kill_grace": _grace},
+    "limits": {**LIMITS, "users": _users},
     "slurm": {
         "partition": _string,
         "account": _string,
@@ -92,16 +150,21 @@ SECTIONS: dict[str, dict[str, Check]] = {
 }
 
 
-def config_path(env: Mapping[str, str] = os.environ) -> str:
+SYSTEM_CONFIG = "/etc/spooler/config.toml"  # a multi-user daemon's
+
+
+def config_path(env: Mapping[str, str] = os.environ, multi_user: bool = False) -> str:
     if env.get("TS_CONFIG"):
         return env["TS_CONFIG"]
+    if multi_user:
+        return SYSTEM_CONFIG
     base = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return os.path.join(base, "spooler", "config.toml")
 
 
-def load(env: Mapping[str, str] = os.environ) -> FileConfig:
+def load(env: Mapping[str, str] = os.environ, multi_user: bool = False) -> FileConfig:
     """The config file's settings (defaults where it is absent), then ``TS_BACKEND`` over them."""
-    path = config_path(env)
+    path = config_path(env, multi_user)
     config = FileConfig()
     try:
         with open(path, "rb") as f:
@@ -137,7 +200,31 @@ def parse(text: str, path: str) -> FileConfig:
     slurm = data.get("slurm")
     if isinstance(slurm, dict):
         config.slurm = SlurmConfig(**slurm)
+    defaults = data.get("defaults")
+    if isinstance(defaults, dict):
+        config.defaults = Defaults(**defaults)
+    limits = data.get("limits")
+    if isinstance(limits, dict):
+        config.limits = _limits(text, path, limits)
     return config
+
+
+def _limits(text: str, path: str, table: dict[str, Any]) -> Limits:
+    users: dict[str, UserLimits] = {}
+    for name, values in table.get("users", {}).items():
+        section = f"limits.users.{name}"
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}:{line_of(text, 'limits', 'users')}: [{section}] must be a table")
+        for key, value in values.items():
+            _check(text, path, section, key, value, LIMITS)
+        users[name] = _user_limits(values)
+    return Limits(_user_limits(table), users)
+
+
+def _user_limits(values: Mapping[str, Any]) -> UserLimits:
+    return UserLimits(
+        values.get("max_running_per_user"), values.get("max_gpus_per_user"), values.get("max_queued_per_user")
+    )
 
 
 def _section(text: str, path: str, name: str, values: dict[str, Any]) -> None:
@@ -145,9 +232,11 @@ def _section(text: str, path: str, name: str, values: dict[str, Any]) -> None:
         _check(text, path, name, key, value)
 
 
-def _check(text: str, path: str, section: str, key: str, value: Any) -> None:
+def _check(
+    text: str, path: str, section: str, key: str, value: Any, keys: dict[str, Check] | None = None
+) -> None:
     where = f"{path}:{line_of(text, section, key)}"
-    known = SECTIONS.get(section, {})
+    known = keys if keys is not None else SECTIONS.get(section, {})
     if key not in known:
         what = f"[{section}] key" if section else ("section" if isinstance(value, dict) else "key")
         choices = ", ".join(sorted(known)) if section or not isinstance(value, dict) else ""

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from spooler.daemon import scheduler
 from spooler.daemon.events import Events
+from spooler.daemon.fairshare import Limits, usage_of
 from spooler.daemon.gpus.leases import Lease
 from spooler.daemon.gpus.manager import GpuManager
 from spooler.daemon.gpus.placement import GpuPool
@@ -64,6 +65,8 @@ class Dispatcher:
         self._kicked = False
         self.policy = "backfill"  # see scheduler: backfill, greedy or fcfs
         self.earmarked: dict[int, int] = {}  # GPU index -> the job it is held for (last pass)
+        self.user_limits: Limits | None = None  # a multi-user daemon's: per-user limits, fair share
+        self.over_limit: set[int] = set()  # jobs whose reason is their user's limit (last pass)
 
     def kick(self) -> None:
         if not self._kicked:
@@ -87,6 +90,8 @@ class Dispatcher:
                 for name, queue in settings.queues.items()
             },
             waiting=self.table.queue.per_queue,
+            limits=self.user_limits,
+            usage=usage_of(self.running) if self.user_limits is not None else None,
         )
         earmark = decisions.earmark
         self.earmarked = {i: earmark.job.id for i in earmark.gpus} if earmark else {}
@@ -94,6 +99,7 @@ class Dispatcher:
             self.events.end(job, JobState.SKIPPED, reason, at=now)
         for job, reason in decisions.allocating:
             self._allocating(job, reason, now)
+        self._note_over_limit(decisions.over_limit)
         lease_lost = False
         pool = decisions.gpus
         for job, gpus in decisions.start:
@@ -112,6 +118,21 @@ class Dispatcher:
         self.gpu.poll(bool(decisions.allocating) or lease_lost, self.kick)
         while self.space_waiters and self.space_waiters[0]():
             self.space_waiters.popleft()
+
+    def _note_over_limit(self, over: list[tuple[Job, str]]) -> None:
+        """A job over its user's limit shows why (-i, -M); the reason goes once it no longer is
+        (only the jobs marked last pass are looked at, never the whole queue)."""
+        for job, reason in over:
+            if job.reason != reason:  # saved only when it changes
+                job.reason = reason
+                self.table.record(job)
+        now_over = {job.id for job, _ in over}
+        for job_id in self.over_limit - now_over:
+            was_over = self.table.jobs.get(job_id)
+            if was_over is not None and was_over.state.is_waiting and "_per_user = " in was_over.reason:
+                was_over.reason = ""
+                self.table.record(was_over)
+        self.over_limit = now_over
 
     def _allocating(self, job: Job, reason: str, now: float) -> None:
         if job.state is JobState.QUEUED:
@@ -138,9 +159,20 @@ class Dispatcher:
         settings = self.table.settings
         env = environment(self.table.env_of(job), settings.env_overrides, job, results)
         spec = Launch(
-            job.id, job.command, job.shell, job.cwd, env, results, compress=job.gzip and job.store_output
+            job.id,
+            job.command,
+            job.shell,
+            job.cwd,
+            env,
+            results,
+            compress=job.gzip and job.store_output,
+            uid=job.uid,
+            umask=job.umask,
         )
         place_output(spec, job, settings.logdir, terminal is not None)
+        if job.uid is not None and job.uid != os.geteuid() and job.log_path:
+            # A user's job cannot write in the daemon's directory: its result goes beside its log.
+            spec.result_path = spec.env["TS_RESULT_FILE"] = result_path(self.runs_dir, job.id, job.log_path)
         assert self.backend is not None, "jobs start only once the daemon has started its launcher"
         job.transition(JobState.RUNNING, now)
         job.pid = job.shim_pid = None  # known when the launcher reports in

@@ -84,10 +84,13 @@ class Events:
             if self._retries(job):
                 self._retry(job)
                 return
-            env = self.job_env(job)
-            self.helpers.on_finish(job, env)
-            if job.mail:
-                self.helpers.mail(job, env)
+            # Hooks run as the daemon's user: never for a job a shared daemon runs for someone
+            # else (their TS_ONFINISH would run as root; their log could be a link to any file).
+            if job.uid is None or job.uid == os.geteuid():
+                env = self.job_env(job)
+                self.helpers.on_finish(job, env)
+                if job.mail:
+                    self.helpers.mail(job, env)
         for observer in self.on_end:
             observer(job)
         self.terminals.close(job.id)
@@ -114,7 +117,9 @@ class Events:
         if code is None and sig is None:
             job.exit_code = 255
         # Keep the JSON the job wrote to $TS_RESULT_FILE (usable in --where as result.*).
-        job.result, problem = read_result(result_path(self.runs_dir, job.id))
+        shared = job.uid is not None and job.uid != os.geteuid()  # a shared daemon's job of a user
+        path = result_path(self.runs_dir, job.id, job.log_path if shared else None)
+        job.result, problem = read_result(path, owner=job.uid if shared else None)
         notes = [job.reason, problem]
         if job.log_path and disk_full(job.log_path):
             notes.append("the disk holding its output is full: output may be cut")
@@ -152,7 +157,9 @@ class Events:
         """Forget a job that is not running (``ts -r``, ``-C``, TS_MAXFINISHED): its waiters are
         told it was removed, and its snapshot goes with the last job using it."""
         self.table.delete(job)
-        if job.snapshot and not self.table.snapshot_in_use(job.snapshot):
+        # A multi-user daemon's jobs keep their snapshots in their owner's own directory: the
+        # owner removes them (root removing in a directory a user controls invites link tricks).
+        if job.snapshot and job.uid is None and not self.table.snapshot_in_use(job.snapshot):
             self._remove_snapshot(job.snapshot)
         self.terminals.close(job.id)
         self.waiters.ended(job.id, None)

@@ -44,6 +44,8 @@ def predicate(spec: Filter) -> Callable[[Job], bool]:
             return False
         if spec.queue is not None and (job.queue or "default") != spec.queue:
             return False
+        if spec.user is not None and job.user != spec.user:
+            return False
         return where is None or where.matches(job_data(job, now))
 
     return matches
@@ -57,4 +59,4 @@ def select(jobs: Iterable[Job], spec: Filter | None) -> list[Job]:
     return [job for job in jobs if matches(job)]
 
 
-KNOWN_FIELDS = frozenset(job_data(Job(id=0, command=["x"], cwd="/"), 0.0))
+KNOWN_FIELDS = frozenset(job_data(Job(id=0, command=["x"], cwd="/", user="-"), 0.0))

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import fcntl
 import functools
+import grp
 import logging
 import os
 import signal
@@ -20,7 +21,8 @@ import socket
 import sys
 
 from spooler import paths
-from spooler.daemon.config import StartupConfig
+from spooler.daemon.config import StartupConfig, apply_file
+from spooler.daemon.config_file import ConfigError, FileConfig, load
 from spooler.daemon.handlers import HANDLERS
 from spooler.daemon.server import Server
 from spooler.daemon.spooler import Spooler
@@ -48,8 +50,20 @@ def acquire_lock(sock: str, inherited_fd: int | None) -> int:
     return fd
 
 
-def bind(sock_path: str) -> socket.socket:
-    """Bind the socket owner-only.  We hold the lock, so any socket file there is stale."""
+def read_config_file(multi_user: bool) -> FileConfig:
+    """Read once, at start; a bad file stops the start (ConfigError, with the file and line)."""
+    file = load(os.environ, multi_user)
+    if file.admin_group is not None:
+        try:
+            grp.getgrnam(file.admin_group)
+        except KeyError:
+            raise ConfigError(f"{file.path}: admin_group {file.admin_group!r}: no such group") from None
+    return file
+
+
+def bind(sock_path: str, multi_user: bool = False) -> socket.socket:
+    """Bind the socket owner-only (multi-user: open to every local user, who are told apart by
+    their peer credentials).  We hold the lock, so any socket file there is stale."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(sock_path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -58,7 +72,7 @@ def bind(sock_path: str) -> socket.socket:
         listener.bind(sock_path)
     finally:
         os.umask(old_umask)
-    os.chmod(sock_path, 0o600)
+    os.chmod(sock_path, 0o666 if multi_user else 0o600)
     listener.listen(512)
     return listener
 
@@ -78,36 +92,53 @@ def _setup_logging(path: str, foreground: bool) -> None:
 
 
 def run(
-    sock: str, *, ready_fd: int | None = None, lock_fd: int | None = None, foreground: bool = True
+    sock: str,
+    *,
+    ready_fd: int | None = None,
+    lock_fd: int | None = None,
+    foreground: bool = True,
+    multi_user: bool = False,
 ) -> int:
-    """Serve on ``sock`` until ``ts -K``, SIGTERM or SIGINT.  Returns the exit status."""
+    """Serve on ``sock`` until ``ts -K``, SIGTERM or SIGINT.  Returns the exit status.
+
+    ``multi_user`` (root only): every local user may connect; each job runs as its submitter."""
 
     def tell(line: str) -> None:
         if ready_fd is not None:
             with contextlib.suppress(OSError):
                 os.write(ready_fd, (line + "\n").encode())
-        elif line.startswith(("warning:", "error:")):
+        elif line.startswith(("warning:", "error:", "bad-config:")):
             print(f"ts: {line}", file=sys.stderr)
 
     if ready_fd is not None:
         os.set_inheritable(ready_fd, False)
     try:
+        if multi_user and os.geteuid() != 0:
+            raise StartupError("--multi-user: the daemon must run as root, to run each job as its submitter")
         paths.check_socket_path(sock)
-        os.makedirs(os.path.dirname(sock), mode=0o700, exist_ok=True)
+        os.makedirs(os.path.dirname(sock), mode=0o755 if multi_user else 0o700, exist_ok=True)
         lock = acquire_lock(sock, lock_fd)
-        config = StartupConfig.from_env(sock)
+        config = StartupConfig.from_env(sock, multi_user=multi_user)
+        apply_file(config, read_config_file(multi_user), os.environ)
         os.makedirs(os.path.dirname(config.savelist), mode=0o700, exist_ok=True)
+        if multi_user:
+            os.makedirs(config.settings.logdir, mode=0o755, exist_ok=True)
         _setup_logging(config.savelist + ".log", foreground)
         loop = asyncio.new_event_loop()
         log_fds = {h.stream.fileno() for h in log.handlers if isinstance(h, logging.FileHandler) and h.stream}
         spooler = Spooler(config, loop, keep_fds=frozenset({lock, *log_fds}))
         spooler.load()
-        listener = bind(sock)
+        listener = bind(sock, multi_user)
+    except ConfigError as exc:
+        tell(f"bad-config: {exc}")
+        return 2
     except Exception as exc:
         tell(f"error: {exc}")
         return 1
     handlers = {op: functools.partial(route, spooler) for op, route in HANDLERS.items()}
-    server = Server(loop, listener, handlers, spooler.commit, config.max_connections)
+    server = Server(
+        loop, listener, handlers, spooler.commit, config.max_connections, multi_user, config.admin_group
+    )
     loop.add_signal_handler(signal.SIGCHLD, spooler.reap_children)
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
     loop.add_signal_handler(signal.SIGINT, loop.stop)
@@ -115,7 +146,7 @@ def run(
     for warning in spooler.warnings:
         log.warning("%s", warning)
         tell(f"warning: {warning}")
-    log.info("daemon %d serving on %s", os.getpid(), sock)
+    log.info("daemon %d serving on %s%s", os.getpid(), sock, " for every user" if multi_user else "")
     tell("ready")
     if ready_fd is not None:
         os.close(ready_fd)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 
 MAX_RESULT = 1024 * 1024  # bytes of $TS_RESULT_FILE kept with a job
@@ -15,10 +16,18 @@ NOT_JSON = "result file is not valid JSON: ignored"
 TOO_LARGE = "result file larger than {limit} bytes: ignored"
 
 
-def read_result(path: str, limit: int = MAX_RESULT) -> tuple[object, str]:
-    """(value, problem) from a job's ``$TS_RESULT_FILE``, which is removed; (None, "") if absent."""
+def read_result(path: str, limit: int = MAX_RESULT, owner: int | None = None) -> tuple[object, str]:
+    """(value, problem) from a job's ``$TS_RESULT_FILE``, which is removed; (None, "") if absent.
+
+    ``owner``: a shared daemon's job wrote it in its owner's directory, so it is read only if it
+    is a plain file of theirs (not a link, not another's file linked there): root reads it.
+    """
     try:
-        with open(path, "rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            st = os.fstat(fd)
+            if owner is not None and (st.st_uid != owner or not stat.S_ISREG(st.st_mode)):
+                return None, ""
             data = f.read(limit + 1)
     except OSError:
         return None, ""
@@ -82,8 +91,11 @@ def disk_full(path: str) -> bool:
     return full
 
 
-def result_path(runs_dir: str, job_id: int) -> str:
-    """The job's ``$TS_RESULT_FILE``."""
+def result_path(runs_dir: str, job_id: int, log_path: str | None = None) -> str:
+    """The job's ``$TS_RESULT_FILE``: in the daemon's own directory, or, for a shared daemon's
+    job (``log_path`` given), beside its log in its owner's directory, where it can write."""
+    if log_path is not None:
+        return os.path.join(os.path.dirname(log_path), f".ts-result.{job_id}.json")
     return os.path.join(runs_dir, f"{job_id}.result.json")
 
 

@@ -81,8 +81,11 @@ def render_list(
     color: bool = False,
     show_gpus: bool = False,
     show_queue: bool = False,
+    show_user: bool = False,
 ) -> str:
     """The ``ts -l`` table.  ``width`` 0 (piped output) never cuts the command.
+
+    A User column (after the id) appears on a multi-user daemon.
 
     A Queue column (after State) appears once named queues exist (``--queue``).
 
@@ -109,6 +112,10 @@ def render_list(
         headers.insert(2, "Queue")
         columns.insert(2, [j.queue or "default" for j in jobs])
         output = 3
+    if show_user:
+        headers.insert(1, "User")
+        columns.insert(1, [j.user or "-" for j in jobs])
+        output += 1
     if show_gpus:
         headers.append("GPUs")
         columns.append([gpus_text(j) for j in jobs])
@@ -127,7 +134,8 @@ def render_list(
     if width:
         lines = [line if len(line) <= width else line[: max(width - 1, 0)] + "…" for line in lines]
     if color:
-        start = widths[0] + 2
+        state = 2 if show_user else 1  # the State column's index
+        start = sum(widths[:state]) + 2 * state
         for i, job in enumerate(jobs):
             if job.state in _COLORS:
                 line, end = lines[i], start + len(job.state.value)

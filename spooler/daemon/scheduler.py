@@ -18,6 +18,9 @@ Policy, in queue order (priority, then first in, first out):
   end before the earliest moment the earmarked job could start, computed from the time limits of
   the jobs holding the GPUs it waits for.  A job without ``--time`` never backfills.
 
+On a multi-user daemon (``limits`` given), jobs of the same priority take turns by user (fair
+share) and a job over its user's limits waits with the reason (``fairshare``).
+
 Two other policies exist for comparison (``TS_SCHED_POLICY``, used by ``bench/gpu_trace.py``):
 ``greedy`` (no earmarks: any job that fits starts, the old pass-over) and ``fcfs`` (strict
 first come, first served among GPU jobs: the first that cannot start stops every later one).
@@ -29,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from spooler.daemon.fairshare import Limits, Usage, fair_order, over_limit
 from spooler.daemon.gpus.placement import Want
 from spooler.durations import format_duration
 from spooler.jobs import Job, JobState
@@ -66,6 +70,7 @@ class Plan:
     earmark: Earmark | None = None
     backfilled: list[Job] = field(default_factory=list)  # started on earmarked GPUs
     gpus: Gpus | str | None = None  # the pool the pass placed jobs with (None: no GPU job reached)
+    over_limit: list[tuple[Job, str]] = field(default_factory=list)  # waiting for its user's jobs
 
 
 def dependency_verdict(job: Job, outcome: Outcome) -> tuple[bool, str]:
@@ -93,13 +98,19 @@ def plan(
     policy: str = "backfill",
     queues: Mapping[str, tuple[int, int]] | None = None,
     waiting: Mapping[str | None, int] | None = None,
+    limits: Limits | None = None,
+    usage: dict[str | None, Usage] | None = None,
 ) -> Plan:
     """``free_slots`` and ``total_slots`` are the default queue's; ``queues`` gives each named
     queue's (free, total), and ``waiting`` how many jobs of ``queue`` each queue has (None: the
     default), so the pass ends once every job left is in a full queue.  ``gpus()``: the pool,
     or why GPUs cannot be placed now (every GPU job then waits with it); called once, when the
-    first GPU job is reached."""
+    first GPU job is reached.  ``limits`` (multi-user): per-user limits and fair share, with
+    ``usage`` what each user holds now (updated here as jobs are started)."""
     decisions = Plan()
+    held = usage if usage is not None else {}
+    if limits is not None:
+        queue = fair_order(queue, held)
     free: dict[str | None, int] = {None: free_slots}
     total: dict[str | None, int] = {None: total_slots}
     for name, (queue_free, queue_total) in (queues or {}).items():
@@ -126,6 +137,11 @@ def plan(
             continue
         if job.slots > total.get(job.queue, 0):
             continue
+        if limits is not None:
+            why = over_limit(job, held.get(job.user) or Usage(), limits.of(job.user))
+            if why:
+                decisions.over_limit.append((job, why))
+                continue
         if job.slots > free[job.queue]:
             full.add(job.queue)
             if unseen_open > 0:
@@ -143,6 +159,8 @@ def plan(
             placed = []
         decisions.start.append((job, placed))
         free[job.queue] -= job.slots
+        if limits is not None:
+            held.setdefault(job.user, Usage()).add(job, len(placed))
     return decisions
 
 

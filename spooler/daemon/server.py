@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from spooler import protocol
+from spooler.daemon.caller import Caller, caller_of
 from spooler.errors import SpoolerError
 from spooler.protocol import RequestError
 from spooler.text import brief
@@ -51,6 +52,8 @@ class Connection:
         self.served = 0  # requests read whole so far
         self.deferred = 0  # replies still owed (``wait``, ``-f``): no deadline, no new request meanwhile
         self.on_close: list[Callable[[], None]] = []
+        # Who is asking, on a multi-user daemon (None on a personal one, which serves its owner only).
+        self.caller: Caller | None = None
         self.deadline: asyncio.TimerHandle | None = None
         self._arm_deadline()
         server.loop.add_reader(sock.fileno(), self._readable)
@@ -195,8 +198,12 @@ class Server:
         handlers: Mapping[str, Handler],
         commit: Callable[[], None],
         max_connections: int,
+        multi_user: bool = False,
+        admin_group: str | None = None,
     ) -> None:
-        """``commit``: makes the changes of the requests handled so far durable; replies wait for it."""
+        """``commit``: makes the changes of the requests handled so far durable; replies wait for it.
+        ``multi_user``: serve every local user, each connection knowing its caller; else only
+        our own uid."""
         self.loop = loop
         self.commit = commit
         self.listener = listener
@@ -204,6 +211,8 @@ class Server:
         self.max_connections = max_connections
         self.connections: set[Connection] = set()
         self.uid = os.getuid()
+        self.multi_user = multi_user
+        self.admin_group = admin_group
         self._pending: list[tuple[Connection, dict[str, Any], bool]] = []
         self._accepting = False
         self.stopping = False
@@ -235,10 +244,12 @@ class Server:
                 return
             sock.setblocking(False)
             creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-            _pid, uid, _gid = _PEERCRED.unpack(creds)
+            _pid, uid, gid = _PEERCRED.unpack(creds)
             conn = Connection(self, sock)
             self.connections.add(conn)
-            if uid != self.uid:
+            if self.multi_user:
+                conn.caller = caller_of(uid, gid, self.admin_group)
+            elif uid != self.uid:
                 log.warning("refused a connection from uid %d", uid)
                 conn.fail(protocol.E_DENIED, f"permission denied: this spooler belongs to uid {self.uid}")
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 
 from spooler.commands import needs_shell
+from spooler.daemon.caller import Caller
 from spooler.daemon.config import StartupConfig
 from spooler.daemon.control import JobControl
 from spooler.daemon.dispatch import Backend, Dispatcher
@@ -94,7 +95,7 @@ class Spooler:
         self.dispatcher = (SlurmDispatcher if to_slurm else Dispatcher)(
             loop, self.table, self.running, self.gpu, self.events, self.terminals, self.runs_dir, clock
         )
-        self.dispatcher.policy = config.policy
+        self.dispatcher.policy, self.dispatcher.user_limits = config.policy, config.user_limits
         self.wakeups = Wakeups(loop, clock, self.kick)  # --begin times
         self.notifier = Notifier(loop, self.table, clock)
         self.events.on_end.append(self.notifier.job_ended)
@@ -227,8 +228,15 @@ class Spooler:
 
     # -- queueing ----------------------------------------------------------------------------
 
-    def submit(self, request: Submit, command: list[str], terminal: tuple[int, int] | None = None) -> Job:
-        """Queue one job of a submission (a batch or a sweep queues one per command)."""
+    def submit(
+        self,
+        request: Submit,
+        command: list[str],
+        terminal: tuple[int, int] | None = None,
+        owner: Caller | None = None,
+    ) -> Job:
+        """Queue one job of a submission (a batch or a sweep queues one per command); ``owner``:
+        the caller on a multi-user daemon, whose job it is and as whom it runs."""
         for dep in [*request.after, *request.after_ok]:
             if dep not in self.table.jobs:
                 raise RequestError(E_NOT_FOUND, f"cannot depend on job {dep}: it does not exist")
@@ -244,6 +252,8 @@ class Spooler:
         if request.queue is not None:
             self.queue_named(request.queue)
         job = job_of(request, command, self.clock())
+        if owner is not None:
+            job.uid, job.user, job.umask = owner.uid, owner.name, request.umask
         if job.time_limit is None:
             job.time_limit = self.config.default_time
         try:
@@ -313,8 +323,9 @@ class Spooler:
             )
         self.events.removed(job)
 
-    def clear_finished(self) -> int:
-        done = [j for j in self.table.jobs.values() if j.state.is_done]
+    def clear_finished(self, owner: Caller | None = None) -> int:
+        """-C: every ended job, or only those ``owner`` may remove (multi-user)."""
+        done = [j for j in self.table.jobs.values() if j.state.is_done and (owner is None or owner.owns(j))]
         for job in done:
             self.events.removed(job)
         return len(done)

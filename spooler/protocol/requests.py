@@ -185,6 +185,7 @@ class Filter(Request):
     ids: list[int] = field(default_factory=list)
     where: str | None = field(default=None, max_len=4096)
     queue: str | None = field(default=None, check=queue_name)
+    user: str | None = field(default=None, max_len=256)  # --user NAME, --mine: one owner's jobs
 
 
 class Submit(Request, op="submit"):
@@ -233,6 +234,9 @@ class Submit(Request, op="submit"):
     # Unique per submission: the daemon answers a repeat (sent again after the connection
     # dropped) with the ids it gave, instead of queueing the jobs twice.
     token: str | None = field(default=None, max_len=64)
+    # The submitter's umask, which a multi-user daemon's job runs with (a personal daemon's
+    # jobs inherit the daemon's, as always).
+    umask: int | None = field(default=None, lo=0, hi=0o777)
 
 
 class List(Request, op="list"):
@@ -406,6 +410,12 @@ class Shutdown(Request, op="shutdown"):
 
 class Ping(Request, op="ping"):
     pass
+
+
+class Users(Request, op="users"):
+    """--users: per user, running and queued jobs, GPUs held and GPU-hours used today."""
+
+    data: bool = field(default=False)  # the rows as data instead of text
 
 
 OPS = frozenset(REQUESTS)

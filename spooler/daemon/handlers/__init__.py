@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from spooler.daemon.access import authorize
 from spooler.daemon.handlers import daemon, jobs, queue, results, submit
 from spooler.daemon.server import Connection
 from spooler.daemon.spooler import Spooler
@@ -32,7 +33,10 @@ class Route(Generic[R]):
         self.handle = handle
 
     def __call__(self, sp: Spooler, message: dict[str, Any], conn: Connection) -> Reply:
-        return self.handle(sp, self.request.parse(message), conn)
+        request = self.request.parse(message)
+        if conn.caller is not None:  # a multi-user daemon: may this caller make this request?
+            authorize(sp, request, conn.caller)
+        return self.handle(sp, request, conn)
 
 
 ROUTES: tuple[Route[Any], ...] = (
@@ -64,5 +68,6 @@ ROUTES: tuple[Route[Any], ...] = (
     Route(rq.GpuStatus, daemon.gpu_status),
     Route(rq.Shutdown, daemon.shutdown),
     Route(rq.Ping, daemon.ping),
+    Route(rq.Users, daemon.users),
 )
 HANDLERS: dict[str, Route[Any]] = {route.request.OP: route for route in ROUTES}

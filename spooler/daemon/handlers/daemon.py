@@ -4,14 +4,17 @@ counts, shutdown and ping."""
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from spooler import protocol
 from spooler.daemon import render
+from spooler.daemon.launcher.credentials import CredentialError, account_of, ensure_user_dir
 from spooler.daemon.queues import DEFAULT, Queue
 from spooler.daemon.server import Connection
 from spooler.daemon.spooler import Spooler
-from spooler.protocol import E_NOT_FOUND, RequestError, bad
+from spooler.daemon.usage import render_users, user_rows
+from spooler.protocol import E_INVALID, E_NOT_FOUND, RequestError, bad
 from spooler.protocol import requests as rq
 
 Reply = dict[str, Any] | None
@@ -96,10 +99,30 @@ def shutdown(sp: Spooler, req: rq.Shutdown, conn: Connection) -> Reply:
     return {"ok": True, "running": len(sp.running)}
 
 
+def _snapshots_of(sp: Spooler, conn: Connection) -> str:
+    """Where the client puts a --snapshot copy: on a multi-user daemon, in the caller's own log
+    directory (made here, theirs, 0700), so the copy is theirs and no one else's to read."""
+    if conn.caller is None:
+        return sp.snapshots_dir
+    user_dir = os.path.join(sp.settings.logdir, conn.caller.name)
+    try:
+        ensure_user_dir(user_dir, account_of(conn.caller.uid))
+    except (CredentialError, OSError) as exc:
+        raise RequestError(E_INVALID, f"no directory for your snapshots: {exc}") from None
+    return os.path.join(user_dir, "snapshots")
+
+
 def ping(sp: Spooler, req: rq.Ping, conn: Connection) -> Reply:
     return {
         "ok": True,
         "pid": os.getpid(),
         "version": protocol.PROTOCOL_VERSION,
-        "snapshots": sp.snapshots_dir,
+        "snapshots": _snapshots_of(sp, conn),
     }
+
+
+def users(sp: Spooler, req: rq.Users, conn: Connection) -> Reply:
+    rows = user_rows(sp.ordered(), time.time())
+    if req.data:
+        return {"ok": True, "users": rows}
+    return {"ok": True, "text": render_users(rows)}

@@ -7,6 +7,7 @@ from typing import Any
 
 from spooler.daemon import render
 from spooler.daemon.filters import select
+from spooler.daemon.redact import redacted
 from spooler.daemon.server import Connection
 from spooler.daemon.spooler import Spooler
 from spooler.daemon.waiters import wait_reply
@@ -17,10 +18,19 @@ from spooler.protocol import requests as rq
 Reply = dict[str, Any] | None
 
 
+def _as_seen_by(conn: Connection, jobs: list[Job]) -> list[Job]:
+    """On a multi-user daemon, others' jobs without what only their owner may see."""
+    caller = conn.caller
+    if caller is None or caller.admin:
+        return jobs
+    return [job if caller.owns(job) else redacted(job) for job in jobs]
+
+
 def list_jobs(sp: Spooler, req: rq.List, conn: Connection) -> Reply:
     fmt = req.format or "default"
     now = time.time()
-    jobs = select(sp.ordered(), req.filter)
+    # Redacted before filtering: a --where on another's arguments must not be an oracle.
+    jobs = select(_as_seen_by(conn, list(sp.ordered())), req.filter)
     if req.last is not None:
         jobs = jobs[-req.last :]
     if req.ids_only:
@@ -41,6 +51,7 @@ def list_jobs(sp: Spooler, req: rq.List, conn: Connection) -> Reply:
             color=req.color,
             show_gpus=sp.gpu.present or any(j.gpus or j.gpu_indices for j in jobs),
             show_queue=bool(sp.settings.queues),
+            show_user=conn.caller is not None,
         )
     else:
         raise bad(f"unknown list format {fmt!r} (choose default, json or tab)")
@@ -51,6 +62,7 @@ def info(sp: Spooler, req: rq.Info, conn: Connection) -> Reply:
     job = sp.get(req.id, "run")
     if sp.slurm is not None:
         sp.slurm.details(job)
+    job = _as_seen_by(conn, [job])[0]
     return {"ok": True, "text": render.render_info(job, time.time())}
 
 

@@ -118,7 +118,7 @@ def kill(sp: Spooler, req: rq.Kill, conn: Connection) -> Reply:
 
 
 def clear(sp: Spooler, req: rq.Clear, conn: Connection) -> Reply:
-    return {"ok": True, "cleared": sp.clear_finished()}
+    return {"ok": True, "cleared": sp.clear_finished(conn.caller)}
 
 
 def urgent(sp: Spooler, req: rq.Urgent, conn: Connection) -> Reply:

@@ -46,6 +46,8 @@ def results(sp: Spooler, req: rq.Results, conn: Connection) -> Reply:
         raise bad(f"unknown format {req.format!r} (choose {', '.join(FORMATS)})")
     now = time.time()
     jobs = sorted(select(sp.ordered(), req.filter), key=lambda job: job.id)
+    if conn.caller is not None:  # multi-user: arguments and results are their owner's to see
+        jobs = [job for job in jobs if conn.caller.owns(job)]
     try:
         table = build([row_of(job, now) for job in jobs], req.sort, req.best, req.pick_best)
     except ResultsError as exc:

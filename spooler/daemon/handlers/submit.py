@@ -13,7 +13,7 @@ from spooler import protocol
 from spooler.daemon.server import Connection
 from spooler.daemon.spooler import Spooler
 from spooler.daemon.terminals import close_pair
-from spooler.protocol import E_INTERNAL, E_NOT_FOUND, E_QUEUE_FULL, RequestError, bad
+from spooler.protocol import E_INTERNAL, E_INVALID, E_NOT_FOUND, E_QUEUE_FULL, RequestError, bad
 from spooler.protocol.requests import Submit
 
 Reply = dict[str, Any] | None
@@ -46,6 +46,26 @@ def _check(sp: Spooler, req: Submit) -> None:
         raise bad("-O takes a file name without a directory")
 
 
+def _check_shared(sp: Spooler, conn: Connection, req: Submit, adding: int) -> None:
+    """On a multi-user daemon: no ``-m`` (but root's), and ``max_queued_per_user``: a submission
+    that would pass it is refused whole."""
+    caller, limits = conn.caller, sp.config.user_limits
+    if caller is not None and caller.uid != 0 and req.mail:
+        raise bad("-m is not available on a shared daemon (its mail would be sent as root)")
+    if caller is None or limits is None:
+        return
+    limit = limits.of(caller.name).max_queued
+    if limit is None:
+        return
+    queued = sum(1 for job in sp.table.queue if job.uid == caller.uid)
+    if queued + adding > limit:
+        raise RequestError(
+            E_INVALID,
+            f"{caller.name} has {queued} job(s) queued: {adding} more would pass "
+            f"max_queued_per_user = {limit}",
+        )
+
+
 def submit(sp: Spooler, req: Submit, conn: Connection) -> Reply:
     runs = _runs(req)
     single = req.items is None and req.batch is None
@@ -55,6 +75,7 @@ def submit(sp: Spooler, req: Submit, conn: Connection) -> Reply:
     if given and single:
         return {"ok": True, "id": given[0]}
     _check(sp, req)
+    _check_shared(sp, conn, req, len(runs) - len(given))
     sp.admit(req, runs[0][0])
     if req.foreground and not single:
         raise bad("-f waits for one job: it cannot go with a batch or a sweep")
@@ -74,7 +95,7 @@ def submit(sp: Spooler, req: Submit, conn: Connection) -> Reply:
     for command, args, marker in runs:
         req.args, req.skip_if_exists = args, marker
         try:
-            ids.append(sp.submit(req, command).id)
+            ids.append(sp.submit(req, command, owner=conn.caller).id)
         except RequestError as exc:
             if not ids or exc.code != E_INTERNAL:
                 raise
@@ -98,7 +119,7 @@ def _submit_one(sp: Spooler, req: Submit, run: Run, conn: Connection) -> Reply:
         for fd in fds:
             os.close(fd)
     try:
-        job = sp.submit(req, command, terminal)
+        job = sp.submit(req, command, terminal, conn.caller)
     except RequestError as exc:
         if exc.code != E_QUEUE_FULL or req.no_block:
             close_pair(terminal)
@@ -123,7 +144,7 @@ def _submit_when_there_is_room(
             close_pair(terminal)
             return True  # the submitter gave up: nothing to queue
         try:
-            job = sp.submit(req, command, terminal)
+            job = sp.submit(req, command, terminal, conn.caller)
         except RequestError as exc:
             if exc.code == E_QUEUE_FULL:
                 return False

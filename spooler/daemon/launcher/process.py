@@ -18,6 +18,7 @@ import sys
 import time
 
 from spooler.daemon.launcher import exits
+from spooler.daemon.launcher.credentials import CredentialError
 from spooler.daemon.launcher.exits import ExitLog
 from spooler.daemon.launcher.shim import run_shim
 from spooler.daemon.launcher.spawn import open_outputs, prepare, spawn_job, tell
@@ -88,9 +89,13 @@ def serve(requests: socket.socket, notes: socket.socket, exit_log: ExitLog) -> N
         try:
             prepare(spec)
             out, err = open_outputs(spec, fds)
-        except OSError as exc:
+        except (OSError, CredentialError) as exc:
             _close(fds + keep)
-            why = f"ts: cannot create the log file {exc.filename}: {exc.strerror}"
+            why = (
+                str(exc)
+                if isinstance(exc, CredentialError)
+                else f"ts: cannot create the log file {exc.filename}: {exc.strerror}"
+            )
             _report_failure(spec, why, notes, exit_log)
             continue
         try:

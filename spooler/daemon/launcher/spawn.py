@@ -17,6 +17,15 @@ from typing import Any
 
 import msgpack
 
+from spooler.daemon.launcher.credentials import (
+    CredentialError,
+    account_of,
+    acting_as,
+    ensure_user_dir,
+    needs_switch,
+    spawn_as,
+    user_environment,
+)
 from spooler.daemon.launcher.spec import Launch
 
 _JOB_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE, signal.SIGCHLD)
@@ -31,6 +40,16 @@ def open_outputs(spec: Launch, passed: list[int]) -> tuple[int, int]:
     """
     if passed:
         return (passed[0], passed[-1])
+    if spec.stdout_path is not None and needs_switch(spec.uid):
+        assert spec.uid is not None
+        account = account_of(spec.uid)
+        ensure_user_dir(os.path.dirname(spec.stdout_path), account)
+        with acting_as(account):
+            return _open_logs(spec)
+    return _open_logs(spec)
+
+
+def _open_logs(spec: Launch) -> tuple[int, int]:
     if spec.stdout_path is None:
         devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         return devnull, devnull
@@ -59,8 +78,11 @@ def job_argv(command: list[str], shell: bool) -> list[str]:
 def spawn_job(spec: Launch, out: int, err: int) -> tuple[int, str, int]:
     """Start the job in its own session; (pid, "", 0), or (0, why, wait status) if it cannot.
 
-    Changes the working directory of the calling process to the job's.
+    Changes the working directory of the calling process to the job's (not for a job of
+    another user, started by ``credentials.spawn_as``).
     """
+    if needs_switch(spec.uid):
+        return _spawn_as_owner(spec, out, err)
     try:
         os.chdir(spec.cwd)
         argv = job_argv(spec.argv, spec.shell)
@@ -93,6 +115,32 @@ def spawn_job(spec: Launch, out: int, err: int) -> tuple[int, str, int]:
         with contextlib.suppress(OSError):
             os.write(err, (error + "\n").encode())
         return 0, error, status
+
+
+def _spawn_as_owner(spec: Launch, out: int, err: int) -> tuple[int, str, int]:
+    assert spec.uid is not None
+    try:
+        account = account_of(spec.uid)
+    except CredentialError as exc:
+        return _failed(str(exc), 127 << 8, err)
+    argv = job_argv(spec.argv, spec.shell)
+    env = user_environment(spec.env, account)
+    program = argv[0]
+    if "/" not in program:
+        found = shutil.which(program, path=env.get("PATH", os.defpath))
+        if found is None:
+            return _failed(f"ts: cannot run {program!r}: command not found", 127 << 8, err)
+        program = found
+    pid, why, status = spawn_as(account, program, argv, env, spec.cwd, spec.umask, out, err)
+    if pid:
+        return pid, "", 0
+    return _failed(why, status, err)
+
+
+def _failed(why: str, status: int, err: int) -> tuple[int, str, int]:
+    with contextlib.suppress(OSError):
+        os.write(err, (why + "\n").encode())
+    return 0, why, status
 
 
 def tell(notify: socket.socket, message: list[Any]) -> None:

@@ -34,12 +34,17 @@ class Launch:
     # How many of the descriptors sent with the launch (the last ones) the launcher keeps open
     # until the job ends: the job's machine-wide GPU leases, which last as long as they are open.
     kept_fds: int = 0
+    # A multi-user daemon's job runs as its owner: the launcher (root) switches to this uid
+    # (with the account's groups) just before exec, and creates the log as that user.
+    uid: int | None = None
+    umask: int | None = None
 
     def to_wire(self) -> bytes:
         data: bytes = msgpack.packb(
             [
                 self.job_id, self.argv, self.shell, self.cwd, self.env, self.result_path,
                 self.stdout_path, self.stderr_path, self.exclusive, self.compress, self.kept_fds,
+                self.uid, self.umask,
             ]
         )  # fmt: skip
         return data
@@ -58,6 +63,9 @@ def place_output(spec: Launch, job: Job, logdir: str, terminal: bool) -> None:
     """
     if not job.store_output or terminal:
         return  # /dev/null, or the terminal of ts -nf
+    if job.uid is not None:
+        # Multi-user: each user's logs in a directory of their own, which only they may read.
+        logdir = os.path.join(logdir, job.user or str(job.uid))
     if job.log_name:
         path = os.path.join(logdir, job.log_name)
         spec.exclusive = False
