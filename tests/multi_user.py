@@ -2,10 +2,11 @@
 
 Users are made with ``useradd`` for the test module and removed with ``userdel`` afterwards.
 Their ``ts`` cannot be this virtual environment's: its interpreter lives inside root's home,
-which other users may not enter.  They run Debian's ``/usr/bin/python3`` instead, with this
-worktree and its installed dependencies on ``PYTHONPATH`` (pure reads: nothing is installed,
-no network is needed), switched to the user by ``setpriv`` before the interpreter starts, so
-the client is the user's from its first instruction, exactly as a user's own shell starts it.
+which other users may not enter (and the checkout may be too).  They run Debian's
+``/usr/bin/python3`` instead, with a copy of this checkout's client (and msgpack) that everyone
+may read on ``PYTHONPATH`` (nothing is installed, no network is needed), switched to the user
+by ``setpriv`` before the interpreter starts, so the client is the user's from its first
+instruction, exactly as a user's own shell starts it.
 """
 
 from __future__ import annotations
@@ -50,8 +51,34 @@ def why_not_here() -> str:
     return ""
 
 
+_CLIENT_COPY: Path | None = None  # set by the users fixture
+
+
 def python_path() -> str:
+    """Where the users' interpreter finds the client: a copy every user may read (the checkout
+    and its virtual environment may be inside a directory only root may enter)."""
+    if _CLIENT_COPY is not None:
+        return str(_CLIENT_COPY)
     return os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]])
+
+
+def readable_client_copy(base: Path) -> Path:
+    """This checkout's ``spooler`` package and the third-party packages the client may import
+    (msgpack; click for shell completion), copied under ``base`` and readable by everyone."""
+    import click
+    import msgpack
+
+    target = base / "pylib"
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "spooler", target / "spooler", ignore=skip)
+    for package in (msgpack, click):
+        source = Path(str(package.__file__)).parent
+        shutil.copytree(source, target / source.name, ignore=skip)
+    for directory, _dirs, files in os.walk(target):
+        os.chmod(directory, 0o755)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o644)
+    return target
 
 
 class Users:
@@ -243,13 +270,16 @@ def users() -> Iterator[Users]:
     why = why_not_here()
     if why:
         pytest.skip(why)
+    global _CLIENT_COPY
     base = Path(tempfile.mkdtemp(prefix="ts-users-", dir="/tmp"))
     os.chmod(base, 0o755)
+    _CLIENT_COPY = readable_client_copy(base)
     made = Users(base)
     try:
         yield made
     finally:
         made.remove_all()
+        _CLIENT_COPY = None
         shutil.rmtree(base, ignore_errors=True)
 
 
