@@ -10,25 +10,13 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgpack_values import nested
 
 from spooler import protocol
 from spooler.protocol import HEADER, MAX_FRAME, FrameError
 from spooler.protocol.requests import OPS
 
-# Values msgpack carries losslessly (lists, not tuples; no NaN, which is never equal to itself).
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False)
-    | st.text()
-    | st.binary()
-)
-values = st.recursive(
-    scalars,
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5),
-    max_leaves=20,
-)
+values = nested(max_size=5, max_leaves=20)
 maps = st.dictionaries(st.text(), values, max_size=8)
 
 

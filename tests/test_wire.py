@@ -9,25 +9,13 @@ from typing import Any
 import msgpack
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
+from msgpack_values import nested
 
 from spooler import protocol
 from spooler.client import BULK_ITEMS, Client
 from spooler.protocol import wire
 
-_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False)
-    | st.text()
-    | st.binary()
-)
-_values = st.recursive(
-    _scalars,
-    lambda inner: st.lists(inner, max_size=20) | st.dictionaries(st.text(max_size=20), inner, max_size=20),
-    max_leaves=60,
-)
+_values = nested(max_size=20, max_leaves=60, key_size=20)
 
 
 @settings(max_examples=400, deadline=None)
