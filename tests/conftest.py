@@ -155,27 +155,22 @@ class Spool:
         if self.socket.exists():
             self.run("-T")
             self.run("-K")
-        for pid in _job_processes(self.root):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        kill_processes_with(f"TS_SOCKET={self.root}")  # its jobs and shims
 
 
-def _job_processes(root: Path) -> list[int]:
-    """Processes whose environment names this spooler's socket (its jobs and shims)."""
-    found = []
-    marker = f"TS_SOCKET={root}".encode()
+def kill_processes_with(marker: str) -> None:
+    """SIGKILL every process (but this one) whose environment holds ``marker``, such as
+    ``TS_SOCKET=<path>``: a spooler's daemon, launcher, shims and jobs."""
+    needle = marker.encode()
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as f:
-                if marker in f.read():
-                    found.append(int(entry))
+                if needle in f.read():
+                    os.kill(int(entry), signal.SIGKILL)
         except OSError:
             continue
-    return [p for p in found if p != os.getpid()]
 
 
 @pytest.fixture

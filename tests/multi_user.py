@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TS, text_of, wait_for
+from conftest import TS, kill_processes_with, text_of, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -242,15 +242,7 @@ class Shared:
                 self.daemon.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.daemon.kill()
-        marker = f"TS_SOCKET={self.socket}".encode()
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) != os.getpid():
-                try:
-                    with open(f"/proc/{entry}/environ", "rb") as f:
-                        if marker in f.read():
-                            os.kill(int(entry), signal.SIGKILL)
-                except OSError:
-                    continue
+        kill_processes_with(f"TS_SOCKET={self.socket}")
 
 
 def cannot_run_client(user: User) -> bool:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import TS, Spool, wait_for
+from conftest import TS, Spool, kill_processes_with, wait_for
 
 
 def _original_tsp() -> str | None:
@@ -157,11 +156,4 @@ def test_id_less_actions_take_the_job_at_the_tail_of_the_queue(spool: Spool, tmp
 def _stop_tsp(env: dict[str, str]) -> None:
     assert TSP is not None
     subprocess.run([TSP, "-K"], env=env, capture_output=True, timeout=30)
-    marker = f"TS_SOCKET={env['TS_SOCKET']}".encode()
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if marker in f.read():
-                    os.kill(int(entry), signal.SIGKILL)
-        except OSError:
-            continue
+    kill_processes_with(f"TS_SOCKET={env['TS_SOCKET']}")
