@@ -2,6 +2,7 @@
 
     python bench/run.py            # full run (about 10 minutes at most on 2 cores)
     python bench/run.py --quick    # smaller N, fewer repetitions, same table
+    python bench/run.py --only dispatch --dispatch-reps 3   # one phase alone
 
 Every daemon runs on a private socket in a temporary directory; all of them are stopped, their
 leftover job processes killed and the directory removed at the end.  Progress goes to stderr; the
@@ -35,6 +36,7 @@ import figures  # noqa: E402
 from harness import TS, BenchError, Gate, interpreter_of, kill_marked, log, remove_tree  # noqa: E402
 from harness import find_c_tsp as _find_c_tsp  # noqa: E402
 
+PHASES = ("latency", "bulk", "dispatch", "scale")  # 5 (idle) comes with latency, 6 with scale
 PASS, SHORT, INFO, NA, ERROR = "PASS", "FALL SHORT", "info", "n/a", "ERROR"
 
 FULL = {
@@ -345,9 +347,19 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="smaller N and fewer repetitions (about 2 minutes)"
     )
+    parser.add_argument(
+        "--only",
+        choices=PHASES,
+        action="append",
+        help="run only this phase (may be repeated); the table then holds only its rows",
+    )
+    parser.add_argument("--dispatch-reps", type=int, help="repetitions of each dispatch run")
     parser.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    cfg = QUICK if args.quick else FULL
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.dispatch_reps:
+        cfg["dispatch_reps"] = args.dispatch_reps
+    only = set(args.only or PHASES)
 
     def interrupted(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -363,34 +375,42 @@ def main() -> int:
     table = Table()
     results: dict[str, Any] = {}
     try:
-        try:
-            results["lat"] = figures.client_latency_and_idle(ctx, cfg["rounds"], cfg["idle"])
-            latency_rows(table, results["lat"], bool(tsp))
-        except BenchError as exc:
-            table.error("1. Client latency", exc)
-        try:
-            bulk = figures.bulk(ctx, cfg["bulk_lines"], cfg["bulk_reps"])
-            bulk_rows(table, bulk, results.get("lat", {}).get("ts true"))
-        except BenchError as exc:
-            table.error("2. Bulk submission", exc)
-        try:
-            disp = figures.dispatch(ctx, cfg["dispatch_n"], cfg["dispatch_reps"])
-            dispatch_rows(table, disp, bool(tsp))
-        except BenchError as exc:
-            table.error("3. Dispatch", exc)
-        try:
-            results["scale"] = figures.scale(ctx, cfg["levels"], cfg["enqueue_rounds"], cfg["list_rounds"])
-            scale_rows(table, results["scale"])
-        except BenchError as exc:
-            table.error("4. Scale", exc)
-        if "lat" in results:
-            idle_row(table, results["lat"])
-        else:
-            table.add("5. Idle daemon CPU", "not measured (the latency phase failed)", "< 10 ms", ERROR)
-        if "scale" in results:
-            durability_row(table, results["scale"])
-        else:
-            table.add("6. Durability", "not measured (the scale phase failed)", "flat: <= 1.5x", ERROR)
+        if "latency" in only:
+            try:
+                results["lat"] = figures.client_latency_and_idle(ctx, cfg["rounds"], cfg["idle"])
+                latency_rows(table, results["lat"], bool(tsp))
+            except BenchError as exc:
+                table.error("1. Client latency", exc)
+        if "bulk" in only:
+            try:
+                bulk = figures.bulk(ctx, cfg["bulk_lines"], cfg["bulk_reps"])
+                bulk_rows(table, bulk, results.get("lat", {}).get("ts true"))
+            except BenchError as exc:
+                table.error("2. Bulk submission", exc)
+        if "dispatch" in only:
+            try:
+                disp = figures.dispatch(ctx, cfg["dispatch_n"], cfg["dispatch_reps"])
+                dispatch_rows(table, disp, bool(tsp))
+            except BenchError as exc:
+                table.error("3. Dispatch", exc)
+        if "scale" in only:
+            try:
+                results["scale"] = figures.scale(
+                    ctx, cfg["levels"], cfg["enqueue_rounds"], cfg["list_rounds"]
+                )
+                scale_rows(table, results["scale"])
+            except BenchError as exc:
+                table.error("4. Scale", exc)
+        if "latency" in only:
+            if "lat" in results:
+                idle_row(table, results["lat"])
+            else:
+                table.add("5. Idle daemon CPU", "not measured (the latency phase failed)", "< 10 ms", ERROR)
+        if "scale" in only:
+            if "scale" in results:
+                durability_row(table, results["scale"])
+            else:
+                table.add("6. Durability", "not measured (the scale phase failed)", "flat: <= 1.5x", ERROR)
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
         return 130

@@ -21,6 +21,7 @@ from spooler.daemon.gpus.leases import Lease
 from spooler.daemon.gpus.manager import GpuManager
 from spooler.daemon.gpus.placement import GpuPool
 from spooler.daemon.launcher.spec import Launch, environment, place_output
+from spooler.daemon.spare_logs import MAX_SPARES, SpareLogs
 from spooler.daemon.outcome import result_path
 from spooler.daemon.running import RunningJobs
 from spooler.daemon.table import JobTable
@@ -67,6 +68,7 @@ class Dispatcher:
         self.earmarked: dict[int, int] = {}  # GPU index -> the job it is held for (last pass)
         self.user_limits: Limits | None = None  # a multi-user daemon's: per-user limits, fair share
         self.over_limit: set[int] = set()  # jobs whose reason is their user's limit (last pass)
+        self.spare_logs = SpareLogs()  # log files made ahead for the next starts
 
     def kick(self) -> None:
         if not self._kicked:
@@ -116,8 +118,19 @@ class Dispatcher:
         # Poll NVML only while a job waits for GPUs (a pass that stopped short of one is re-run
         # when a slot frees, so it is not forgotten).  Not a scan of the queue: cost stays flat.
         self.gpu.poll(bool(decisions.allocating) or lease_lost, self.kick)
+        self._prepare_logs(bool(decisions.start))
         while self.space_waiters and self.space_waiters[0]():
             self.space_waiters.popleft()
+
+    def _prepare_logs(self, started: bool) -> None:
+        """Log files for the next starts, made once this pass's launches are out (while those
+        jobs run); none kept once nothing waits."""
+        queued = len(self.table.queue)
+        if started and queued:
+            count = min(queued, self.table.settings.slots, MAX_SPARES)
+            self.loop.call_soon(self.spare_logs.refill, self.table.settings.logdir, count)
+        elif not queued and self.spare_logs:
+            self.spare_logs.drop()
 
     def _note_over_limit(self, over: list[tuple[Job, str]]) -> None:
         """A job over its user's limit shows why (-i, -M); the reason goes once it no longer is
@@ -169,7 +182,7 @@ class Dispatcher:
             uid=job.uid,
             umask=job.umask,
         )
-        place_output(spec, job, settings.logdir, terminal is not None)
+        place_output(spec, job, settings.logdir, terminal is not None, self.spare_logs)
         if job.uid is not None and job.uid != os.geteuid() and job.log_path:
             # A user's job cannot write in the daemon's directory: its result goes beside its log.
             spec.result_path = spec.env["TS_RESULT_FILE"] = result_path(self.runs_dir, job.id, job.log_path)

@@ -182,6 +182,7 @@ class Spooler:
         self.wakeups.close()
         self.notifier.close()
         self.backend.close()
+        self.dispatcher.spare_logs.drop()
         self.gpu.close()
 
     def reap_children(self) -> None:

@@ -13,6 +13,8 @@ import os
 import shutil
 import signal
 import socket
+import stat
+import time
 from typing import Any
 
 import msgpack
@@ -31,6 +33,13 @@ from spooler.daemon.launcher.spec import Launch
 _JOB_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE, signal.SIGCHLD)
 
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+
+# Where a command was found on a PATH, kept a second at most: a batch of the same command looks
+# it up once instead of once per job (a tenth of a start), and a program installed meanwhile is
+# seen a second later at worst.  Only the launcher's own lookups (its user's) are kept.
+_FOUND_FOR = 1.0
+_found: dict[tuple[str, str], tuple[str, float]] = {}
+_devnull: int | None = None  # the jobs' stdin, opened once
 
 
 def open_outputs(spec: Launch, passed: list[int]) -> tuple[int, int]:
@@ -53,7 +62,10 @@ def _open_logs(spec: Launch) -> tuple[int, int]:
     if spec.stdout_path is None:
         devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         return devnull, devnull
-    out = os.open(spec.stdout_path, _LOG_FLAGS | (os.O_EXCL if spec.exclusive else os.O_TRUNC), 0o600)
+    if spec.precreated:
+        out = _open_precreated(spec.stdout_path)
+    else:
+        out = os.open(spec.stdout_path, _LOG_FLAGS | (os.O_EXCL if spec.exclusive else os.O_TRUNC), 0o600)
     if spec.stderr_path is None:
         return out, out
     try:
@@ -61,6 +73,42 @@ def _open_logs(spec: Launch) -> tuple[int, int]:
     except OSError:
         os.close(out)
         raise
+
+
+def _open_precreated(path: str) -> int:
+    """A log file the daemon created (exclusively, empty) ahead of the launch: opening it is
+    cheap where creating is the slowest step of a start.  It must still be that file: ours,
+    empty, a regular file with one name; anything else is refused, as a taken name is."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:  # removed meanwhile: create it as usual
+        return os.open(path, _LOG_FLAGS | os.O_EXCL, 0o600)
+    info = os.fstat(fd)
+    if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and info.st_nlink == 1 and not info.st_size:
+        return fd
+    os.close(fd)
+    raise FileExistsError(errno.EEXIST, "the file was replaced", path)
+
+
+def _which(program: str, path: str) -> str | None:
+    now = time.monotonic()
+    key = (path, program)
+    found = _found.get(key)
+    if found is not None and now - found[1] < _FOUND_FOR and os.access(found[0], os.X_OK):
+        return found[0]
+    where = shutil.which(program, path=path)
+    if where is not None:
+        if len(_found) > 256:
+            _found.clear()
+        _found[key] = (where, now)
+    return where
+
+
+def _stdin() -> int:
+    global _devnull
+    if _devnull is None:
+        _devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _devnull
 
 
 def prepare(spec: Launch) -> None:
@@ -88,26 +136,22 @@ def spawn_job(spec: Launch, out: int, err: int) -> tuple[int, str, int]:
         argv = job_argv(spec.argv, spec.shell)
         program = argv[0]
         if "/" not in program:
-            found = shutil.which(program, path=spec.env.get("PATH", os.defpath))
+            found = _which(program, spec.env.get("PATH", os.defpath))
             if found is None:
                 raise FileNotFoundError(errno.ENOENT, "command not found", program)
             program = found
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        try:
-            pid = os.posix_spawn(
-                program,
-                argv,
-                spec.env,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, devnull, 0),
-                    (os.POSIX_SPAWN_DUP2, out, 1),
-                    (os.POSIX_SPAWN_DUP2, err, 2),
-                ],
-                setsid=True,
-                setsigdef=_JOB_SIGNALS,
-            )
-        finally:
-            os.close(devnull)
+        pid = os.posix_spawn(
+            program,
+            argv,
+            spec.env,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, _stdin(), 0),
+                (os.POSIX_SPAWN_DUP2, out, 1),
+                (os.POSIX_SPAWN_DUP2, err, 2),
+            ],
+            setsid=True,
+            setsigdef=_JOB_SIGNALS,
+        )
         return pid, "", 0
     except OSError as exc:
         error = f"ts: cannot run {spec.argv[0]!r}: {exc.strerror or exc}"

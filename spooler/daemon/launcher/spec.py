@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import msgpack
 
+from spooler.daemon.spare_logs import SpareLogs, generated_name
 from spooler.jobs import Job
 
 
@@ -38,13 +39,15 @@ class Launch:
     # (with the account's groups) just before exec, and creates the log as that user.
     uid: int | None = None
     umask: int | None = None
+    # The daemon created the (generated, empty) log file ahead of the launch: open, not create.
+    precreated: bool = False
 
     def to_wire(self) -> bytes:
         data: bytes = msgpack.packb(
             [
                 self.job_id, self.argv, self.shell, self.cwd, self.env, self.result_path,
                 self.stdout_path, self.stderr_path, self.exclusive, self.compress, self.kept_fds,
-                self.uid, self.umask,
+                self.uid, self.umask, self.precreated,
             ]
         )  # fmt: skip
         return data
@@ -55,11 +58,14 @@ class Launch:
         return cls(*fields)
 
 
-def place_output(spec: Launch, job: Job, logdir: str, terminal: bool) -> None:
+def place_output(
+    spec: Launch, job: Job, logdir: str, terminal: bool, spares: SpareLogs | None = None
+) -> None:
     """Where the job's output goes: sets the spec's paths and ``job.log_path``.
 
     The launcher creates the files; a generated name (``ts-out.`` and 8 random hex digits) is
-    created exclusively, so it can never overwrite anything.
+    created exclusively, so it can never overwrite anything.  ``spares``: the daemon's log files
+    made ahead (see ``spare_logs``), one of which a plain generated log may be.
     """
     if not job.store_output or terminal:
         return  # /dev/null, or the terminal of ts -nf
@@ -69,8 +75,11 @@ def place_output(spec: Launch, job: Job, logdir: str, terminal: bool) -> None:
     if job.log_name:
         path = os.path.join(logdir, job.log_name)
         spec.exclusive = False
+    elif spares is not None and job.uid is None and not job.gzip and (spare := spares.take(logdir)):
+        path = spare
+        spec.precreated = True
     else:
-        path = os.path.join(logdir, f"ts-out.{os.urandom(4).hex()}{'.gz' if job.gzip else ''}")
+        path = generated_name(logdir, job.gzip)
     spec.stdout_path = path
     spec.stderr_path = path + ".e" if job.stderr_apart else None
     job.log_path = path
