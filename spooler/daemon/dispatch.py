@@ -21,9 +21,9 @@ from spooler.daemon.gpus.leases import Lease
 from spooler.daemon.gpus.manager import GpuManager
 from spooler.daemon.gpus.placement import GpuPool
 from spooler.daemon.launcher.spec import Launch, environment, place_output
-from spooler.daemon.spare_logs import MAX_SPARES, SpareLogs
 from spooler.daemon.outcome import result_path
 from spooler.daemon.running import RunningJobs
+from spooler.daemon.spare_logs import MAX_SPARES, SpareLogs
 from spooler.daemon.table import JobTable
 from spooler.daemon.terminals import Terminals, close_pair
 from spooler.jobs import Job, JobState
