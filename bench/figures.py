@@ -4,12 +4,15 @@ returns plain numbers; ``run.py`` turns them into the table.  No asserts on timi
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from harness import (
     BenchError,
     ExitTimes,
@@ -181,6 +184,42 @@ def bulk(ctx: Context, lines: int, reps: int) -> dict[str, Any]:
 # -- 3: dispatch --------------------------------------------------------------------------
 
 
+def busy_cpu_seconds() -> float:
+    """CPU time spent by every CPU of the machine, not idle (``/proc/stat``), in seconds."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
+def _cpu_seconds(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+def children(times: os.times_result) -> float:
+    return times.children_user + times.children_system
+
+
+def spawn_floor(n: int = 2000) -> dict[str, float]:
+    """What one `true` costs with no spooler at all: this process spawns it (posix_spawn, as our
+    launcher does) and waits for it, n times.  CPU per job of the child, of the parent, and the
+    rate: the floor under any dispatcher on this machine."""
+    env = base_env()
+    true = shutil.which("true", path=env.get("PATH")) or "/bin/true"
+    busy, started = busy_cpu_seconds(), time.monotonic()
+    before = os.times()
+    for _ in range(n):
+        os.waitpid(os.posix_spawn(true, ["true"], env), 0)
+    after = os.times()
+    wall = time.monotonic() - started
+    return {
+        "rate": n / wall,
+        "child_ms": (children(after) - children(before)) / n * 1e3,
+        "parent_ms": (after.user + after.system - before.user - before.system) / n * 1e3,
+        "busy_ms": (busy_cpu_seconds() - busy) / n * 1e3,
+    }
+
+
 def dispatch_ours(ctx: Context, name: str, slots: int, n: int) -> dict[str, Any]:
     log(f"dispatch (ours): {n} jobs at -S {slots}")
     # Keep every ended job in the list (the gate's end time is the start of the window).
@@ -190,8 +229,14 @@ def dispatch_ours(ctx: Context, name: str, slots: int, n: int) -> dict[str, Any]
     _, ids = spool.batch(["true"] * n)
     waiters = ExitTimes([spool.argv("-w", str(i)) for i in ids[-slots:]], spool.env)
     time.sleep(1.0)  # let the waiters connect
+    daemon = spool.daemon()
+    launchers = [c for c in daemon.children() if "spooler.daemon.launcher" in " ".join(c.cmdline())]
+    cpu_before = [_cpu_seconds(p) for p in (daemon, *launchers[:1])]
+    busy = busy_cpu_seconds()
     released = gate.release()
     wall_end = waiters.last_exit(timeout=300)
+    busy = busy_cpu_seconds() - busy
+    cpu_after = [_cpu_seconds(p) for p in (daemon, *launchers[:1])]
     jobs = {j["id"]: j for j in spool.jobs()}
     spool.stop()
     gate_job = jobs.get(gate_id)
@@ -210,6 +255,11 @@ def dispatch_ours(ctx: Context, name: str, slots: int, n: int) -> dict[str, Any]
         "window": window,
         "wall_rate": n / (wall_end - released),
         "gate_lag": gate_job["end_time"] - released,
+        # CPU per job: the daemon, its launcher, and every process of the machine (jobs included).
+        "daemon_ms": (cpu_after[0] - cpu_before[0]) / n * 1e3,
+        "launcher_ms": (cpu_after[-1] - cpu_before[-1]) / n * 1e3 if launchers else float("nan"),
+        "busy_ms": busy / n * 1e3,
+        "use": busy / (wall_end - released) / (os.cpu_count() or 1),
     }
     if slots == 1:
         chain = [gate_job, *sorted(run, key=lambda j: j["start_time"])]
@@ -231,8 +281,10 @@ def dispatch_tsp(ctx: Context, name: str, slots: int, n: int) -> dict[str, Any]:
     procs, rss, pss = spool.client_memory()
     waiters = ExitTimes([spool.argv("-w", str(i)) for i in ids[-slots:]], spool.env)
     time.sleep(1.0)
+    busy = busy_cpu_seconds()
     released = gate.release()
     wall_end = waiters.last_exit(timeout=300)
+    busy = busy_cpu_seconds() - busy
     listing = spool.run("-l")
     finished = sum(1 for line in listing.splitlines()[1:] if " finished " in line)
     spool.stop()
@@ -242,6 +294,8 @@ def dispatch_tsp(ctx: Context, name: str, slots: int, n: int) -> dict[str, Any]:
         "n": n,
         "rate": n / (wall_end - released),
         "window": wall_end - released,
+        "busy_ms": busy / n * 1e3,
+        "use": busy / (wall_end - released) / (os.cpu_count() or 1),
         "queue_time": queue_time,
         "procs": procs,
         "rss_mb": rss,
@@ -258,6 +312,8 @@ def dispatch(ctx: Context, n: int, reps: int) -> dict[str, Any]:
             if ctx.tsp:
                 theirs.append(dispatch_tsp(ctx, f"disp-tsp-S{slots}-{rep}", slots, n))
         out[slots] = {"ours": ours, "tsp": theirs}
+    log("dispatch: the floor (posix_spawn and wait for `true`, no spooler)")
+    out["floor"] = spawn_floor()
     return out
 
 

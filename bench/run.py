@@ -181,7 +181,7 @@ def bulk_rows(table: Table, bulk: dict[str, Any], enqueue: float | None) -> None
     )
 
 
-def dispatch_rows(table: Table, disp: dict[int, dict[str, Any]], have_tsp: bool) -> None:
+def dispatch_rows(table: Table, disp: dict[Any, Any], have_tsp: bool) -> None:
     from harness import median
 
     for slots in (1, 8):
@@ -222,6 +222,27 @@ def dispatch_rows(table: Table, disp: dict[int, dict[str, Any]], have_tsp: bool)
                 else ""
             )
         )
+    for slots in (1, 8):
+        ours, theirs = disp[slots]["ours"], disp[slots]["tsp"]
+        mine = {k: median([r[k] for r in ours]) for k in ("daemon_ms", "launcher_ms", "busy_ms", "use")}
+        text = (
+            f"ours {mine['busy_ms']:.2f} ms (daemon {mine['daemon_ms']:.2f}, launcher "
+            f"{mine['launcher_ms']:.2f}, the rest: the jobs, waiters, kernel), CPUs busy "
+            f"{100 * mine['use']:.0f}%"
+        )
+        if theirs:
+            busy, use = median([r["busy_ms"] for r in theirs]), median([r["use"] for r in theirs])
+            text += f"; tsp {busy:.2f} ms, CPUs busy {100 * use:.0f}%"
+        label = f"3. CPU per job at -S {slots}, all processes of the machine, median"
+        table.add(label, text, "- (reported)", INFO)
+    floor = disp["floor"]
+    table.add(
+        "3. Floor: `true` spawned and waited for, no spooler",
+        f"{floor['rate']:.0f} jobs/s; CPU per job {floor['child_ms']:.2f} ms in `true` itself, "
+        f"{floor['parent_ms']:.2f} ms in the spawner",
+        "- (reference)",
+        INFO,
+    )
     s1 = disp[1]["ours"]
     gap = median([r["gap_median"] for r in s1])
     p99 = median([r["gap_p99"] for r in s1])
