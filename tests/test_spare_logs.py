@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import Spool, wait_for
 
-from spooler.daemon.launcher.spawn import open_outputs
+from spooler.daemon.launcher.spawn import open_outputs, spawn_job
 from spooler.daemon.launcher.spec import Launch
 from spooler.daemon.spare_logs import SpareLogs
 
@@ -114,3 +114,35 @@ def test_a_stopped_daemon_leaves_no_spare(spool: Spool) -> None:
     wait_for(lambda: spool.daemon_pid() is None, what="the daemon to stop")
     logs = {spool.job(j)["output"] for j in (first, second)}  # a new daemon answers -M
     assert {str(p) for p in spool.logdir.iterdir()} == logs
+
+
+def test_a_command_found_through_a_relative_path_entry_is_looked_up_in_each_job_directory(
+    tmp_path: Path,
+) -> None:
+    """The launcher keeps where a command was found for a moment, but not when PATH holds ``.``:
+    a job whose directory has its own ``./tool`` runs it, after one that ran the PATH's."""
+
+    def tool(directory: Path, says: str) -> None:
+        directory.mkdir()
+        (directory / "tool").write_text(f"#!/bin/sh\necho {says}\n")
+        (directory / "tool").chmod(0o755)
+
+    tool(tmp_path / "bin", "global")
+    tool(tmp_path / "own", "own")
+    (tmp_path / "plain").mkdir()
+    outputs = []
+    for name in ("plain", "own"):
+        log = tmp_path / f"{name}.log"
+        env = {"PATH": f".:{tmp_path / 'bin'}"}
+        spec = Launch(1, ["tool"], False, str(tmp_path / name), env, str(tmp_path / "r"))
+        spec.stdout_path = str(log)
+        out, err = open_outputs(spec, [])
+        try:
+            pid, why, _ = spawn_job(spec, out, err)
+        finally:
+            os.close(out)
+        assert pid, why
+        os.waitpid(pid, 0)
+        outputs.append(log.read_text())
+    os.chdir(tmp_path.parent)
+    assert outputs == ["global\n", "own\n"]

@@ -91,13 +91,15 @@ def _open_precreated(path: str) -> int:
 
 
 def _which(program: str, path: str) -> str | None:
+    """``shutil.which``, kept a moment for a PATH of absolute directories only: with ``.`` (or
+    an empty or relative entry) the answer depends on the job's directory."""
     now = time.monotonic()
     key = (path, program)
     found = _found.get(key)
     if found is not None and now - found[1] < _FOUND_FOR and os.access(found[0], os.X_OK):
         return found[0]
     where = shutil.which(program, path=path)
-    if where is not None:
+    if where is not None and all(d.startswith("/") for d in path.split(os.pathsep)):
         if len(_found) > 256:
             _found.clear()
         _found[key] = (where, now)
