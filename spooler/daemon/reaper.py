@@ -7,7 +7,7 @@ Jobs end here only through :meth:`spooler.daemon.events.Events.end`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from spooler.daemon.events import Events
@@ -130,11 +130,13 @@ class Reaper:
             reason = "was running when the daemon stopped, and its exit status was never recorded"
             self.events.end(job, JobState.LOST, reason, retry=self.adoption.gone(job.shim_pid))
 
-    def launcher_lost(self) -> None:
-        """The launcher died (it should not): watch its orphaned jobs until they end."""
+    def launcher_lost(self, jobs: Collection[int] | None = None) -> None:
+        """A launcher died (it should not): watch its orphaned jobs until they end.  ``jobs``:
+        the ones it was sent, where several launchers run (None: every job started here)."""
         for job in self.running.launched_here():
-            self.running.remove(job)
-            self.recover(job)
+            if jobs is None or job.id in jobs:
+                self.running.remove(job)
+                self.recover(job)
 
     def adopted_exited(self, job_id: int, tries: int = 0) -> None:
         job = self.running.get(job_id)

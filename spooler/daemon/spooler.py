@@ -32,7 +32,7 @@ from spooler.daemon.events import Events
 from spooler.daemon.gpus.manager import GpuManager
 from spooler.daemon.hooks import Helpers, find_sendmail
 from spooler.daemon.launcher import exits
-from spooler.daemon.launcher.handle import Launcher
+from spooler.daemon.launcher.pool import LauncherPool
 from spooler.daemon.limits import TimeLimits
 from spooler.daemon.notify import Notifier
 from spooler.daemon.process import kill_group
@@ -57,7 +57,9 @@ log = logging.getLogger("spooler")
 BEGIN_SLACK = 60.0
 
 # (reaper.note, reaper.launcher_lost) -> the backend that starts jobs
-BackendFactory = Callable[[Callable[[list[object]], None], Callable[[], None]], Backend]
+# on_lost: a launcher died; the jobs it was sent (None: every job started here)
+LostJobs = Callable[[frozenset[int] | None], None]
+BackendFactory = Callable[[Callable[[list[object]], None], LostJobs], Backend]
 
 
 class Spooler:
@@ -120,10 +122,8 @@ class Spooler:
             self.backend = make_backend(self.reaper.note, self.reaper.launcher_lost)
         self.dispatcher.backend = self.backend
 
-    def _local_launcher(
-        self, on_note: Callable[[list[object]], None], on_lost: Callable[[], None]
-    ) -> Backend:
-        return Launcher(self.loop, self.runs_dir, on_note, on_lost)
+    def _local_launcher(self, on_note: Callable[[list[object]], None], on_lost: LostJobs) -> Backend:
+        return LauncherPool(self.loop, self.runs_dir, on_note, on_lost)
 
     def _started_in_slurm(self, job: Job) -> None:
         self.table.record(job)
