@@ -186,7 +186,10 @@ def test_the_readme_section(mixed: Spool, tmp_path: Path) -> None:
         )
         assert done.returncode == 0 and "Traceback" not in done.stderr, f"{code}: {done.stderr}"
         outputs.append(done.stdout)
+    assert outputs[:3] == ["0\n", "1\n", "0\n"]
+    assert mixed.run("-w", "0").returncode == 0
     jobs = {j["id"]: j for j in mixed.jobs()}
-    assert outputs[0] == "0\n" and outputs[1] == "1\n"
     assert jobs[0]["slurm_id"] is None and jobs[1]["slurm_id"]
-    assert "Backend" in outputs[-1]
+    assert mixed.ts("-c", "0") == "here\n" and mixed.ts("-c", "1") == f"{jobs[1]['slurm_id']}\n"
+    assert jobs[1]["slurm_id"] in outputs[3] and "Runs in: SLURM\n" in outputs[4]
+    assert outputs[-1].splitlines()[-1].split() == ["cluster", "40", "0", "0", "slurm"]
