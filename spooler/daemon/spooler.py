@@ -205,11 +205,11 @@ class Spooler:
 
     def in_slurm(self, job: Job) -> bool:
         """Whether SLURM runs the job: one sent there (its token says so; an ended one ran there),
-        or one not running yet whose queue is bound to SLURM.  The one question for every action
-        that differs between the backends."""
+        or a waiting one whose queue is bound to SLURM.  The one question for every action that
+        differs between the backends."""
         if self.slurm is None:
             return False
-        return bool(job.slurm_token) or (job not in self.running and self.binding.in_slurm(job.queue))
+        return bool(job.slurm_token) or (job.state.is_waiting and self.binding.in_slurm(job.queue))
 
     def running_now(self) -> tuple[int, int]:
         """(jobs running, slots they take), for ``ts -R``: in SLURM, only what it runs (a job it
