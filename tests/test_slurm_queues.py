@@ -193,3 +193,13 @@ def test_the_readme_section(mixed: Spool, tmp_path: Path) -> None:
     assert mixed.ts("-c", "0") == "here\n" and mixed.ts("-c", "1") == f"{jobs[1]['slurm_id']}\n"
     assert jobs[1]["slurm_id"] in outputs[3] and "Runs in: SLURM\n" in outputs[4]
     assert outputs[-1].splitlines()[-1].split() == ["cluster", "40", "0", "0", "slurm"]
+
+
+def test_a_held_job_of_a_cluster_queue_waits_here_until_released(mixed: Spool) -> None:
+    held = mixed.submit("echo", "released", opts=("--queue", "cluster", "--hold"))
+    later = mixed.submit("echo", "after", opts=("--queue", "cluster"))
+    assert mixed.run("-w", str(later), timeout=60).returncode == 0  # a pass went by it
+    assert mixed.job(held)["state"] == "held" and mixed.job(held)["slurm_id"] is None
+    mixed.ts("--release", str(held))
+    assert mixed.run("-w", str(held), timeout=60).returncode == 0
+    assert mixed.job(held)["slurm_id"] and mixed.ts("-c", str(held)) == "released\n"
