@@ -13,7 +13,7 @@ to after a restart; a waiting job goes where its queue is bound now.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -111,3 +111,14 @@ def settle_sent_to_slurm(sp: Spooler, was_running: list[Job]) -> list[Job]:
             job.state = JobState.ALLOCATING
     sp.slurm.adopt(in_slurm)
     return [j for j in was_running if not j.slurm_token]
+
+
+def taken(jobs: Iterable[Job]) -> tuple[int, int]:
+    """(jobs running, slots they take) of running jobs, some of them in SLURM: one it keeps
+    pending holds its share of -S but does not run; one it runs takes one slot."""
+    count = slots = 0
+    for job in jobs:
+        if job.state is not JobState.ALLOCATING:
+            count += 1
+            slots += 1 if job.slurm_token else job.slots
+    return count, slots

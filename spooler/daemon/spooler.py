@@ -21,9 +21,9 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
-from spooler.daemon.backends import LOCAL, SLURM, Binding, settle_sent_to_slurm, slurm_side
+from spooler.daemon.backends import LOCAL, SLURM, Binding, settle_sent_to_slurm, slurm_side, taken
 from spooler.daemon.caller import Caller
 from spooler.daemon.config import StartupConfig
 from spooler.daemon.control import JobControl
@@ -216,19 +216,13 @@ class Spooler:
         keeps pending holds its share of -S, but does not run), one slot each."""
         if self.slurm is None:
             return len(self.running), self.running.busy_slots
-        return len(self.running) - self._pending_in_slurm(), self._busy(self.running)
+        return taken(self.running)
 
     def busy_in(self, queue: str | None) -> int:
         """Slots one queue's running jobs take (None: the default queue), for ``ts -l``."""
         if self.slurm is None:
             return self.running.busy_in(queue)
-        return self._busy(j for j in self.running if j.queue == queue)
-
-    def _busy(self, jobs: Iterable[Job]) -> int:
-        return sum(1 if j.slurm_token else j.slots for j in jobs if j.state is not JobState.ALLOCATING)
-
-    def _pending_in_slurm(self) -> int:
-        return sum(1 for j in self.running if j.state is JobState.ALLOCATING)
+        return taken(j for j in self.running if j.queue == queue)[1]
 
     def ordered(self) -> Iterator[Job]:
         """Running jobs, then waiting ones in queue order, then ended ones in the order they
@@ -297,27 +291,6 @@ class Spooler:
         self.table.requeued(job, new_seq=True)
         self.table.save(job)
         self.kick()
-
-    def requeue_cascade(self, job: Job) -> list[int]:
-        """--requeue --cascade: the job, and the jobs skipped because it failed (their -W
-        dependency), and theirs, transitively; their dependencies are kept, so they wait again."""
-        self.requeue(job)
-        requeued = [job.id]
-        chosen = {job.id}
-        grew = True
-        while grew:
-            grew = False
-            for other in sorted(self.table.jobs.values(), key=lambda j: j.id):
-                if (
-                    other.state is JobState.SKIPPED
-                    and other.id not in chosen
-                    and chosen & set(other.after_ok)
-                ):
-                    self.requeue(other)
-                    requeued.append(other.id)
-                    chosen.add(other.id)
-                    grew = True
-        return requeued
 
     # -- the user's actions ------------------------------------------------------------------
 
