@@ -78,7 +78,7 @@ OPTIONS: tuple[Option, ...] = (
     _action("U", "swap", "swap", "str", "swap two queued jobs", "ID-ID"),
     _action("S", "slots", "slots", "int?", "get, or set to num, the number of jobs that run at once (0: start no more, drain)"),
     _action(None, "wait-all", "wait_all", "none", "wait until every job (or every job the filters select) has ended; exit 1 if any ended badly"),
-    _action(None, "queues", "queues", "none", "list the queues with their slots and their running and queued jobs"),
+    _action(None, "queues", "queues", "none", "list the queues with their slots, their running and queued jobs and (with SLURM) their backend"),
     _action("C", "clear", "clear", "none", "clear the list of ended jobs"),
     _action("K", "kill_server", "shutdown", "none", "stop the daemon (queued jobs are kept)"),
     _action(None, "reset", "reset", "none", "drop every queued and ended job, then stop the daemon"),

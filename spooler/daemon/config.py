@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spooler import paths
-from spooler.daemon.config_file import FileConfig, SlurmConfig
+from spooler.daemon.config_file import FileConfig, QueueConfig, SlurmConfig
 from spooler.daemon.fairshare import Limits
 from spooler.daemon.queues import Queue, queue_records, queues_from_records
 from spooler.durations import parse_duration
@@ -81,6 +81,13 @@ class Settings:
         if "queues" in record:
             self.queues = queues_from_records(record["queues"])
 
+    def slots_of(self, queue: str | None) -> int:
+        """A queue's -S (None: the default queue's); 0 for a queue that does not exist."""
+        if queue is None:
+            return self.slots
+        named = self.queues.get(queue)
+        return named.slots if named is not None else 0
+
 
 def apply_file(config: StartupConfig, file: FileConfig, env: Mapping[str, str] = os.environ) -> None:
     """The config file's settings: its defaults where no ``TS_*`` variable (or TMPDIR) set one,
@@ -95,6 +102,7 @@ def apply_file(config: StartupConfig, file: FileConfig, env: Mapping[str, str] =
     if defaults.kill_grace is not None and not env.get("TS_KILL_GRACE"):
         config.kill_grace = float(defaults.kill_grace)
     config.backend, config.slurm = file.backend, file.slurm  # TS_BACKEND already over the file's
+    config.queues = file.queues
     if config.multi_user:
         config.admin_group = file.admin_group
         config.user_limits = file.limits
@@ -116,6 +124,7 @@ class StartupConfig:
     default_time: int | None = None  # TS_DEFAULT_TIME: the limit of a job given no --time
     backend: str = "local"  # where jobs run: TS_BACKEND, or the config file's backend
     slurm: SlurmConfig = field(default_factory=SlurmConfig)  # the config file's [slurm]
+    queues: dict[str, QueueConfig] = field(default_factory=dict)  # its [queues.NAME]: backend, slots
 
     # ts --daemon --multi-user: one queue for every local user, each job run as its submitter
     multi_user: bool = False

@@ -13,6 +13,21 @@ silently ignored, and a new section is one more entry there and one more datacla
     max_in_flight = 1000       # at most this many of our jobs in SLURM at once
     poll_interval = 5          # seconds between squeue calls while jobs are in SLURM
 
+A named queue (``ts --queue NAME``) may run its jobs elsewhere than the daemon's other queues,
+so one daemon has a local GPU queue and a cluster queue side by side.  ``backend`` binds the
+queue (the daemon's ``backend``, or ``TS_BACKEND``, is that of every queue without its own;
+``default`` names the queue without a name); ``slots`` is its ``-S`` until ``ts --queue NAME
+-S N`` changes it (for a queue in SLURM: how many of its jobs SLURM may run at once).  Its
+``[slurm]`` table takes the place of the daemon's keys of the same name for its jobs:
+
+    [queues.cluster]
+    backend = "slurm"
+    slots = 20
+    [queues.cluster.slurm]     # optional; the daemon's [slurm] applies otherwise
+    partition = "long"
+    [queues.gpu]
+    backend = "local"
+
 The defaults the environment sets (each ``TS_*`` variable still wins over the file), and a shared
 server's settings (``ts --daemon --multi-user`` reads ``/etc/spooler/config.toml``):
 
@@ -41,6 +56,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spooler.daemon.fairshare import Limits, UserLimits
+from spooler.protocol import RequestError
+from spooler.protocol.requests import queue_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -64,6 +81,19 @@ class SlurmConfig:
     poll_interval: float = 5.0
 
 
+# The keys of [slurm] a queue's own [queues.NAME.slurm] may set (the others are the daemon's).
+QUEUE_SLURM_KEYS = ("partition", "account", "qos", "extra_args")
+
+
+@dataclass
+class QueueConfig:
+    """A ``[queues.NAME]`` table."""
+
+    backend: str | None = None  # None: the daemon's
+    slots: int | None = None  # its -S at first (None: one, as for a queue a job names first)
+    slurm: dict[str, Any] = field(default_factory=dict)  # its [slurm] keys, over the daemon's
+
+
 @dataclass
 class Defaults:
     """What the ``TS_*`` variables set; None: the variable's (or the built-in) default."""
@@ -83,6 +113,7 @@ class FileConfig:
     socket: str | None = None  # a shared (multi-user) daemon's socket
     defaults: Defaults = field(default_factory=Defaults)
     limits: Limits = field(default_factory=Limits)
+    queues: dict[str, QueueConfig] = field(default_factory=dict)  # [queues.NAME], by name
 
 
 Check = Callable[[Any], str]  # "" when the value is good, else what it should be
@@ -129,6 +160,10 @@ def _backend(value: Any) -> str:
     return "" if value in BACKENDS else " or ".join(f'"{b}"' for b in BACKENDS)
 
 
+def _table(value: Any) -> str:
+    return "" if isinstance(value, dict) else "a table"
+
+
 # section ("" is the top level) -> key -> check
 LIMITS: dict[str, Check] = {
     "max_running_per_user": _count,
@@ -147,7 +182,10 @@ SECTIONS: dict[str, dict[str, Check]] = {
         "max_in_flight": _count,
         "poll_interval": _seconds,
     },
+    "queues": {},  # [queues.NAME]: QUEUE, checked by _queues
 }
+QUEUE: dict[str, Check] = {"backend": _backend, "slots": _count, "slurm": _table}
+QUEUE_SLURM: dict[str, Check] = {key: SECTIONS["slurm"][key] for key in QUEUE_SLURM_KEYS}
 
 
 SYSTEM_CONFIG = "/etc/spooler/config.toml"  # a multi-user daemon's
@@ -192,6 +230,9 @@ def parse(text: str, path: str) -> FileConfig:
         raise ConfigError(f"{path}: {exc}") from None
     config = FileConfig(path=path)
     for key, value in data.items():
+        if key == "queues":
+            config.queues = _queues(text, path, value)
+            continue
         if isinstance(value, dict) and key in SECTIONS and key:
             _section(text, path, key, value)
             continue
@@ -219,6 +260,32 @@ def _limits(text: str, path: str, table: dict[str, Any]) -> Limits:
             _check(text, path, section, key, value, LIMITS)
         users[name] = _user_limits(values)
     return Limits(_user_limits(table), users)
+
+
+def _queues(text: str, path: str, table: Any) -> dict[str, QueueConfig]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}:{line_of(text, '', 'queues')}: queues must be tables [queues.NAME]")
+    queues: dict[str, QueueConfig] = {}
+    for name, values in table.items():
+        section = f"queues.{name}"
+        where = f"{path}:{line_of(text, '', section)}"
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}:{line_of(text, 'queues', name)}: [{section}] must be a table")
+        try:
+            queue_name(name)
+        except RequestError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        for key, value in values.items():
+            _check(text, path, section, key, value, QUEUE)
+        for key, value in values.get("slurm", {}).items():
+            _check(text, path, f"{section}.slurm", key, value, QUEUE_SLURM)
+        if name == "default" and "slots" in values:
+            raise ConfigError(
+                f"{path}:{line_of(text, section, 'slots')}: the default queue's slots are "
+                "[defaults] slots (or TS_SLOTS), not [queues.default] slots"
+            )
+        queues[name] = QueueConfig(values.get("backend"), values.get("slots"), dict(values.get("slurm", {})))
+    return queues
 
 
 def _user_limits(values: Mapping[str, Any]) -> UserLimits:
@@ -252,10 +319,10 @@ def line_of(text: str, section: str, key: str) -> int:
     """The line where ``key`` is set in ``section`` (or where section ``key`` begins); 0 if not found."""
     current = ""
     for number, line in enumerate(text.splitlines(), 1):
-        header = re.match(r"\s*\[\s*([^\]\s]+)\s*\]", line)
-        if header:
-            current = header.group(1)
-            if not section and current == key:
+        header = re.match(r"\s*\[([^\]]+)\]", line)
+        if header:  # [a.b], [ a . "b" ]: a.b
+            current = re.sub(r"\s*\.\s*", ".", header.group(1).strip()).replace('"', "").replace("'", "")
+            if not section and (current == key or current.startswith(key + ".")):
                 return number
             continue
         if current == section and re.match(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=", line):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from spooler.daemon import scheduler
@@ -22,6 +22,7 @@ from spooler.daemon.gpus.manager import GpuManager
 from spooler.daemon.gpus.placement import GpuPool
 from spooler.daemon.launcher.spec import Launch, environment, place_output
 from spooler.daemon.outcome import result_path
+from spooler.daemon.queues import Queue
 from spooler.daemon.running import RunningJobs
 from spooler.daemon.spare_logs import MAX_SPARES, SpareLogs
 from spooler.daemon.table import JobTable
@@ -69,6 +70,9 @@ class Dispatcher:
         self.user_limits: Limits | None = None  # a multi-user daemon's: per-user limits, fair share
         self.over_limit: set[int] = set()  # jobs whose reason is their user's limit (last pass)
         self.spare_logs = SpareLogs()  # log files made ahead for the next starts
+        # The queues whose jobs this pass starts (None: every queue), where another backend
+        # runs the others (``backends``: a queue bound to SLURM).
+        self.takes: Callable[[str | None], bool] | None = None
 
     def kick(self) -> None:
         if not self._kicked:
@@ -79,8 +83,16 @@ class Dispatcher:
         self._kicked = False
         now = self.clock()
         settings = self.table.settings
+        jobs: Iterable[Job] = self.table.queue
+        waiting = self.table.queue.per_queue
+        named: Iterable[Queue] = settings.queues.values()
+        takes = self.takes
+        if takes is not None:  # the other queues' jobs are another backend's
+            jobs = (job for job in jobs if takes(job.queue))
+            waiting = {name: count for name, count in waiting.items() if takes(name)}
+            named = [queue for queue in named if takes(queue.name)]
         decisions = scheduler.plan(
-            self.table.queue,
+            jobs,
             free_slots=settings.slots - self.running.busy_in(None),
             total_slots=settings.slots,
             outcome=self.table.dependency_outcome,
@@ -88,10 +100,9 @@ class Dispatcher:
             now=now,
             policy=self.policy,
             queues={
-                name: (queue.slots - self.running.busy_in(name), queue.slots)
-                for name, queue in settings.queues.items()
+                queue.name: (queue.slots - self.running.busy_in(queue.name), queue.slots) for queue in named
             },
-            waiting=self.table.queue.per_queue,
+            waiting=waiting,
             limits=self.user_limits,
             usage=usage_of(self.running) if self.user_limits is not None else None,
         )

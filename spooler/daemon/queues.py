@@ -10,8 +10,12 @@ settings record, so their slots survive restarts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spooler.daemon.config_file import QueueConfig
 
 DEFAULT = "default"
 
@@ -44,3 +48,15 @@ def queues_from_records(record: Any) -> dict[str, Queue]:
         return {}
     found = {str(name): Queue.from_record(str(name), value) for name, value in record.items()}
     return {name: queue for name, queue in found.items() if queue is not None}
+
+
+def configure(queues: dict[str, Queue], configured: Mapping[str, QueueConfig]) -> bool:
+    """The queues of the config file (``[queues.NAME]``, each with its ``slots`` or None) exist,
+    with those slots where they are new: a queue's -S, once set, is its own.  True if one was
+    added."""
+    added = False
+    for name, table in configured.items():
+        if name != DEFAULT and name not in queues:
+            queues[name] = Queue(name, table.slots if table.slots is not None else 1)
+            added = True
+    return added

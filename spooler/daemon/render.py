@@ -82,12 +82,14 @@ def render_list(
     show_gpus: bool = False,
     show_queue: bool = False,
     show_user: bool = False,
+    show_slurm: bool = False,
 ) -> str:
     """The ``ts -l`` table.  ``width`` 0 (piped output) never cuts the command.
 
     A User column (after the id) appears on a multi-user daemon.
 
-    A Queue column (after State) appears once named queues exist (``--queue``).
+    A Queue column (after State) appears once named queues exist (``--queue``), and a SLURM
+    column (after Time: a job's SLURM id) where some queues run their jobs in SLURM and others here.
 
     The GPUs column (between Time and Command, as in GPU Task Spooler) shows the GPUs a job holds,
     ``xN`` for N GPUs still to be allocated and ``[i,j]`` for ``-g`` GPUs not yet taken.
@@ -116,6 +118,9 @@ def render_list(
         headers.insert(1, "User")
         columns.insert(1, [j.user or "-" for j in jobs])
         output += 1
+    if show_slurm:
+        headers.append("SLURM")
+        columns.append([j.slurm_id or ("(sbatch)" if j.slurm_token else "") for j in jobs])
     if show_gpus:
         headers.append("GPUs")
         columns.append([gpus_text(j) for j in jobs])
@@ -181,9 +186,14 @@ def render_gpu_status(status: dict[str, Any]) -> str:
 
 
 def render_queues(rows: list[dict[str, Any]]) -> str:
-    """``ts --queues``: each queue with its slots, running and queued jobs."""
-    headers = ("Queue", "Slots", "Running", "Queued")
+    """``ts --queues``: each queue with its slots, running and queued jobs (and where its jobs
+    run, on a daemon that sends jobs to SLURM)."""
+    headers: tuple[str, ...] = ("Queue", "Slots", "Running", "Queued")
     table = [[str(row["name"]), str(row["slots"]), str(row["running"]), str(row["queued"])] for row in rows]
+    if any("backend" in row for row in rows):
+        headers += ("Backend",)
+        for cells, row in zip(table, rows, strict=True):
+            cells.append(str(row.get("backend", "")))
     widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
     lines += ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in table]
@@ -244,7 +254,9 @@ def slurm_lines(job: Job) -> list[str]:
     return lines
 
 
-def render_info(job: Job, now: float) -> str:
+def render_info(job: Job, now: float, backend: str = "") -> str:
+    """``ts -i``; ``backend``: where the job runs, said where some queues run in SLURM and
+    others here."""
     if job.state in (JobState.FINISHED, JobState.TIMEOUT):
         if job.signal is not None:
             status = f"killed by signal {job.signal} ({signal_name(job.signal)})"
@@ -265,6 +277,8 @@ def render_info(job: Job, now: float) -> str:
         lines.append(f"Label: {job.label}")
     if job.queue:
         lines.append(f"Queue: {job.queue}")
+    if backend:
+        lines.append("Runs in: SLURM" if backend == "slurm" else "Runs in: this machine (local)")
     lines.append(f"Slots required: {job.slots}")
     if job.after:
         lines.append(f"Depends on (any result): {', '.join(map(str, job.after))}")

@@ -76,8 +76,9 @@ class RunningJobs:
         return job_id in self._adopted
 
     def launched_here(self) -> list[Job]:
-        """The jobs this daemon's launcher started (not those adopted from an earlier daemon)."""
-        return [j for j in self._jobs.values() if j.id not in self._adopted]
+        """The jobs this daemon's launcher started (not those adopted from an earlier daemon,
+        nor those it sent to SLURM)."""
+        return [j for j in self._jobs.values() if j.id not in self._adopted and not j.slurm_token]
 
     def kill_when_started(self, job: Job, sig: int, escalate: bool) -> None:
         self._pending_kills[job.id] = (sig, escalate)

@@ -3,7 +3,8 @@
 Where a job is ...
 - queued: :meth:`Spooler.submit`, into the job table (``table``: persisted, over ``store``);
 - scheduled and launched: ``dispatch`` (the pure policy is ``scheduler``; GPUs are ``gpus``),
-  through the launcher (``launcher``);
+  through the launcher (``launcher``), or sent to SLURM (``slurm``), as its queue is bound
+  (``backends``);
 - running: ``running``, the one registry of running jobs and slot use;
 - reaped: ``reaper`` (the launcher's reports, exit logs, adoption), ending through ``events``,
   the one place for what follows a job's end.
@@ -19,42 +20,38 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from spooler.commands import needs_shell
+from spooler.daemon.backends import LOCAL, SLURM, Binding, settle_sent_to_slurm, slurm_side, taken
 from spooler.daemon.caller import Caller
 from spooler.daemon.config import StartupConfig
 from spooler.daemon.control import JobControl
 from spooler.daemon.dispatch import Backend, Dispatcher
 from spooler.daemon.events import Events
 from spooler.daemon.gpus.manager import GpuManager
-from spooler.daemon.hooks import Helpers, find_sendmail
+from spooler.daemon.hooks import Helpers
 from spooler.daemon.launcher import exits
 from spooler.daemon.launcher.pool import LauncherPool
 from spooler.daemon.limits import TimeLimits
 from spooler.daemon.notify import Notifier
 from spooler.daemon.process import kill_group
-from spooler.daemon.queues import Queue
+from spooler.daemon.queues import Queue, configure
 from spooler.daemon.reaper import Reaper
 from spooler.daemon.recovery import Adoption
 from spooler.daemon.running import RunningJobs
 from spooler.daemon.slurm.backend import SlurmBackend
 from spooler.daemon.slurm.dispatch import SlurmDispatcher
-from spooler.daemon.slurm.tools import Tools
+from spooler.daemon.submission import check, job_of
 from spooler.daemon.table import JobTable, ensure_dirs
 from spooler.daemon.terminals import Terminals
 from spooler.daemon.waiters import Waiters
 from spooler.daemon.wakeups import Wakeups
 from spooler.jobs import Job, JobState
-from spooler.protocol import E_INTERNAL, E_INVALID, E_NOT_FOUND, E_QUEUE_FULL, RequestError
+from spooler.protocol import E_INTERNAL, E_INVALID, RequestError
 from spooler.protocol.requests import Submit
 
 log = logging.getLogger("spooler")
-
-# A --begin time this much in the past is refused; less is the time the request took to arrive.
-BEGIN_SLACK = 60.0
 
 # (reaper.note, reaper.launcher_lost) -> the backend that starts jobs
 # on_lost: a launcher died; the jobs it was sent (None: every job started here)
@@ -92,9 +89,10 @@ class Spooler:
             self.kick, clock,
         )  # fmt: skip
         self.events.snapshots_root = self.snapshots_dir
-        # Where jobs run: the local launcher, or SLURM (a backend injected by tests is local-like).
-        to_slurm = config.backend == "slurm" and backend is None
-        self.dispatcher = (SlurmDispatcher if to_slurm else Dispatcher)(
+        # Where each queue's jobs run: the local launcher, or SLURM (``backends``; a backend
+        # injected by tests is local-like, and then every queue is local).
+        self.binding = Binding(config.backend, config.queues, config.slurm) if backend is None else Binding()
+        self.dispatcher = Dispatcher(
             loop, self.table, self.running, self.gpu, self.events, self.terminals, self.runs_dir, clock
         )
         self.dispatcher.policy, self.dispatcher.user_limits = config.policy, config.user_limits
@@ -107,20 +105,20 @@ class Spooler:
         self.reaper = Reaper(
             loop, self.table, self.running, self.events, self.waiters, self.runs_dir, self.signal, adoption
         )
+        self.dispatchers: list[Dispatcher] = []  # each backend's scheduling pass
+        self.backend: Backend | None = None  # the local launcher, where a queue runs jobs here
+        if self.binding.uses(LOCAL):
+            self.backend = (backend or self._local_launcher)(self.reaper.note, self.reaper.launcher_lost)
+            self.dispatcher.backend = self.backend
+            self.dispatchers.append(self.dispatcher)
         self.slurm: SlurmBackend | None = None
-        if to_slurm:
-            tools = Tools(loop, env, self.helpers.watch)
-            self.slurm = SlurmBackend(
-                loop, self.table, self.running, self.events, tools, config.slurm, self.runs_dir,
-                self.kick, self._started_in_slurm, clock,
-            )  # fmt: skip
-            assert isinstance(self.dispatcher, SlurmDispatcher)
-            self.dispatcher.slurm = self.slurm
-            self.backend: Backend = self.slurm
-        else:
-            make_backend = backend or self._local_launcher
-            self.backend = make_backend(self.reaper.note, self.reaper.launcher_lost)
-        self.dispatcher.backend = self.backend
+        self.slurm_dispatcher: SlurmDispatcher | None = None
+        if self.binding.uses(SLURM):
+            self.slurm, self.slurm_dispatcher = slurm_side(self, env, self._started_in_slurm)
+            self.slurm_dispatcher.policy = config.policy
+            self.dispatchers.append(self.slurm_dispatcher)
+            if self.binding.uses(LOCAL):
+                self.dispatcher.takes = self.binding.local
 
     def _local_launcher(self, on_note: Callable[[list[object]], None], on_lost: LostJobs) -> Backend:
         return LauncherPool(self.loop, self.runs_dir, on_note, on_lost)
@@ -141,20 +139,9 @@ class Spooler:
         ensure_dirs(self.config.savelist, self.runs_dir)
         was_running = self.table.load()
         self.table.keep_recent_tokens(self.clock())
-        if self.slurm is not None:
-            # Jobs sent to SLURM (or about to be) by an earlier daemon: found again, never resent.
-            in_slurm = [j for j in self.table.jobs.values() if j.slurm_token and not j.state.is_done]
-            for job in in_slurm:
-                if job.state.is_waiting:
-                    self.table.queue.remove(job)
-                    job.state = JobState.ALLOCATING
-            was_running = [j for j in was_running if not j.slurm_token]
-            self.slurm.adopt(in_slurm)
-        else:
-            for job in [j for j in self.table.queue if j.slurm_token]:
-                # In SLURM under an earlier daemon: never run here a second time.
-                why = "it was sent to SLURM; this daemon runs jobs locally (TS_BACKEND=slurm follows it)"
-                self.events.end(job, JobState.SKIPPED, why)
+        if configure(self.settings.queues, self.config.queues):  # [queues.NAME] of the config file
+            self.table.save_settings()
+        was_running = settle_sent_to_slurm(self, was_running)
         logs = exits.read_settled(self.runs_dir) if was_running else exits.Logs()
         for job in was_running:
             self.reaper.recover(job, logs)
@@ -164,7 +151,9 @@ class Spooler:
         for job in self.table.queue:
             if job.begin_at is not None:
                 self.wakeups.at(job.begin_at)
-        self.backend.start()
+        for backend in (self.backend, self.slurm):
+            if backend is not None:
+                backend.start()
         self.table.compact_at_start()
 
     def commit(self) -> None:
@@ -181,7 +170,9 @@ class Spooler:
         self.limits.close()
         self.wakeups.close()
         self.notifier.close()
-        self.backend.close()
+        for backend in (self.backend, self.slurm):
+            if backend is not None:
+                backend.close()
         self.dispatcher.spare_logs.drop()
         self.gpu.close()
 
@@ -198,21 +189,41 @@ class Spooler:
                 self.helpers.reaped(pid, wait_status)
 
     def kick(self) -> None:
-        """Something may let a job start: one scheduling pass on the next turn of the loop."""
-        self.dispatcher.kick()
+        """Something may let a job start: one scheduling pass on the next turn of the loop (each
+        backend's)."""
+        for dispatcher in self.dispatchers:
+            dispatcher.kick()
 
     # -- lookups -----------------------------------------------------------------------------
 
     def get(self, job_id: int | None, default: str = "added") -> Job:
         return self.table.get(job_id, default, self.running)
 
+    @property
+    def mixed(self) -> bool:
+        """Some queues run their jobs here and others in SLURM."""
+        return self.slurm is not None and self.backend is not None
+
+    def in_slurm(self, job: Job) -> bool:
+        """Whether SLURM runs the job: one sent there (its token says so; an ended one ran there),
+        or a waiting one whose queue is bound to SLURM.  The one question for every action that
+        differs between the backends."""
+        if self.slurm is None:
+            return False
+        return bool(job.slurm_token) or (job.state.is_waiting and self.binding.in_slurm(job.queue))
+
     def running_now(self) -> tuple[int, int]:
-        """(jobs running, slots they take), for ``ts -R`` and ``ts -l``: in SLURM, only what it
-        runs (a job it keeps pending holds its share of -S, but does not run)."""
+        """(jobs running, slots they take), for ``ts -R``: in SLURM, only what it runs (a job it
+        keeps pending holds its share of -S, but does not run), one slot each."""
         if self.slurm is None:
             return len(self.running), self.running.busy_slots
-        count = sum(1 for j in self.running if j.state is JobState.RUNNING)
-        return count, count
+        return taken(self.running)
+
+    def busy_in(self, queue: str | None) -> int:
+        """Slots one queue's running jobs take (None: the default queue), for ``ts -l``."""
+        if self.slurm is None:
+            return self.running.busy_in(queue)
+        return taken(j for j in self.running if j.queue == queue)[1]
 
     def ordered(self) -> Iterator[Job]:
         """Running jobs, then waiting ones in queue order, then ended ones in the order they
@@ -223,7 +234,7 @@ class Spooler:
 
     def has_started(self, job: Job) -> bool:
         """Its process runs: the launcher reported it (so its log exists), or it was adopted."""
-        if self.slurm is not None:
+        if self.slurm is not None and self.in_slurm(job):
             return self.slurm.has_started(job)
         return job.state.is_active and (job.shim_pid is not None or job.pid is not None)
 
@@ -238,18 +249,8 @@ class Spooler:
     ) -> Job:
         """Queue one job of a submission (a batch or a sweep queues one per command); ``owner``:
         the caller on a multi-user daemon, whose job it is and as whom it runs."""
-        for dep in [*request.after, *request.after_ok]:
-            if dep not in self.table.jobs:
-                raise RequestError(E_NOT_FOUND, f"cannot depend on job {dep}: it does not exist")
-        if request.mail and find_sendmail(request.env) is None:
-            raise RequestError(E_INVALID, "-m: no sendmail found to mail the output; install one or drop -m")
-        if self.slurm is None:
-            self.gpu.validate(request.gpus, request.gpu_indices or None)
-        if request.begin_at is not None and request.begin_at < self.clock() - BEGIN_SLACK:
-            raise RequestError(E_INVALID, "--begin: that time is in the past")
-        limit = self.config.queue_limit
-        if limit is not None and len(self.table.queue) >= limit:
-            raise RequestError(E_QUEUE_FULL, f"the queue is full ({limit} jobs waiting, TS_MAXCONN)")
+        local = not (self.slurm is not None and self.binding.in_slurm(request.queue))
+        check(request, self.table, self.gpu if local else None, self.clock(), self.config.queue_limit)
         if request.queue is not None:
             self.queue_named(request.queue)
         job = job_of(request, command, self.clock())
@@ -271,8 +272,8 @@ class Spooler:
     def admit(self, request: Submit, command: list[str]) -> None:
         """Once per submission, before any of its jobs is queued: the backend may refuse it
         (SLURM: ``sbatch --test-only``), and then nothing is queued."""
-        if isinstance(self.dispatcher, SlurmDispatcher):
-            self.dispatcher.admit(job_of(request, command, self.clock()), request)
+        if self.slurm_dispatcher is not None and self.binding.in_slurm(request.queue):
+            self.slurm_dispatcher.admit(job_of(request, command, self.clock()), request)
 
     def requeue(self, job: Job) -> None:
         """--requeue: an ended job goes back to the end of the queue with fresh attempts."""
@@ -291,27 +292,6 @@ class Spooler:
         self.table.requeued(job, new_seq=True)
         self.table.save(job)
         self.kick()
-
-    def requeue_cascade(self, job: Job) -> list[int]:
-        """--requeue --cascade: the job, and the jobs skipped because it failed (their -W
-        dependency), and theirs, transitively; their dependencies are kept, so they wait again."""
-        self.requeue(job)
-        requeued = [job.id]
-        chosen = {job.id}
-        grew = True
-        while grew:
-            grew = False
-            for other in sorted(self.table.jobs.values(), key=lambda j: j.id):
-                if (
-                    other.state is JobState.SKIPPED
-                    and other.id not in chosen
-                    and chosen & set(other.after_ok)
-                ):
-                    self.requeue(other)
-                    requeued.append(other.id)
-                    chosen.add(other.id)
-                    grew = True
-        return requeued
 
     # -- the user's actions ------------------------------------------------------------------
 
@@ -334,7 +314,7 @@ class Spooler:
     def kill(self, job: Job, sig: int = signal.SIGTERM, escalate: bool = True) -> None:
         """Signal the job's process group; unless told not to, SIGKILL whatever is left after the
         grace period.  (``ts -f`` forwards Ctrl-C without escalation, as a terminal would.)"""
-        in_slurm = self.slurm is not None and job in self.running  # pending there, or running
+        in_slurm = self.in_slurm(job) and job in self.running  # pending there, or running
         if not job.state.is_active and not in_slurm:
             raise RequestError(E_INVALID, f"job {job.id} is not running (it is {job.state.value})")
         if not self.stop(job, sig, escalate):
@@ -344,7 +324,7 @@ class Spooler:
     def stop(self, job: Job, sig: int = signal.SIGTERM, escalate: bool = True) -> bool:
         """Signal a running job (``-k``, its time limit); one just launched is signalled as soon as
         its pid is known.  False when nothing of it is left to signal.  In SLURM: scancel."""
-        if self.slurm is not None:
+        if self.slurm is not None and self.in_slurm(job):
             return self.slurm.cancel(job)
         if job.shim_pid is None:
             self.running.kill_when_started(job, sig, escalate)
@@ -407,46 +387,6 @@ class Spooler:
             raise RequestError(E_INVALID, f"{path} is not writable")
         self.settings.logdir = path
         self.table.save_settings()
-
-
-def job_of(request: Submit, command: list[str], now: float) -> Job:
-    """A new job from a submission: the one place where a request's fields become a job's.
-    (Lists are copied: a batch makes all its jobs from one request.)"""
-    return Job(
-        id=-1,  # the table gives it the next id
-        command=command,
-        cwd=sys.intern(request.cwd),
-        shell=needs_shell(command),
-        enqueue_time=now,
-        label=request.label,
-        slots=request.slots,
-        store_output=not request.no_output,
-        stderr_apart=request.stderr_apart,
-        gzip=request.gzip,
-        log_name=request.log_name,
-        mail=request.mail,
-        after=list(request.after),
-        after_ok=list(request.after_ok),
-        env_info=request.env_info,
-        gpus=request.gpus,
-        gpu_indices=list(request.gpu_indices) or None,
-        gpu_mem_mib=request.gpu_mem_mib,
-        priority=request.priority,
-        max_retries=request.retry,
-        retry_timeout=request.retry_timeout,
-        time_limit=request.time_limit,
-        args=request.args,
-        sweep=request.sweep,
-        skip_if_exists=request.skip_if_exists,
-        snapshot=request.snapshot,
-        snapshot_info=request.snapshot_info,
-        begin_at=request.begin_at,
-        queue=request.queue,
-        notify_url=request.notify_url,
-        notify_on=request.notify_on,
-        state=JobState.HELD if request.hold else JobState.QUEUED,
-        token=request.token,
-    )
 
 
 def snapshots_dir(savelist: str) -> str:

@@ -39,6 +39,9 @@ def queues(sp: Spooler, req: rq.Queues, conn: Connection) -> Reply:
     for job in sp.table.queue:
         queued[job.queue or DEFAULT] = queued.get(job.queue or DEFAULT, 0) + 1
     rows = [{"name": n, "slots": slots[n], "running": running[n], "queued": queued[n]} for n in slots]
+    if sp.slurm is not None:  # where each queue's jobs run
+        for row in rows:
+            row["backend"] = sp.binding.of(None if row["name"] == DEFAULT else str(row["name"]))
     if req.data:
         return {"ok": True, "queues": rows}
     return {"ok": True, "text": render.render_queues(rows)}

@@ -44,7 +44,7 @@ def list_jobs(sp: Spooler, req: rq.List, conn: Connection) -> Reply:
     elif fmt == "default":
         text = render.render_list(
             jobs,
-            busy=sp.running.busy_in(None) if sp.slurm is None else sp.running_now()[1],
+            busy=sp.busy_in(None),
             slots=sp.settings.slots,
             now=now,
             width=req.width,
@@ -52,6 +52,7 @@ def list_jobs(sp: Spooler, req: rq.List, conn: Connection) -> Reply:
             show_gpus=sp.gpu.present or any(j.gpus or j.gpu_indices for j in jobs),
             show_queue=bool(sp.settings.queues),
             show_user=conn.caller is not None,
+            show_slurm=sp.mixed,
         )
     else:
         raise bad(f"unknown list format {fmt!r} (choose default, json or tab)")
@@ -60,10 +61,12 @@ def list_jobs(sp: Spooler, req: rq.List, conn: Connection) -> Reply:
 
 def info(sp: Spooler, req: rq.Info, conn: Connection) -> Reply:
     job = sp.get(req.id, "run")
-    if sp.slurm is not None:
+    in_slurm = sp.in_slurm(job)
+    if sp.slurm is not None and in_slurm:
         sp.slurm.details(job)
+    backend = ("slurm" if in_slurm else "local") if sp.mixed else ""
     job = _as_seen_by(conn, [job])[0]
-    return {"ok": True, "text": render.render_info(job, time.time())}
+    return {"ok": True, "text": render.render_info(job, time.time(), backend)}
 
 
 def _field(job: Job, name: str) -> Any:

@@ -52,16 +52,34 @@ def _requeue_cascade(sp: Spooler, req: rq.Requeue) -> Reply:
     """Every job requeued, dependants included, in the order they were put back."""
     if req.filter is None or req.id is not None:
         job = sp.get(req.id)
-        return {"ok": True, "id": job.id, "ids": sp.requeue_cascade(job)}
+        return {"ok": True, "id": job.id, "ids": requeue_cascade(sp, job)}
     requeued: list[int] = []
 
     def cascade(job: Job) -> None:
         if job.state.is_done:  # not already put back as a dependant of an earlier one
-            requeued.extend(sp.requeue_cascade(job))
+            requeued.extend(requeue_cascade(sp, job))
 
     reply = _bulk(sp, req.filter, lambda j: j.state.is_done, cascade)
     assert reply is not None
     return {**reply, "ids": requeued}
+
+
+def requeue_cascade(sp: Spooler, job: Job) -> list[int]:
+    """--requeue --cascade: the job, and the jobs skipped because it failed (their -W
+    dependency), and theirs, transitively; their dependencies are kept, so they wait again."""
+    sp.requeue(job)
+    requeued = [job.id]
+    chosen = {job.id}
+    grew = True
+    while grew:
+        grew = False
+        for other in sorted(sp.table.jobs.values(), key=lambda j: j.id):
+            if other.state is JobState.SKIPPED and other.id not in chosen and chosen & set(other.after_ok):
+                sp.requeue(other)
+                requeued.append(other.id)
+                chosen.add(other.id)
+                grew = True
+    return requeued
 
 
 def hold(sp: Spooler, req: rq.Hold, conn: Connection) -> Reply:

@@ -109,11 +109,13 @@ class SlurmBackend:
 
     # -- share of -S ----------------------------------------------------------------------------
 
-    def weight(self) -> int:
-        """How many of our jobs SLURM may run at once now: one per job, an array's throttle."""
-        total = 0
+    def weights(self) -> dict[str | None, int]:
+        """Per queue, how many of our jobs SLURM may run at once now: one per job, an array's
+        throttle (an array's jobs are of one queue)."""
+        total: dict[str | None, int] = {}
         for sub in self.submissions.values():
-            total += min(sub.throttle, len(sub.live))
+            queue = sub.jobs[0].queue
+            total[queue] = total.get(queue, 0) + min(sub.throttle, len(sub.live))
         return total
 
     # -- submitting -----------------------------------------------------------------------------
@@ -181,7 +183,7 @@ class SlurmBackend:
                 self._announce(job)
         for token, members in by_token.items():
             request = commands.Request(name="", cwd="", output="", token=token)
-            throttle = max(1, min(len(members), self.table.settings.slots))
+            throttle = max(1, min(len(members), self.table.settings.slots_of(members[0].queue)))
             self.submissions[token] = Submission(members, request, "", {}, throttle, {j.id for j in members})
         self.poll_soon()
 

@@ -19,7 +19,7 @@ import logging
 import os
 import secrets
 from itertools import groupby
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spooler.daemon.dispatch import Dispatcher
 from spooler.daemon.launcher.spec import environment
@@ -33,6 +33,9 @@ from spooler.jobs import Job, JobState
 from spooler.protocol import E_INVALID, RequestError
 from spooler.protocol.requests import Submit
 
+if TYPE_CHECKING:
+    from spooler.daemon.backends import Binding
+
 log = logging.getLogger("spooler")
 
 # Per-task variables: what differs between the runs of a sweep.
@@ -41,12 +44,18 @@ _DAEMON_VARIABLES = ("SLURM_CONF", "PATH")
 
 class SlurmDispatcher(Dispatcher):
     slurm: SlurmBackend  # set by the daemon with the backend
+    binding: Binding  # each queue's [slurm] keys
 
     def schedule(self) -> None:
         self._kicked = False
         now = self.clock()
         ready: list[Job] = []
+        takes = self.takes
         for job in list(self.table.queue):
+            if takes is not None and not takes(job.queue):
+                continue  # a local queue's
+            if job.state is JobState.HELD or (job.begin_at is not None and job.begin_at > now):
+                continue
             ok, skip = dependency_verdict(job, self._outcome)
             if skip:
                 self.events.end(job, JobState.SKIPPED, skip, at=now)
@@ -58,16 +67,21 @@ class SlurmDispatcher(Dispatcher):
                 )
             else:
                 ready.append(job)
-        share = self.table.settings.slots - self.slurm.weight()
-        room = self.slurm.config.max_in_flight - len(self.running)
+        # Each queue's share of its -S left; max_in_flight caps all our jobs in SLURM together.
+        weights = self.slurm.weights()
+        shares: dict[str | None, int] = {}
+        room = self.slurm.config.max_in_flight - len(self.slurm.in_slurm())
         for _, grouped in groupby(ready, key=_array_key):
             group = list(grouped)
-            while group and share > 0 and room > 0:
+            queue = group[0].queue
+            if queue not in shares:
+                shares[queue] = self.table.settings.slots_of(queue) - weights.get(queue, 0)
+            while group and shares[queue] > 0 and room > 0:
                 batch = group[: min(len(group), room)] if _array_key(group[0]) is not None else group[:1]
                 group = group[len(batch) :]
-                throttle = min(share, len(batch))
+                throttle = min(shares[queue], len(batch))
                 self._submit(batch, throttle, now)
-                share -= throttle
+                shares[queue] -= throttle
                 room -= len(batch)
         while self.space_waiters and self.space_waiters[0]():
             self.space_waiters.popleft()
@@ -79,10 +93,12 @@ class SlurmDispatcher(Dispatcher):
         unsupported = {"-g": request.gpu_indices, "--gpu_mem": request.gpu_mem_mib, "-z": request.gzip}
         for option, given in unsupported.items():
             if given:
-                raise RequestError(E_INVALID, f"{option} is not available with the slurm backend")
+                bound = f" (queue {request.queue} runs its jobs in SLURM)" if request.queue else ""
+                raise RequestError(E_INVALID, f"{option} is not available with the slurm backend{bound}")
         if self.slurm.controller_down:
             return
-        ask = commands.sbatch_args(commands.request_of(job, self.slurm.config, "/dev/null"), test_only=True)
+        config = self.binding.slurm_of(job.queue)
+        ask = commands.sbatch_args(commands.request_of(job, config, "/dev/null"), test_only=True)
         result = self.slurm.tools.run_now(ask, stdin="#!/bin/sh\ntrue\n")
         unreachable = result.timed_out or commands.controller_unreachable(result.stderr)
         if result.returncode != 0 and not unreachable:
@@ -141,7 +157,8 @@ class SlurmDispatcher(Dispatcher):
             for job, env in zip(jobs, envs, strict=True)
         ]
         output = pattern if first.store_output else "/dev/null"
-        request = commands.request_of(first, self.slurm.config, output, token, self._dependencies(first))
+        config = self.binding.slurm_of(first.queue)
+        request = commands.request_of(first, config, output, token, self._dependencies(first))
         if array:
             request = _with_array(request, len(jobs), throttle)
         sub = Submission(jobs, request, batch_script(tasks), shared, throttle)
@@ -179,6 +196,6 @@ def _array_key(job: Job) -> tuple[Any, ...] | None:
     if job.after or job.after_ok or job.log_name:
         return None
     return (
-        job.cwd, job.env_key, job.label, job.sweep, job.slots, job.gpus, job.time_limit,
+        job.queue, job.cwd, job.env_key, job.label, job.sweep, job.slots, job.gpus, job.time_limit,
         job.store_output, job.stderr_apart,
     )  # fmt: skip
