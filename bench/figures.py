@@ -200,6 +200,10 @@ def children(times: os.times_result) -> float:
     return times.children_user + times.children_system
 
 
+def _launchers(daemon: psutil.Process) -> list[psutil.Process]:
+    return [c for c in daemon.children() if "spooler.daemon.launcher" in " ".join(c.cmdline())]
+
+
 def spawn_floor(n: int = 2000) -> dict[str, float]:
     """What one `true` costs with no spooler at all: this process spawns it (posix_spawn, as our
     launcher does) and waits for it, n times.  CPU per job of the child, of the parent, and the
@@ -230,13 +234,15 @@ def dispatch_ours(ctx: Context, name: str, slots: int, n: int) -> dict[str, Any]
     waiters = ExitTimes([spool.argv("-w", str(i)) for i in ids[-slots:]], spool.env)
     time.sleep(1.0)  # let the waiters connect
     daemon = spool.daemon()
-    launchers = [c for c in daemon.children() if "spooler.daemon.launcher" in " ".join(c.cmdline())]
-    cpu_before = [_cpu_seconds(p) for p in (daemon, *launchers[:1])]
+    daemon_cpu = _cpu_seconds(daemon)
+    launchers_cpu = {p.pid: _cpu_seconds(p) for p in _launchers(daemon)}
     busy = busy_cpu_seconds()
     released = gate.release()
     wall_end = waiters.last_exit(timeout=300)
     busy = busy_cpu_seconds() - busy
-    cpu_after = [_cpu_seconds(p) for p in (daemon, *launchers[:1])]
+    daemon_cpu = _cpu_seconds(daemon) - daemon_cpu
+    pool = _launchers(daemon)  # with those started during the run
+    launchers_cpu = {p.pid: _cpu_seconds(p) - launchers_cpu.get(p.pid, 0.0) for p in pool}
     jobs = {j["id"]: j for j in spool.jobs()}
     spool.stop()
     gate_job = jobs.get(gate_id)
@@ -256,8 +262,9 @@ def dispatch_ours(ctx: Context, name: str, slots: int, n: int) -> dict[str, Any]
         "wall_rate": n / (wall_end - released),
         "gate_lag": gate_job["end_time"] - released,
         # CPU per job: the daemon, its launcher, and every process of the machine (jobs included).
-        "daemon_ms": (cpu_after[0] - cpu_before[0]) / n * 1e3,
-        "launcher_ms": (cpu_after[-1] - cpu_before[-1]) / n * 1e3 if launchers else float("nan"),
+        "daemon_ms": daemon_cpu / n * 1e3,
+        "launcher_ms": sum(launchers_cpu.values()) / n * 1e3,
+        "launchers": len(pool),
         "busy_ms": busy / n * 1e3,
         "use": busy / (wall_end - released) / (os.cpu_count() or 1),
     }

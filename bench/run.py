@@ -226,8 +226,9 @@ def dispatch_rows(table: Table, disp: dict[Any, Any], have_tsp: bool) -> None:
         ours, theirs = disp[slots]["ours"], disp[slots]["tsp"]
         mine = {k: median([r[k] for r in ours]) for k in ("daemon_ms", "launcher_ms", "busy_ms", "use")}
         text = (
-            f"ours {mine['busy_ms']:.2f} ms (daemon {mine['daemon_ms']:.2f}, launcher "
-            f"{mine['launcher_ms']:.2f}, the rest: the jobs, waiters, kernel), CPUs busy "
+            f"ours {mine['busy_ms']:.2f} ms (daemon {mine['daemon_ms']:.2f}, "
+            f"{max(r['launchers'] for r in ours)} launcher(s) {mine['launcher_ms']:.2f}, the rest: "
+            "the jobs, waiters, kernel), CPUs busy "
             f"{100 * mine['use']:.0f}%"
         )
         if theirs:

@@ -203,3 +203,20 @@ def test_a_held_job_of_a_cluster_queue_waits_here_until_released(mixed: Spool) -
     mixed.ts("--release", str(held))
     assert mixed.run("-w", str(held), timeout=60).returncode == 0
     assert mixed.job(held)["slurm_id"] and mixed.ts("-c", str(held)) == "released\n"
+
+
+def test_a_job_in_slurm_is_followed_after_its_queue_is_unbound(mixed: Spool, tmp_path: Path) -> None:
+    """The config loses its cluster queue while a job runs in SLURM: the next daemon follows
+    that job to its end there, and never starts it here as well."""
+    remote = mixed.submit("sh", "-c", gated(mixed, "go", "exit 4"), opts=("--queue", "cluster"))
+    slurm_id = mixed.wait_state(remote, "running", timeout=60)["slurm_id"]
+    mixed.ts("-K")
+    wait_for(lambda: mixed.daemon_pid() is None, what="the daemon to stop")
+    local_only = tmp_path / "local.toml"
+    local_only.write_text('backend = "local"\n')
+    mixed.env["TS_CONFIG"] = str(local_only)
+    record = mixed.job(remote)  # a new daemon, with no queue in SLURM
+    assert (record["state"], record["slurm_id"], record["pid"]) == ("running", slurm_id, None)
+    (mixed.root / "go").touch()
+    record = mixed.wait_state(remote, "finished", timeout=60)
+    assert (record["exit_code"], record["slurm_id"], record["pid"]) == (4, slurm_id, None)

@@ -35,6 +35,14 @@ def test_refill_creates_empty_private_files_and_take_hands_each_out_once(tmp_pat
     assert sorted(tmp_path.iterdir()) == made and not spares
 
 
+def test_a_refill_due_after_the_daemon_closed_its_spares_makes_none(tmp_path: Path) -> None:
+    spares = SpareLogs()
+    spares.refill(str(tmp_path), 1)
+    spares.close()
+    spares.refill(str(tmp_path), 1)  # queued on the loop before the daemon stopped
+    assert list(tmp_path.iterdir()) == [] and not spares
+
+
 def test_refill_in_a_directory_that_cannot_hold_files_makes_none(tmp_path: Path) -> None:
     spares = SpareLogs()
     spares.refill(str(tmp_path / "missing"), 2)
@@ -61,13 +69,16 @@ def test_a_spare_removed_meanwhile_is_created_as_usual(tmp_path: Path) -> None:
     assert path.exists()
 
 
-@pytest.mark.parametrize("change", ["symlink", "written", "linked"])
+@pytest.mark.parametrize("change", ["symlink", "written", "linked", "fifo"])
 def test_a_spare_that_is_no_longer_ours_is_refused(tmp_path: Path, change: str) -> None:
+    """At once: a FIFO put in its place must not hold the launcher until someone reads it."""
     path = tmp_path / "ts-out.spare"
     victim = tmp_path / "victim"
     victim.write_text("keep me\n")
     if change == "symlink":
         path.symlink_to(victim)
+    elif change == "fifo":
+        os.mkfifo(path, 0o600)
     elif change == "written":
         path.write_text("someone's data\n")
     else:

@@ -13,6 +13,7 @@ to after a restart; a waiting job goes where its queue is bound now.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -98,13 +99,20 @@ def settle_sent_to_slurm(sp: Spooler, was_running: list[Job]) -> list[Job]:
     """At start: the jobs an earlier daemon sent to SLURM (or was about to) are found again and
     never resent, or skipped where no queue runs in SLURM any more.  The jobs of ``was_running``
     left to recover here are returned."""
-    if sp.slurm is None:
-        for job in [j for j in sp.table.queue if j.slurm_token]:
-            # In SLURM under an earlier daemon: never run here a second time.
-            why = "it was sent to SLURM; this daemon runs jobs locally (TS_BACKEND=slurm follows it)"
-            sp.events.end(job, JobState.SKIPPED, why)
-        return was_running
     in_slurm = [j for j in sp.table.jobs.values() if j.slurm_token and not j.state.is_done]
+    if sp.slurm is None and in_slurm and shutil.which("squeue", path=sp.env.get("PATH")):
+        # No queue is bound to SLURM any more, but jobs went there: followed to their end all the
+        # same (a running one must never be taken for a local job and started here again).
+        sp.follow_slurm()
+    if sp.slurm is None:
+        for job in in_slurm:
+            # SLURM's tools are gone: never run here a second time, nor reported as running.
+            why = "it was sent to SLURM, and this daemon cannot reach SLURM (no squeue on PATH)"
+            if job.state.is_waiting:
+                sp.events.end(job, JobState.SKIPPED, why)
+            else:
+                sp.events.end(job, JobState.LOST, f"{why}: it may still run there", retry=False)
+        return [j for j in was_running if not j.slurm_token]
     for job in in_slurm:
         if job.state.is_waiting:
             sp.table.queue.remove(job)

@@ -31,7 +31,8 @@ from spooler.jobs import Job, JobState
 
 
 class Backend(Protocol):
-    """Where jobs are started: the local launcher (``launcher.handle.Launcher``), or a fake."""
+    """Where jobs are started: the local launchers (``launcher.pool.LauncherPool``), SLURM
+    (``slurm.backend.SlurmBackend``), or a fake."""
 
     def start(self) -> None: ...
 
@@ -70,6 +71,7 @@ class Dispatcher:
         self.user_limits: Limits | None = None  # a multi-user daemon's: per-user limits, fair share
         self.over_limit: set[int] = set()  # jobs whose reason is their user's limit (last pass)
         self.spare_logs = SpareLogs()  # log files made ahead for the next starts
+        self._spare_would_do = False  # this pass started a job whose log could be a spare
         # The queues whose jobs this pass starts (None: every queue), where another backend
         # runs the others (``backends``: a queue bound to SLURM).
         self.takes: Callable[[str | None], bool] | None = None
@@ -129,19 +131,20 @@ class Dispatcher:
         # Poll NVML only while a job waits for GPUs (a pass that stopped short of one is re-run
         # when a slot frees, so it is not forgotten).  Not a scan of the queue: cost stays flat.
         self.gpu.poll(bool(decisions.allocating) or lease_lost, self.kick)
-        self._prepare_logs(bool(decisions.start))
+        self._prepare_logs()
         while self.space_waiters and self.space_waiters[0]():
             self.space_waiters.popleft()
 
-    def _prepare_logs(self, started: bool) -> None:
+    def _prepare_logs(self) -> None:
         """Log files for the next starts, made once this pass's launches are out (while those
-        jobs run); none kept once nothing waits."""
+        jobs run), where one of them could have used one; none kept once nothing waits."""
         queued = len(self.table.queue)
-        if started and queued:
+        if self._spare_would_do and queued:
             count = min(queued, self.table.settings.slots, MAX_SPARES)
             self.loop.call_soon(self.spare_logs.refill, self.table.settings.logdir, count)
         elif not queued and self.spare_logs:
             self.spare_logs.drop()
+        self._spare_would_do = False
 
     def _note_over_limit(self, over: list[tuple[Job, str]]) -> None:
         """A job over its user's limit shows why (-i, -M); the reason goes once it no longer is
@@ -194,6 +197,8 @@ class Dispatcher:
             umask=job.umask,
         )
         place_output(spec, job, settings.logdir, terminal is not None, self.spare_logs)
+        generated = spec.exclusive and spec.stdout_path is not None  # not -n, -nf, -O
+        self._spare_would_do |= spec.precreated or (generated and job.uid is None and not job.gzip)
         if job.uid is not None and job.uid != os.geteuid() and job.log_path:
             # A user's job cannot write in the daemon's directory: its result goes beside its log.
             spec.result_path = spec.env["TS_RESULT_FILE"] = result_path(self.runs_dir, job.id, job.log_path)

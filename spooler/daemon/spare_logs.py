@@ -10,7 +10,8 @@ A spare is created exclusively (``O_EXCL``, mode 0600) like any generated log, s
 overwrites anything; the launcher checks it is still that file before using it.  Only generated
 names of the daemon's own user are made ahead (not ``-L``/``-O`` names, not ``-z`` ones, not the
 logs of a shared daemon's users, which the launcher creates as them).  A spare left when the
-queue empties, or when the daemon stops, is removed.
+queue empties, when the log directory changes, or when the daemon stops, is removed; a daemon
+killed with ``kill -9`` leaves its spares (one per slot at most) as empty ``ts-out.*`` files.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def generated_name(logdir: str, gzip: bool = False) -> str:
 class SpareLogs:
     def __init__(self) -> None:
         self._ready: dict[str, list[str]] = {}  # log directory -> empty log files created there
+        self.closed = False  # the daemon stops: a refill still due makes nothing
 
     def take(self, logdir: str) -> str | None:
         """A spare of ``logdir`` (the caller's now), or None if there is none."""
@@ -40,7 +42,7 @@ class SpareLogs:
     def refill(self, logdir: str, count: int) -> None:
         """Have ``count`` spares in ``logdir``; a failure (no such directory, a full disk) is
         left for the launch to meet and report, as without spares."""
-        if logdir not in self._ready and len(self._ready) >= _MAX_DIRS:
+        if self.closed or (logdir not in self._ready and len(self._ready) >= _MAX_DIRS):
             return
         ready = self._ready.setdefault(logdir, [])
         while len(ready) < count:
@@ -58,6 +60,10 @@ class SpareLogs:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
         self._ready.clear()
+
+    def close(self) -> None:
+        self.closed = True
+        self.drop()
 
     def __bool__(self) -> bool:
         return bool(self._ready)

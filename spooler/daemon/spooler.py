@@ -53,8 +53,7 @@ from spooler.protocol.requests import Submit
 
 log = logging.getLogger("spooler")
 
-# (reaper.note, reaper.launcher_lost) -> the backend that starts jobs
-# on_lost: a launcher died; the jobs it was sent (None: every job started here)
+# (reaper.note, reaper.launcher_lost: the jobs of a launcher that died, None: every job) -> backend
 LostJobs = Callable[[frozenset[int] | None], None]
 BackendFactory = Callable[[Callable[[list[object]], None], LostJobs], Backend]
 
@@ -76,7 +75,7 @@ class Spooler:
         self.loop = loop
         self.clock = clock
         self.runs_dir = config.savelist + ".runs"
-        self.snapshots_dir = snapshots_dir(config.savelist)
+        self.snapshots_dir = config.savelist + ".snapshots"  # ts --snapshot's copies: -r removes them
         self.table = JobTable(config, keep_fds)
         self.table.warnings += config.warnings
         self.running = RunningJobs()
@@ -111,14 +110,19 @@ class Spooler:
             self.backend = (backend or self._local_launcher)(self.reaper.note, self.reaper.launcher_lost)
             self.dispatcher.backend = self.backend
             self.dispatchers.append(self.dispatcher)
+        self.env = env
         self.slurm: SlurmBackend | None = None
         self.slurm_dispatcher: SlurmDispatcher | None = None
         if self.binding.uses(SLURM):
-            self.slurm, self.slurm_dispatcher = slurm_side(self, env, self._started_in_slurm)
-            self.slurm_dispatcher.policy = config.policy
-            self.dispatchers.append(self.slurm_dispatcher)
-            if self.binding.uses(LOCAL):
-                self.dispatcher.takes = self.binding.local
+            self.follow_slurm()
+
+    def follow_slurm(self) -> None:
+        """Start the SLURM side: for the queues bound to it, or (at load) for jobs sent there."""
+        self.slurm, self.slurm_dispatcher = slurm_side(self, self.env, self._started_in_slurm)
+        self.slurm_dispatcher.policy = self.config.policy
+        self.dispatchers.append(self.slurm_dispatcher)
+        if self.binding.uses(LOCAL):
+            self.dispatcher.takes = self.binding.local
 
     def _local_launcher(self, on_note: Callable[[list[object]], None], on_lost: LostJobs) -> Backend:
         return LauncherPool(self.loop, self.runs_dir, on_note, on_lost)
@@ -173,7 +177,7 @@ class Spooler:
         for backend in (self.backend, self.slurm):
             if backend is not None:
                 backend.close()
-        self.dispatcher.spare_logs.drop()
+        self.dispatcher.spare_logs.close()
         self.gpu.close()
 
     def reap_children(self) -> None:
@@ -387,11 +391,7 @@ class Spooler:
             raise RequestError(E_INVALID, f"{path} is not writable")
         self.settings.logdir = path
         self.table.save_settings()
-
-
-def snapshots_dir(savelist: str) -> str:
-    """Where ``ts --snapshot`` copies code: beside the save-list, so ``-r`` may remove it."""
-    return savelist + ".snapshots"
+        self.dispatcher.spare_logs.drop()  # made for the old directory
 
 
 def _check_waiting(job: Job, running: RunningJobs) -> None:

@@ -96,8 +96,10 @@ class Launcher:
         fds += keep
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds else []
         for attempt in (1, 2):
-            assert self.requests is not None
             try:
+                if self.requests is None:  # an earlier restart could not start it
+                    self.start()
+                assert self.requests is not None
                 sent = self.requests.sendmsg([frame], ancillary)
                 self.requests.sendall(frame[sent:])
                 return
@@ -131,8 +133,10 @@ class Launcher:
         self._read_notes_quietly()  # what it said before it went
         self._close_sockets()
         self._reap()
-        self.start()
-        self.on_lost()
+        try:
+            self.start()
+        finally:
+            self.on_lost()  # its jobs are recovered even if no new launcher could be started
 
     def _reap(self) -> None:
         if self.pid:

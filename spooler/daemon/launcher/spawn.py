@@ -80,11 +80,15 @@ def _open_precreated(path: str) -> int:
     cheap where creating is the slowest step of a start.  It must still be that file: ours,
     empty, a regular file with one name; anything else is refused, as a taken name is."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        # Non-blocking: a FIFO put in its place must not hold the launcher until someone reads.
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:  # removed meanwhile: create it as usual
         return os.open(path, _LOG_FLAGS | os.O_EXCL, 0o600)
+    except OSError as exc:  # ENXIO: a FIFO with no reader; ELOOP: a symbolic link
+        raise FileExistsError(errno.EEXIST, "the file was replaced", path) from exc
     info = os.fstat(fd)
     if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and info.st_nlink == 1 and not info.st_size:
+        os.set_blocking(fd, True)
         return fd
     os.close(fd)
     raise FileExistsError(errno.EEXIST, "the file was replaced", path)
