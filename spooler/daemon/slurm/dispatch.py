@@ -51,6 +51,9 @@ class SlurmDispatcher(Dispatcher):
         now = self.clock()
         ready: list[Job] = []
         takes = self.takes
+        waiting = self.table.queue.per_queue
+        if takes is not None and not any(count and takes(queue) for queue, count in waiting.items()):
+            return  # nothing waits in a queue of SLURM's: a local job's end costs no walk of the queue
         for job in list(self.table.queue):
             if takes is not None and not takes(job.queue):
                 continue  # a local queue's
