@@ -14,7 +14,7 @@ jobs ran and how often.  The invariants, each counted (all must be 0):
 - a job ran more than once;
 - a job ended ``lost`` although no launcher was killed while it ran.
 
-``tests/test_chaos.py`` runs a short storm of the same kind in the suite.
+``tests/test_crash_consistency.py`` runs short storms of the same kind in the suite.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class Storm:
     calls: list[Call] = field(default_factory=list)
     killed_daemons: int = 0
     killed_launchers: int = 0
+    killed_one_of_several: int = 0  # launcher kills that left another launcher serving
     launcher_kill_times: list[float] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -144,6 +145,9 @@ class Storm:
             if not launchers:
                 return False
             both = rng.random() < 0.3  # sometimes the daemon goes too
+            if len(launchers) > 1 and rng.random() < 0.5:
+                launchers = [rng.choice(launchers)]  # one of several: the others' jobs go on
+                self.killed_one_of_several += 1
             for pid in launchers:
                 _kill9(pid)
             self.killed_launchers += 1
@@ -192,6 +196,7 @@ class Storm:
             "failed calls": len(failed),
             "daemon kills": self.killed_daemons,
             "launcher kills": self.killed_launchers,
+            "of which one launcher of several": self.killed_one_of_several,
             "jobs lost (a launcher died)": len(lost) - len(lost_unexplained),
             "success without an id": len(bad_ack),
             "failure, but queued": sum(1 for c in failed if c.tag in by_tag or ran[c.tag]),
