@@ -104,6 +104,8 @@ def test_a_queues_slots_are_its_first_only() -> None:
         ),
         ('[queues.c.slurm]\nqos = ""\n', "c.toml:2: queues.c.slurm.qos must be a non-empty string"),
         ('[queues."a b"]\nbackend = "slurm"\n', "c.toml:1: 'a b' is not a queue name"),
+        # An inline table: no line to point at, and no line 0 either.
+        ('[queues]\nc = {backend = "pbs"}\n', 'c.toml: queues.c.backend must be "local" or "slurm"'),
         ("[queues.default]\nslots = 2\n", "c.toml:2: the default queue's slots are [defaults] slots"),
         (
             '\n[queue.c]\nbackend = "slurm"\n',

@@ -220,3 +220,17 @@ def test_a_job_in_slurm_is_followed_after_its_queue_is_unbound(mixed: Spool, tmp
     (mixed.root / "go").touch()
     record = mixed.wait_state(remote, "finished", timeout=60)
     assert (record["exit_code"], record["slurm_id"], record["pid"]) == (4, slurm_id, None)
+
+
+def test_a_job_queued_with_z_before_its_queue_went_to_slurm_is_skipped_with_the_reason(
+    mixed: Spool, tmp_path: Path
+) -> None:
+    """``-z`` is refused for a queue in SLURM at submission; a job queued with it while its queue
+    still ran jobs here is skipped when SLURM's pass reaches it, not sent without it."""
+    job = mixed.submit("echo", "zipped", opts=("--queue", "later", "-z", "--hold"))
+    mixed.ts("-K")
+    wait_for(lambda: mixed.daemon_pid() is None, what="the daemon to stop")
+    mixed.env["TS_CONFIG"] = str(write_config(tmp_path, extra='[queues.later]\nbackend = "slurm"\n'))
+    mixed.ts("--release", str(job))
+    record = mixed.wait_state(job, "skipped")
+    assert "-z cannot be honoured in SLURM" in record["reason"] and record["slurm_id"] is None

@@ -255,7 +255,7 @@ def _limits(text: str, path: str, table: dict[str, Any]) -> Limits:
     for name, values in table.get("users", {}).items():
         section = f"limits.users.{name}"
         if not isinstance(values, dict):
-            raise ConfigError(f"{path}:{line_of(text, 'limits', 'users')}: [{section}] must be a table")
+            raise ConfigError(f"{where_in(path, text, 'limits', 'users')}: [{section}] must be a table")
         for key, value in values.items():
             _check(text, path, section, key, value, LIMITS)
         users[name] = _user_limits(values)
@@ -264,13 +264,13 @@ def _limits(text: str, path: str, table: dict[str, Any]) -> Limits:
 
 def _queues(text: str, path: str, table: Any) -> dict[str, QueueConfig]:
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}:{line_of(text, '', 'queues')}: queues must be tables [queues.NAME]")
+        raise ConfigError(f"{where_in(path, text, '', 'queues')}: queues must be tables [queues.NAME]")
     queues: dict[str, QueueConfig] = {}
     for name, values in table.items():
         section = f"queues.{name}"
-        where = f"{path}:{line_of(text, '', section)}"
+        where = where_in(path, text, "", section)
         if not isinstance(values, dict):
-            raise ConfigError(f"{path}:{line_of(text, 'queues', name)}: [{section}] must be a table")
+            raise ConfigError(f"{where_in(path, text, 'queues', name)}: [{section}] must be a table")
         try:
             queue_name(name)
         except RequestError as exc:
@@ -281,7 +281,7 @@ def _queues(text: str, path: str, table: Any) -> dict[str, QueueConfig]:
             _check(text, path, f"{section}.slurm", key, value, QUEUE_SLURM)
         if name == "default" and "slots" in values:
             raise ConfigError(
-                f"{path}:{line_of(text, section, 'slots')}: the default queue's slots are "
+                f"{where_in(path, text, section, 'slots')}: the default queue's slots are "
                 "[defaults] slots (or TS_SLOTS), not [queues.default] slots"
             )
         queues[name] = QueueConfig(values.get("backend"), values.get("slots"), dict(values.get("slurm", {})))
@@ -302,7 +302,7 @@ def _section(text: str, path: str, name: str, values: dict[str, Any]) -> None:
 def _check(
     text: str, path: str, section: str, key: str, value: Any, keys: dict[str, Check] | None = None
 ) -> None:
-    where = f"{path}:{line_of(text, section, key)}"
+    where = where_in(path, text, section, key)
     known = keys if keys is not None else SECTIONS.get(section, {})
     if key not in known:
         what = f"[{section}] key" if section else ("section" if isinstance(value, dict) else "key")
@@ -313,6 +313,13 @@ def _check(
     if wanted:
         name = f"{section}.{key}" if section else key
         raise ConfigError(f"{where}: {name} must be {wanted}, not {value!r}")
+
+
+def where_in(path: str, text: str, section: str, key: str) -> str:
+    """``FILE:LINE`` of a key (or a section), or ``FILE`` where the line is not found (a key
+    set in an inline table or by a dotted key)."""
+    line = line_of(text, section, key)
+    return f"{path}:{line}" if line else path
 
 
 def line_of(text: str, section: str, key: str) -> int:

@@ -68,6 +68,8 @@ class SlurmDispatcher(Dispatcher):
                 self.events.end(
                     job, JobState.SKIPPED, f"{job.skip_if_exists} exists (--skip-if-exists)", at=now
                 )
+            elif why := _not_in_slurm(job):  # queued before its queue was bound to SLURM
+                self.events.end(job, JobState.SKIPPED, why, at=now)
             else:
                 ready.append(job)
         # Each queue's share of its -S left; max_in_flight caps all our jobs in SLURM together.
@@ -192,6 +194,17 @@ def _argv(job: Job) -> list[str]:
 def _in_slurm_for_good(job: Job) -> bool:
     """In SLURM, and its end there is its end here (no retry makes a new SLURM job)."""
     return bool(job.slurm_id) and job.attempt > job.max_retries
+
+
+def _not_in_slurm(job: Job) -> str:
+    """Why SLURM cannot run the job as it was queued ("" if it can): options ``admit`` refuses
+    at submission, on a job queued while its queue still ran jobs here."""
+    given = {"-g": job.gpu_indices, "--gpu_mem": job.gpu_mem_mib, "-z": job.gzip}
+    options = [option for option, value in given.items() if value]
+    if not options:
+        return ""
+    why = "cannot be honoured in SLURM (its queue was bound to SLURM after it was queued)"
+    return f"{', '.join(options)} {why}"
 
 
 def _array_key(job: Job) -> tuple[Any, ...] | None:
