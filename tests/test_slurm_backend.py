@@ -71,6 +71,8 @@ def test_gpus_are_slurms_and_a_third_job_waits_with_its_reason(slurm_spool: Spoo
     listed = slurm_spool.ts("-l")
     assert "allocating (Resources)" in listed and "[run=2/3]" in listed
     assert slurm_spool.ts("-R") == "2\n"
+    # the one SLURM keeps pending is counted apart from those it runs
+    assert slurm_spool.ts("--queues").splitlines()[1].split() == ["default", "3", "2", "0", "1", "slurm"]
     assert waiting["slurm_id"]
     info = slurm_spool.ts("-i", str(ids[0]))
     assert "SLURM GPUs: gres:gpu:2 (GPUs " in info

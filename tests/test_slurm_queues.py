@@ -80,7 +80,7 @@ def test_a_cluster_queue_runs_in_slurm_while_the_default_queue_runs_here(mixed: 
     assert "Runs in: this machine (local)\n" in local_info and "SLURM job" not in local_info
     assert "GPUs assigned: 0" in local_info or "GPUs assigned: 1" in local_info
     queues = mixed.ts("--queues").splitlines()
-    assert queues[0].split() == ["Queue", "Slots", "Running", "Queued", "Backend"]
+    assert queues[0].split() == ["Queue", "Slots", "Running", "Queued", "Pending", "Backend"]
     assert [row.split()[-1] for row in queues[1:]] == ["local", "slurm"]
     (mixed.root / "go").write_text("")
     assert mixed.run("-w", str(remote), timeout=60).returncode == 3
@@ -192,7 +192,7 @@ def test_the_readme_section(mixed: Spool, tmp_path: Path) -> None:
     assert jobs[0]["slurm_id"] is None and jobs[1]["slurm_id"]
     assert mixed.ts("-c", "0") == "here\n" and mixed.ts("-c", "1") == f"{jobs[1]['slurm_id']}\n"
     assert jobs[1]["slurm_id"] in outputs[3] and "Runs in: SLURM\n" in outputs[4]
-    assert outputs[-1].splitlines()[-1].split() == ["cluster", "40", "0", "0", "slurm"]
+    assert outputs[-1].splitlines()[-1].split() == ["cluster", "40", "0", "0", "0", "slurm"]
 
 
 def test_a_held_job_of_a_cluster_queue_waits_here_until_released(mixed: Spool) -> None:

@@ -186,14 +186,14 @@ def render_gpu_status(status: dict[str, Any]) -> str:
 
 
 def render_queues(rows: list[dict[str, Any]]) -> str:
-    """``ts --queues``: each queue with its slots, running and queued jobs (and where its jobs
-    run, on a daemon that sends jobs to SLURM)."""
+    """``ts --queues``: each queue with its slots, running and queued jobs (and, on a daemon
+    that sends jobs to SLURM, how many of them SLURM keeps pending and where its jobs run)."""
     headers: tuple[str, ...] = ("Queue", "Slots", "Running", "Queued")
     table = [[str(row["name"]), str(row["slots"]), str(row["running"]), str(row["queued"])] for row in rows]
     if any("backend" in row for row in rows):
-        headers += ("Backend",)
+        headers += ("Pending", "Backend")  # Pending: in SLURM, not yet running
         for cells, row in zip(table, rows, strict=True):
-            cells.append(str(row.get("backend", "")))
+            cells += [str(row.get("pending", 0)), str(row.get("backend", ""))]
     widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
     lines += ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in table]

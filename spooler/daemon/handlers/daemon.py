@@ -14,6 +14,7 @@ from spooler.daemon.queues import DEFAULT, Queue
 from spooler.daemon.server import Connection
 from spooler.daemon.spooler import Spooler
 from spooler.daemon.usage import render_users, user_rows
+from spooler.jobs import JobState
 from spooler.protocol import E_INVALID, E_NOT_FOUND, RequestError, bad
 from spooler.protocol import requests as rq
 
@@ -34,14 +35,17 @@ def queues(sp: Spooler, req: rq.Queues, conn: Connection) -> Reply:
     slots = {DEFAULT: sp.settings.slots} | {q.name: q.slots for q in sp.settings.queues.values()}
     running = dict.fromkeys(slots, 0)
     queued = dict.fromkeys(slots, 0)
+    pending = dict.fromkeys(slots, 0)  # sent to SLURM, which keeps them pending: not running
     for job in sp.running:
-        running[job.queue or DEFAULT] = running.get(job.queue or DEFAULT, 0) + 1
+        count = pending if job.state is JobState.ALLOCATING else running
+        count[job.queue or DEFAULT] = count.get(job.queue or DEFAULT, 0) + 1
     for job in sp.table.queue:
         queued[job.queue or DEFAULT] = queued.get(job.queue or DEFAULT, 0) + 1
     rows = [{"name": n, "slots": slots[n], "running": running[n], "queued": queued[n]} for n in slots]
-    if sp.slurm is not None:  # where each queue's jobs run
+    if sp.slurm is not None:  # where each queue's jobs run, and how many SLURM keeps pending
         for row in rows:
             row["backend"] = sp.binding.of(None if row["name"] == DEFAULT else str(row["name"]))
+            row["pending"] = pending.get(str(row["name"]), 0)
     if req.data:
         return {"ok": True, "queues": rows}
     return {"ok": True, "text": render.render_queues(rows)}
