@@ -109,6 +109,40 @@ def test_a_sweep_is_one_job_array_throttled_by_S(slurm_spool: Spool, tmp_path: P
         assert jobs[i]["exit_code"] == 0
 
 
+def test_S_changed_while_a_sweep_is_in_slurm_changes_its_array_throttle(
+    slurm_spool: Spool, tmp_path: Path
+) -> None:
+    gate = tmp_path / "go"
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        f'name = "t"\ncommand = "until [ -e {gate} ]; do sleep 0.05; done; echo %(i)"\n'
+        "[[grid]]\ni = [0, 1, 2, 3, 4, 5]\n"
+    )
+    slurm_spool.ts("-S", "2")
+    ids = [int(i) for i in slurm_spool.ts("sweep", str(sweep)).split()]
+
+    def running() -> int:
+        return sum(1 for j in slurm_spool.jobs() if j["state"] == "running")
+
+    def throttle() -> str:
+        array = slurm_spool.job(ids[0])["slurm_id"].split("_")[0]
+        shown = cluster_of(slurm_spool).tool("scontrol", "-o", "show", "job", array).stdout
+        found = re.search(r"ArrayTaskThrottle=(\d+)", shown)
+        return found.group(1) if found else shown
+
+    wait_for(lambda: running() == 2, timeout=60, what="two tasks running at -S 2")
+    assert throttle() == "2"
+    slurm_spool.ts("-S", "4")  # the same array, more tasks at once
+    wait_for(lambda: running() == 4, timeout=60, what="four tasks running at -S 4")
+    assert throttle() == "4"
+    slurm_spool.ts("-S", "1")  # SLURM lets the four end, and starts one at a time after
+    wait_for(lambda: throttle() == "1", timeout=30, what="the throttle lowered to 1")
+    assert running() == 4
+    gate.write_text("")
+    wait_for(lambda: all(j["state"] == "finished" for j in slurm_spool.jobs()), timeout=60, what="the sweep")
+    assert len({slurm_spool.job(i)["slurm_id"].split("_")[0] for i in ids}) == 1
+
+
 def test_time_limit_ends_in_timeout(slurm_spool: Spool) -> None:
     job = slurm_spool.submit("sleep", "60", opts=("--time", "2s"))
     assert slurm_spool.run("-w", str(job)).returncode == 124
