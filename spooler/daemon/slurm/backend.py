@@ -133,8 +133,9 @@ class SlurmBackend:
             share = max(1, min(len(sub.live), left))
             left -= share
             array = next((j.slurm_id.split("_")[0] for j in sub.jobs if j.slurm_id), None)
-            if share == sub.throttle or array is None:
+            if array is None:
                 continue  # an array whose sbatch has not answered keeps the throttle it went with
+            # Sent even when the share is unchanged: an adopted array's throttle is a guess.
             old, sub.throttle = sub.throttle, share
             argv = ["scontrol", "update", f"JobId={array}", f"ArrayTaskThrottle={share}"]
             self.tools.run(argv, functools.partial(self._rethrottled, sub, old))
