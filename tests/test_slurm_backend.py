@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BIN, Spool, text_of, wait_for
+from conftest import BIN, TS, Spool, text_of, wait_for
 from slurm_cluster import Cluster, slurm_config
 
 pytestmark = pytest.mark.slurm
@@ -228,13 +228,34 @@ def test_daemon_killed_between_sbatch_and_the_journal_never_submits_twice(
     assert len(squeue(slurm_spool)) == 1
 
 
-def test_a_controller_that_does_not_answer_makes_jobs_wait(slurm_spool: Spool) -> None:
+def test_a_controller_that_does_not_answer_makes_jobs_wait(slurm_spool: Spool, tmp_path: Path) -> None:
+    # The daemon's sbatch notes each call, so that we know which submissions asked SLURM.
+    bindir, calls = tmp_path / "bin", tmp_path / "sbatch-calls"
+    bindir.mkdir()
+    real = os.popen("command -v sbatch").read().strip()
+    (bindir / "sbatch").write_text(f'#!/bin/sh\necho "$1" >> {calls}\nexec {real} "$@"\n')
+    (bindir / "sbatch").chmod(0o755)
     cluster = cluster_of(slurm_spool)
-    first = slurm_spool.submit("true")
+    first = slurm_spool.submit("true", env={"PATH": f"{bindir}:{os.environ['PATH']}"})
     assert slurm_spool.run("-w", str(first)).returncode == 0
+    assert text_of(calls).split() == ["--test-only", "--parsable"]
     cluster.script("stop-controller")
     try:
-        job = slurm_spool.submit("echo", "queued while the controller was down")
+        submitter = subprocess.Popen(
+            [*TS, "echo", "queued while the controller was down"],
+            env=slurm_spool.env,
+            cwd=slurm_spool.root,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(lambda: text_of(calls).count("--test-only") == 2, what="the check of the submission")
+        # While SLURM is asked (sbatch --test-only waits for a silent controller), the daemon
+        # serves everyone else: the submission is not queued yet.
+        assert "controller was down" not in slurm_spool.ts("-l")
+        job = int(submitter.communicate(timeout=60)[0])
+        later = slurm_spool.submit("echo", "queued after the daemon found the controller silent")
+        # The first check found the controller silent; the second submission did not ask again.
+        assert text_of(calls).count("--test-only") == 2, text_of(calls)
         reason = wait_for(
             lambda: (
                 "not answering" in (slurm_spool.job(job)["reason"] or "") and slurm_spool.job(job)["reason"]
@@ -246,7 +267,8 @@ def test_a_controller_that_does_not_answer_makes_jobs_wait(slurm_spool: Spool) -
     finally:
         cluster.script("start-controller")
     assert slurm_spool.run("-w", str(job), timeout=120).returncode == 0
-    assert json.loads(slurm_spool.ts("-M", "json"))[-1]["exit_code"] == 0
+    assert slurm_spool.run("-w", str(later), timeout=120).returncode == 0
+    assert [j["exit_code"] for j in json.loads(slurm_spool.ts("-M", "json"))] == [0, 0, 0]
 
 
 def test_the_readme_section(slurm_spool: Spool, tmp_path: Path) -> None:

@@ -122,6 +122,10 @@ class Connection:
         """The handler will reply later, through :meth:`reply_deferred`."""
         self.deferred += 1
 
+    def resume(self) -> None:
+        """A deferred request goes on being handled, through :meth:`Server.answer`."""
+        self.deferred -= 1
+
     def reply_deferred(self, message: dict[str, Any]) -> None:
         self.deferred -= 1
         self.reply(message)
@@ -277,8 +281,13 @@ class Server:
         if handler is None:
             conn.fail(protocol.E_BAD_REQUEST, f"unknown request type {brief(op, 80)}")
             return
+        self.answer(conn, op, lambda: handler(message, conn))
+
+    def answer(self, conn: Connection, op: object, call: Callable[[], dict[str, Any] | None]) -> None:
+        """Run a request's handler (or, after :meth:`Connection.resume`, the rest of one that
+        replied later) and send its reply, if it has one now."""
         try:
-            reply = handler(message, conn)
+            reply = call()
         except RequestError as exc:
             reply = protocol.error_reply(exc.code, str(exc))
         except SpoolerError as exc:  # e.g. a --where expression that does not parse

@@ -273,11 +273,15 @@ class Spooler:
         self.kick()
         return job
 
-    def admit(self, request: Submit, command: list[str]) -> None:
+    def admit(
+        self, request: Submit, command: list[str], answer: Callable[[RequestError | None], None]
+    ) -> bool:
         """Once per submission, before any of its jobs is queued: the backend may refuse it
-        (SLURM: ``sbatch --test-only``), and then nothing is queued."""
-        if self.slurm_dispatcher is not None and self.binding.in_slurm(request.queue):
-            self.slurm_dispatcher.admit(job_of(request, command, self.clock()), request)
+        (SLURM: ``sbatch --test-only``), and then nothing is queued.  True when the verdict
+        comes later, through ``answer``; a refusal known at once is raised."""
+        if self.slurm_dispatcher is None or not self.binding.in_slurm(request.queue):
+            return False
+        return self.slurm_dispatcher.admit(job_of(request, command, self.clock()), request, answer)
 
     def requeue(self, job: Job) -> None:
         """--requeue: an ended job goes back to the end of the queue with fresh attempts."""

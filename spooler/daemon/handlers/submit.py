@@ -76,11 +76,50 @@ def submit(sp: Spooler, req: Submit, conn: Connection) -> Reply:
         return {"ok": True, "id": given[0]}
     _check(sp, req)
     _check_shared(sp, conn, req, len(runs) - len(given))
-    sp.admit(req, runs[0][0])
     if req.foreground and not single:
         raise bad("-f waits for one job: it cannot go with a batch or a sweep")
-    if single:
-        return _submit_one(sp, req, runs[0], conn)
+    # ts -nf: the job writes to the client's terminal.  The descriptors are taken now, so that
+    # they outlive a check that answers later, and closed on any refusal.
+    fds = conn.take_fds()
+    terminal: tuple[int, int] | None = None
+    if single and req.foreground and req.no_output and len(fds) == 2:
+        terminal = (fds[0], fds[1])
+    else:
+        for fd in fds:
+            os.close(fd)
+
+    def admitted(refusal: RequestError | None) -> None:
+        """The backend's answer (SLURM: ``sbatch --test-only``), which came later."""
+        conn.resume()
+        if conn.closed:  # the submitter gave up waiting: nothing is queued
+            close_pair(terminal)
+            return
+        conn.server.answer(conn, "submit", lambda: _queue(sp, req, runs, given, terminal, conn, refusal))
+
+    try:
+        if sp.admit(req, runs[0][0], admitted):
+            conn.defer()  # the daemon serves others while the backend answers
+            return None
+    except BaseException:
+        close_pair(terminal)
+        raise
+    return _queue(sp, req, runs, given, terminal, conn, None)
+
+
+def _queue(
+    sp: Spooler,
+    req: Submit,
+    runs: list[Run],
+    given: list[int],
+    terminal: tuple[int, int] | None,
+    conn: Connection,
+    refusal: RequestError | None,
+) -> Reply:
+    if refusal is not None:
+        close_pair(terminal)
+        raise refusal
+    if req.items is None and req.batch is None:
+        return _submit_one(sp, req, runs[0], terminal, conn)
     total = len(runs)
     runs = runs[len(given) :]
     limit = sp.config.queue_limit
@@ -107,17 +146,10 @@ def submit(sp: Spooler, req: Submit, conn: Connection) -> Reply:
     return {"ok": True, "ids": ids}
 
 
-def _submit_one(sp: Spooler, req: Submit, run: Run, conn: Connection) -> Reply:
+def _submit_one(
+    sp: Spooler, req: Submit, run: Run, terminal: tuple[int, int] | None, conn: Connection
+) -> Reply:
     command, req.args, req.skip_if_exists = run
-    # ts -nf: the job writes to the client's terminal.  The descriptors are taken only now, and
-    # closed on any refusal, so a refused request never holds the terminal open.
-    fds = conn.take_fds()
-    terminal: tuple[int, int] | None = None
-    if req.foreground and req.no_output and len(fds) == 2:
-        terminal = (fds[0], fds[1])
-    else:
-        for fd in fds:
-            os.close(fd)
     try:
         job = sp.submit(req, command, terminal, conn.caller)
     except RequestError as exc:

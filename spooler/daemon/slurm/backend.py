@@ -85,7 +85,7 @@ class SlurmBackend:
         self.unsubmitted: set[int] = set()  # job ids with a token and no SLURM id, to look for
         self.controller_down = ""  # why the last call failed, while the controller does not answer
         self.poller = Poller(
-            loop, tools, config.poll_interval, lambda: bool(self.in_slurm()), self._apply, self._unreachable
+            loop, tools, config.poll_interval, lambda: bool(self.in_slurm()), self._apply, self.not_answering
         )
         self._cancel_when_submitted: set[int] = set()
         self._learnt: dict[int, int] = {}  # job id -> the last squeue started when its id (or failure) came
@@ -193,6 +193,7 @@ class SlurmBackend:
                 self._set_reason(job, f"SLURM controller not answering ({problem}); will retry")
             self.poll_soon()
             return
+        self.controller_down = ""  # it answered, with a refusal
         log.warning("sbatch refused jobs %s: %s", [j.id for j in jobs], problem)
         self.submissions.pop(sub.request.token, None)
         for job in jobs:
@@ -252,7 +253,9 @@ class SlurmBackend:
     def in_slurm(self) -> list[Job]:
         return [j for j in self.running if j.slurm_token]
 
-    def _unreachable(self, why: str) -> None:
+    def not_answering(self, why: str) -> None:
+        """A SLURM tool found the controller silent: jobs waiting for it say so, and what would
+        ask it (``sbatch --test-only`` for each submission) skips the ask until it answers."""
         self.controller_down = why
         for job in self.in_slurm():
             if job.state is JobState.ALLOCATING:
@@ -320,6 +323,8 @@ class SlurmBackend:
 
     def _update(self, job: Job, row: commands.QueueRow) -> bool:
         info = {"state": row.state, "partition": row.partition, "node": row.nodes, "gres": row.gres}
+        if "gpus" in job.slurm_info and row.state == "RUNNING":
+            info["gpus"] = job.slurm_info["gpus"]  # what ts -i learnt, until SLURM moves the job
         changed = info != job.slurm_info
         job.slurm_info = info
         seen = commands.verdict(row.state, row.reason)
@@ -432,7 +437,12 @@ class SlurmBackend:
         """The GPUs SLURM gave a running job (``scontrol -d``), asked when ``ts -i`` wants them."""
         if job.state is not JobState.RUNNING or not job.slurm_id or not job.slurm_info.get("gres"):
             return
+        if "gpus" in job.slurm_info or self.controller_down:
+            return  # known already (they do not change while it runs), or nobody to ask
         result = self.tools.run_now(["scontrol", "-o", "-d", "show", "job", job.slurm_id], timeout=2.0)
+        if result.timed_out or commands.controller_unreachable(result.stderr):
+            self.not_answering(commands.error_line(result.stderr))
+            return
         for fields in commands.parse_scontrol(result.stdout):
             gpus = commands.allocated_gpus(fields)
             if gpus:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from spooler.daemon.scheduler import dependency_verdict
 from spooler.daemon.slurm import commands
 from spooler.daemon.slurm.backend import SlurmBackend, Submission
 from spooler.daemon.slurm.script import Task, batch_script
+from spooler.daemon.slurm.tools import Result
 from spooler.daemon.terminals import close_pair
 from spooler.jobs import Job, JobState
 from spooler.protocol import E_INVALID, RequestError
@@ -37,6 +39,10 @@ if TYPE_CHECKING:
     from spooler.daemon.backends import Binding
 
 log = logging.getLogger("spooler")
+
+# How long a submitter waits for ``sbatch --test-only`` (which retries a silent controller for
+# longer) before its jobs are queued unchecked, to wait for the controller.
+TEST_TIMEOUT = 5.0
 
 # Per-task variables: what differs between the runs of a sweep.
 _DAEMON_VARIABLES = ("SLURM_CONF", "PATH")
@@ -91,23 +97,35 @@ class SlurmDispatcher(Dispatcher):
         while self.space_waiters and self.space_waiters[0]():
             self.space_waiters.popleft()
 
-    def admit(self, job: Job, request: Submit) -> None:
-        """Refuse what SLURM cannot do, and what ``sbatch --test-only`` refuses (a bad partition,
-        a request over a limit), so that a refusal queues nothing.  A controller that does not
-        answer refuses nothing: the jobs wait, with that reason."""
+    def admit(self, job: Job, request: Submit, answer: Callable[[RequestError | None], None]) -> bool:
+        """Refuse what SLURM cannot do (raised at once), and what ``sbatch --test-only`` refuses
+        (a bad partition, a request over a limit: told through ``answer``, True), so that a
+        refusal queues nothing.  A controller that does not answer refuses nothing: the jobs
+        wait, with that reason."""
         unsupported = {"-g": request.gpu_indices, "--gpu_mem": request.gpu_mem_mib, "-z": request.gzip}
         for option, given in unsupported.items():
             if given:
                 bound = f" (queue {request.queue} runs its jobs in SLURM)" if request.queue else ""
                 raise RequestError(E_INVALID, f"{option} is not available with the slurm backend{bound}")
         if self.slurm.controller_down:
-            return
+            return False
         config = self.binding.slurm_of(job.queue)
         ask = commands.sbatch_args(commands.request_of(job, config, "/dev/null"), test_only=True)
-        result = self.slurm.tools.run_now(ask, stdin="#!/bin/sh\ntrue\n")
-        unreachable = result.timed_out or commands.controller_unreachable(result.stderr)
-        if result.returncode != 0 and not unreachable:
-            raise RequestError(E_INVALID, f"sbatch: {commands.error_line(result.stderr)}")
+        self.slurm.tools.run(
+            ask, lambda result: answer(self._verdict(result)), stdin="#!/bin/sh\ntrue\n", timeout=TEST_TIMEOUT
+        )
+        return True
+
+    def _verdict(self, result: Result) -> RequestError | None:
+        if result.returncode == 0:
+            return None
+        problem = commands.error_line(result.stderr)
+        if result.timed_out or commands.controller_unreachable(result.stderr):
+            # Found silent: the next submissions skip the ask (and its wait) until a squeue or an
+            # sbatch gets an answer.
+            self.slurm.not_answering(problem)
+            return None
+        return RequestError(E_INVALID, f"sbatch: {problem}")
 
     def _outcome(self, job: Job, dep: int) -> bool | None:
         """A dependency in SLURM, with no retry left, counts as met: SLURM holds the job for it."""
