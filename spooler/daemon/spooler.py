@@ -378,8 +378,8 @@ class Spooler:
         else:
             self.queue_named(queue).slots = slots
         self.table.save_settings()
-        if self.slurm is not None and self.binding.in_slurm(queue):
-            self.slurm.rethrottle(queue, slots)  # job arrays already in SLURM: their share anew
+        if self.slurm_dispatcher is not None and self.binding.in_slurm(queue):
+            self.slurm_dispatcher.rethrottle(queue, slots)  # job arrays already in SLURM: their share anew
         self.kick()
 
     def queue_named(self, name: str) -> Queue:

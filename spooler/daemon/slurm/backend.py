@@ -18,7 +18,6 @@ from the exit status its batch script wrote (``script``), not from accounting.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import time
@@ -107,44 +106,6 @@ class SlurmBackend:
         """Jobs stay in SLURM; the next daemon finds them by their tokens."""
         self.closed = True
         self.poller.close()
-
-    # -- share of -S ----------------------------------------------------------------------------
-
-    def weights(self) -> dict[str | None, int]:
-        """Per queue, how many of our jobs SLURM may run at once now: one per job, an array's
-        throttle (an array's jobs are of one queue)."""
-        total: dict[str | None, int] = {}
-        for sub in self.submissions.values():
-            queue = sub.jobs[0].queue
-            total[queue] = total.get(queue, 0) + min(sub.throttle, len(sub.live))
-        return total
-
-    def rethrottle(self, queue: str | None, slots: int) -> None:
-        """The queue's -S changed: each of its job arrays in SLURM gets its share anew, in the
-        order they went out (``scontrol update ArrayTaskThrottle``), so that ``ts -S 40`` lets
-        a sweep already in SLURM run 40 tasks at once, and a lower -S starts fewer (SLURM lets
-        the running ones end).  A single job takes one of the slots; an array at least one
-        (a throttle of 0 would be no limit at all)."""
-        subs = [s for s in self.submissions.values() if s.live and s.jobs[0].queue == queue]
-        left = slots - sum(1 for s in subs if s.jobs[0].slurm_task is None)
-        for sub in subs:
-            if sub.jobs[0].slurm_task is None:
-                continue
-            share = max(1, min(len(sub.live), left))
-            left -= share
-            array = next((j.slurm_id.split("_")[0] for j in sub.jobs if j.slurm_id), None)
-            if array is None:
-                continue  # an array whose sbatch has not answered keeps the throttle it went with
-            # Sent even when the share is unchanged: an adopted array's throttle is a guess.
-            old, sub.throttle = sub.throttle, share
-            argv = ["scontrol", "update", f"JobId={array}", f"ArrayTaskThrottle={share}"]
-            self.tools.run(argv, functools.partial(self._rethrottled, sub, old))
-
-    def _rethrottled(self, sub: Submission, old: int, result: Result) -> None:
-        if result.returncode != 0:  # SLURM keeps the old throttle: so must our share of -S
-            log.warning("scontrol update ArrayTaskThrottle failed: %s", commands.error_line(result.stderr))
-            sub.throttle = old
-            self.kick()
 
     # -- submitting -----------------------------------------------------------------------------
 
