@@ -407,6 +407,20 @@ def test_a_full_queue_makes_the_submitter_wait_unless_no_block(make_core: MakeCo
     assert conn.replies == [{"ok": True, "id": 2}] and c.queue() == [2]
 
 
+def test_a_foreground_submitter_that_waited_for_room_is_told_the_end_too(make_core: MakeCore) -> None:
+    c = make_core(1, TS_MAXCONN="1")
+    running = c.submit("true")
+    queued = c.submit("true")
+    conn = Connection()
+    assert c.request(Submit(command=["late"], cwd=str(c.root), env={}, foreground=True), conn) is None
+    c.run(running)
+    late = conn.replies[0]["id"]
+    c.run(queued)
+    c.run(late, code=3)
+    assert len(conn.replies) == 2 and conn.deferred == 0
+    assert conn.replies[1]["exit_status"] == 3
+
+
 def test_a_time_limit_fires_and_is_enforced_again_after_a_restart(core: Core) -> None:
     c = core
     job = c.submit("work", time_limit=60)

@@ -240,14 +240,14 @@ def test_a_controller_that_does_not_answer_makes_jobs_wait(slurm_spool: Spool, t
     assert slurm_spool.run("-w", str(first)).returncode == 0
     assert text_of(calls).split() == ["--test-only", "--parsable"]
     cluster.script("stop-controller")
+    submitter = subprocess.Popen(
+        [*TS, "echo", "queued while the controller was down"],
+        env=slurm_spool.env,
+        cwd=slurm_spool.root,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        submitter = subprocess.Popen(
-            [*TS, "echo", "queued while the controller was down"],
-            env=slurm_spool.env,
-            cwd=slurm_spool.root,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
         wait_for(lambda: text_of(calls).count("--test-only") == 2, what="the check of the submission")
         # While SLURM is asked (sbatch --test-only waits for a silent controller), the daemon
         # serves everyone else: the submission is not queued yet.
@@ -265,6 +265,8 @@ def test_a_controller_that_does_not_answer_makes_jobs_wait(slurm_spool: Spool, t
         )
         assert slurm_spool.job(job)["state"] == "allocating", reason
     finally:
+        submitter.kill()
+        submitter.wait()
         cluster.script("start-controller")
     assert slurm_spool.run("-w", str(job), timeout=120).returncode == 0
     assert slurm_spool.run("-w", str(later), timeout=120).returncode == 0

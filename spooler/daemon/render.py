@@ -145,7 +145,8 @@ def render_list(
             if job.state in _COLORS:
                 line, end = lines[i], start + len(job.state.value)
                 lines[i] = line[:start] + _COLORS[job.state] + line[start:end] + _RESET + line[end:]
-    return header.rstrip() + "\n" + "".join(line.rstrip() + "\n" for line in lines)
+    # Each line ends with the command cell, never empty: no padding to strip.
+    return header.rstrip() + "\n" + ("\n".join(lines) + "\n" if lines else "")
 
 
 def render_gpu_status(status: dict[str, Any]) -> str:

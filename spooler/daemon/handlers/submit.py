@@ -91,10 +91,20 @@ def submit(sp: Spooler, req: Submit, conn: Connection) -> Reply:
     def admitted(refusal: RequestError | None) -> None:
         """The backend's answer (SLURM: ``sbatch --test-only``), which came later."""
         conn.resume()
-        if conn.closed:  # the submitter gave up waiting: nothing is queued
+        if conn.closed or conn.failing:  # the submitter gave up waiting: nothing is queued
             close_pair(terminal)
             return
-        conn.server.answer(conn, "submit", lambda: _queue(sp, req, runs, given, terminal, conn, refusal))
+
+        def rest() -> Reply:
+            why = refusal
+            if why is None:  # the submitter's share of the queue may have filled up meanwhile
+                try:
+                    _check_shared(sp, conn, req, len(runs) - len(given))
+                except RequestError as exc:
+                    why = exc
+            return _queue(sp, req, runs, given, terminal, conn, why)
+
+        conn.server.answer(conn, "submit", rest)
 
     try:
         if sp.admit(req, runs[0][0], admitted):
@@ -183,6 +193,8 @@ def _submit_when_there_is_room(
             close_pair(terminal)
             conn.reply_deferred(protocol.error_reply(exc.code, str(exc)))
             return True
+        if req.foreground:  # -f: the end follows, as for a submission that found room
+            sp.waiters.add(job.id, conn)
         conn.reply_deferred({"ok": True, "id": job.id})
         return True
 

@@ -83,6 +83,7 @@ class SlurmBackend:
         self.submissions: dict[str, Submission] = {}  # token -> what went out under it
         self.unsubmitted: set[int] = set()  # job ids with a token and no SLURM id, to look for
         self.controller_down = ""  # why the last call failed, while the controller does not answer
+        self.down_since = 0.0  # when a call last found it silent
         self.poller = Poller(
             loop, tools, config.poll_interval, lambda: bool(self.in_slurm()), self._apply, self.not_answering
         )
@@ -218,6 +219,7 @@ class SlurmBackend:
         """A SLURM tool found the controller silent: jobs waiting for it say so, and what would
         ask it (``sbatch --test-only`` for each submission) skips the ask until it answers."""
         self.controller_down = why
+        self.down_since = self.clock()
         for job in self.in_slurm():
             if job.state is JobState.ALLOCATING:
                 self._set_reason(job, f"SLURM controller not answering ({why})")
@@ -284,7 +286,7 @@ class SlurmBackend:
 
     def _update(self, job: Job, row: commands.QueueRow) -> bool:
         info = {"state": row.state, "partition": row.partition, "node": row.nodes, "gres": row.gres}
-        if "gpus" in job.slurm_info and row.state == "RUNNING":
+        if "gpus" in job.slurm_info and row.state == "RUNNING" and row.nodes == job.slurm_info["node"]:
             info["gpus"] = job.slurm_info["gpus"]  # what ts -i learnt, until SLURM moves the job
         changed = info != job.slurm_info
         job.slurm_info = info

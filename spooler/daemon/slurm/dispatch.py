@@ -33,7 +33,7 @@ from spooler.daemon.slurm.script import Task, batch_script
 from spooler.daemon.slurm.tools import Result
 from spooler.daemon.terminals import close_pair
 from spooler.jobs import Job, JobState
-from spooler.protocol import E_INVALID, RequestError
+from spooler.protocol import E_INTERNAL, E_INVALID, RequestError
 from spooler.protocol.requests import Submit
 
 if TYPE_CHECKING:
@@ -44,6 +44,9 @@ log = logging.getLogger("spooler")
 # How long a submitter waits for ``sbatch --test-only`` (which retries a silent controller for
 # longer) before its jobs are queued unchecked, to wait for the controller.
 TEST_TIMEOUT = 5.0
+# Submissions made this long after a check found the controller silent are checked again (a
+# controller back before any squeue could say so, with no job of ours in SLURM to poll for).
+RECHECK_AFTER = 30.0
 
 # Per-task variables: what differs between the runs of a sweep.
 _DAEMON_VARIABLES = ("SLURM_CONF", "PATH")
@@ -146,13 +149,20 @@ class SlurmDispatcher(Dispatcher):
             if given:
                 bound = f" (queue {request.queue} runs its jobs in SLURM)" if request.queue else ""
                 raise RequestError(E_INVALID, f"{option} is not available with the slurm backend{bound}")
-        if self.slurm.controller_down:
-            return False
+        if self.slurm.controller_down and self.clock() - self.slurm.down_since < RECHECK_AFTER:
+            return False  # found silent a moment ago: the jobs wait for it, unchecked
         config = self.binding.slurm_of(job.queue)
         ask = commands.sbatch_args(commands.request_of(job, config, "/dev/null"), test_only=True)
-        self.slurm.tools.run(
-            ask, lambda result: answer(self._verdict(result)), stdin="#!/bin/sh\ntrue\n", timeout=TEST_TIMEOUT
-        )
+
+        def checked(result: Result) -> None:
+            try:
+                verdict = self._verdict(result)
+            except Exception as exc:  # a bug must cost this submission, never leave it hanging
+                log.exception("sbatch --test-only: cannot judge its answer")
+                verdict = RequestError(E_INTERNAL, f"internal error: {exc}")
+            answer(verdict)
+
+        self.slurm.tools.run(ask, checked, stdin="#!/bin/sh\ntrue\n", timeout=TEST_TIMEOUT)
         return True
 
     def _verdict(self, result: Result) -> RequestError | None:
@@ -160,8 +170,8 @@ class SlurmDispatcher(Dispatcher):
             return None
         problem = commands.error_line(result.stderr)
         if result.timed_out or commands.controller_unreachable(result.stderr):
-            # Found silent: the next submissions skip the ask (and its wait) until a squeue or an
-            # sbatch gets an answer.
+            # Found silent: the next submissions skip the ask (and its wait) for a while, or
+            # until a squeue or an sbatch gets an answer.
             self.slurm.not_answering(problem)
             return None
         return RequestError(E_INVALID, f"sbatch: {problem}")
