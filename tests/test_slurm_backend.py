@@ -273,6 +273,58 @@ def test_a_controller_that_does_not_answer_makes_jobs_wait(slurm_spool: Spool, t
     assert [j["exit_code"] for j in json.loads(slurm_spool.ts("-M", "json"))] == [0, 0, 0]
 
 
+def test_a_job_killed_before_its_script_could_write_ends_as_slurm_recorded(slurm_spool: Spool) -> None:
+    # The command kills its batch script's shell, so no exit status file is ever written; after
+    # the grace for a shared file system the daemon asks SLURM (scontrol: ExitCode=0:9).
+    killed = slurm_spool.submit("sh", "-c", "kill -9 $PPID")
+    exit3 = slurm_spool.submit("sh", "-c", "exit 3")
+    for job in (killed, exit3):
+        slurm_spool.wait_state(job, "finished", timeout=60)
+    ended = {j["id"]: j for j in json.loads(slurm_spool.ts("-M", "json"))}
+    assert (ended[killed]["signal"], ended[killed]["exit_code"]) == ("SIGKILL", None), ended[killed]
+    assert "signal 9 in SLURM" in ended[killed]["reason"]
+    assert (ended[exit3]["exit_code"], ended[exit3]["reason"]) == (3, None)  # its status file
+
+
+def hiding_squeue(tmp_path: Path, sacct_says: str | None = None) -> tuple[str, Path]:
+    """A PATH for the daemon whose squeue lists none of our jobs while the returned file exists
+    (as if SLURM had forgotten them: MinJobAge), and whose sacct, given ``sacct_says``, fails
+    with that message (accounting off)."""
+    bindir, hide = tmp_path / "bin", tmp_path / "hide"
+    bindir.mkdir()
+    real = os.popen("command -v squeue").read().strip()
+    (bindir / "squeue").write_text(
+        f'#!/bin/sh\nout=$({real} "$@") || exit $?\n[ -e {hide} ] || printf "%s\\n" "$out"\n'
+    )
+    if sacct_says is not None:
+        (bindir / "sacct").write_text(f"#!/bin/sh\necho 'sacct: error: {sacct_says}' >&2\nexit 1\n")
+    for tool in bindir.iterdir():
+        tool.chmod(0o755)
+    return f"{bindir}:{os.environ['PATH']}", hide
+
+
+def test_a_job_gone_from_squeue_ends_as_accounting_recorded(slurm_spool: Spool, tmp_path: Path) -> None:
+    if cluster_of(slurm_spool).tool("sacct", "-n", "-X", "-j", "1").returncode != 0:
+        pytest.skip("accounting is off in this cluster: tests/slurm/cluster.sh turns it on with slurmdbd")
+    path, hide = hiding_squeue(tmp_path)
+    # No exit status file (its batch script is killed), and squeue stops listing it once it
+    # runs: sacct says RUNNING at first (the job stays), then FAILED with ExitCode 0:9.
+    killed = slurm_spool.submit("sh", "-c", "sleep 2; kill -9 $PPID", env={"PATH": path})
+    slurm_spool.wait_state(killed, "running", timeout=60)
+    hide.touch()
+    ended = slurm_spool.wait_state(killed, "finished", timeout=60)
+    assert (ended["signal"], ended["exit_code"]) == ("SIGKILL", None), ended
+    assert "signal 9 in SLURM" in ended["reason"]
+
+
+def test_a_job_gone_from_squeue_without_accounting_is_lost(slurm_spool: Spool, tmp_path: Path) -> None:
+    path, hide = hiding_squeue(tmp_path, sacct_says="Slurm accounting storage is disabled")
+    job = slurm_spool.submit("sh", "-c", "sleep 2; kill -9 $PPID", env={"PATH": path})
+    wait_for(lambda: slurm_spool.job(job)["slurm_id"], what="its SLURM id")
+    hide.touch()
+    assert slurm_spool.wait_state(job, "lost", timeout=60)["reason"] == "it is no longer in SLURM"
+
+
 def test_the_readme_section(slurm_spool: Spool, tmp_path: Path) -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     section = readme.split("## On a SLURM cluster\n", 1)[1].split("\n## ", 1)[0]

@@ -1,9 +1,12 @@
 #!/bin/bash
 # A real single-node SLURM cluster (slurmctld + slurmd + munge) for the slurm backend's tests,
 # started as root without systemd, with 4 fake GPUs (gres files that are symlinks to /dev/null,
-# so jobs get CUDA_VISIBLE_DEVICES).  Every file lives under $SPOOLER_SLURM_BASE.
+# so jobs get CUDA_VISIBLE_DEVICES).  Every file lives under $SPOOLER_SLURM_BASE.  Where
+# slurmdbd and MariaDB are installed, accounting is on (sacct works), with a fresh database at
+# each `up`; elsewhere it is off, as on many clusters.
 #
-#   tests/slurm/cluster.sh install   Debian packages (slurmctld slurmd slurm-client munge)
+#   tests/slurm/cluster.sh install   Debian packages (slurmctld slurmd slurm-client munge,
+#                                    slurmdbd mariadb-server)
 #   tests/slurm/cluster.sh up        write the config, start the daemons, wait for an idle node
 #   tests/slurm/cluster.sh down      cancel every job, stop the daemons
 #   tests/slurm/cluster.sh status
@@ -20,8 +23,10 @@ install_packages() {
   apt-get update -qq
   # Without systemd the packages' scripts start nothing, which is what we want.
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    slurmctld slurmd slurm-client munge
+    slurmctld slurmd slurm-client munge slurmdbd mariadb-server
 }
+
+accounting() { [ -x /usr/sbin/slurmdbd ] && [ -x /usr/sbin/mariadbd ] && command -v mariadb-install-db >/dev/null; }
 
 write_config() {
   mkdir -p "$BASE"/{etc,state,spool,log,run,fakedev}
@@ -47,7 +52,12 @@ SlurmdParameters=config_overrides
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+$(if accounting; then
+  printf '%s\n' AccountingStorageType=accounting_storage/slurmdbd AccountingStorageHost=localhost \
+    AccountingStoragePort=6819 AccountingStorageTRES=gres/gpu
+else
+  echo AccountingStorageType=accounting_storage/none
+fi)
 JobCompType=jobcomp/none
 MpiDefault=none
 ReturnToService=2
@@ -93,6 +103,27 @@ start_munge() {
   wait_until 10 munged bash -c 'munge -n | unmunge'
 }
 
+start_accounting() {  # MariaDB for slurmdbd, then slurmdbd: a fresh database each time
+  rm -rf "$BASE/mysql"
+  mariadb-install-db --no-defaults --datadir="$BASE/mysql" --user=root \
+    --auth-root-authentication-method=normal --skip-test-db >"$BASE/log/mariadb-install.out" 2>&1
+  /usr/sbin/mariadbd --no-defaults --datadir="$BASE/mysql" --user=root --socket="$BASE/run/mysql.sock" \
+    --port=3307 --bind-address=127.0.0.1 --pid-file="$BASE/run/mariadbd.pid" \
+    --log-error="$BASE/log/mariadb.err" >"$BASE/log/mariadbd.out" 2>&1 &
+  echo $! >"$BASE/run/mariadbd.fg.pid"
+  wait_until 30 mariadbd mariadb --no-defaults -S "$BASE/run/mysql.sock" -uroot -e 'select 1'
+  mariadb --no-defaults -S "$BASE/run/mysql.sock" -uroot -e "CREATE USER IF NOT EXISTS \
+    'slurm'@'127.0.0.1' IDENTIFIED BY 'slurmpw'; GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
+  printf '%s\n' AuthType=auth/munge DbdHost=localhost DbdPort=6819 SlurmUser=root \
+    "LogFile=$BASE/log/slurmdbd.log" "PidFile=$BASE/run/slurmdbd.pid" \
+    StorageType=accounting_storage/mysql StorageHost=127.0.0.1 StoragePort=3307 \
+    StorageUser=slurm StoragePass=slurmpw StorageLoc=slurm_acct_db >"$BASE/etc/slurmdbd.conf"
+  chmod 600 "$BASE/etc/slurmdbd.conf"  # slurmdbd refuses a config others may read
+  /usr/sbin/slurmdbd -D >"$BASE/log/slurmdbd.out" 2>&1 &
+  echo $! >"$BASE/run/slurmdbd.fg.pid"
+  wait_until 30 slurmdbd bash -c 'exec 3<>/dev/tcp/127.0.0.1/6819'
+}
+
 start_slurmctld() {
   # -c: a cold start, so no drained node state survives from an earlier run.
   /usr/sbin/slurmctld -D -c >"$BASE/log/slurmctld.out" 2>&1 &
@@ -107,6 +138,7 @@ up() {
   rm -rf "$BASE/state" "$BASE/spool"
   write_config
   start_munge
+  if accounting; then start_accounting; fi
   start_slurmctld
   /usr/sbin/slurmd -D -N localhost >"$BASE/log/slurmd.out" 2>&1 &
   echo $! >"$BASE/run/slurmd.fg.pid"
@@ -136,6 +168,7 @@ down() {
     for _ in $(seq 100); do [ -z "$(squeue -h -o %i -t PD,R,CG,S 2>/dev/null)" ] && break; sleep 0.1; done
   fi
   stop slurmd slurmctld
+  stop slurmdbd mariadbd
   stop munged
   say down
 }
@@ -148,6 +181,7 @@ case "${1:-}" in
   stop-controller) stop slurmctld ;;
   start-controller) /usr/sbin/slurmctld -D >"$BASE/log/slurmctld.out" 2>&1 & echo $! >"$BASE/run/slurmctld.fg.pid"
     wait_until 30 slurmctld scontrol ping ;;
-  status) scontrol ping; sinfo -N -o '%N %T %C %G'; squeue ;;
+  status) scontrol ping; sinfo -N -o '%N %T %C %G'; squeue
+    if accounting; then sacctmgr -n -P list cluster format=cluster; else echo "accounting: off"; fi ;;
   *) echo "usage: $0 install|up|down|status|stop-controller|start-controller" >&2; exit 2 ;;
 esac

@@ -31,7 +31,7 @@ from spooler.daemon.running import RunningJobs
 from spooler.daemon.slurm import commands
 from spooler.daemon.slurm.ending import end_job, status_path
 from spooler.daemon.slurm.polling import Poller
-from spooler.daemon.slurm.script import read_status
+from spooler.daemon.slurm.records import Records
 from spooler.daemon.slurm.tools import Result, Tools
 from spooler.daemon.table import JobTable
 from spooler.jobs import Job, JobState
@@ -41,7 +41,6 @@ log = logging.getLogger("spooler")
 NEVER_SATISFIED = "DependencyNeverSatisfied"
 ANNOUNCE_TRIES = 200  # 10 s for a running job's log to appear on the shared file system
 ABSENT_POLLS = 3  # a job is gone from SLURM once this many squeue calls in a row missed it
-STATUS_GRACE = 10.0  # seconds an ended job's exit status may take to show on a shared file system
 
 
 @dataclass
@@ -91,8 +90,7 @@ class SlurmBackend:
         self._learnt: dict[int, int] = {}  # job id -> the last squeue started when its id (or failure) came
         self._absent: dict[int, int] = {}  # job id -> squeue calls in a row that did not list it
         self.announced: set[int] = set()  # running jobs whose start was told (their log exists)
-        self._asked_sacct: set[int] = set()  # jobs gone from squeue, being looked up in accounting
-        self._no_status_since: dict[int, float] = {}  # ended, exit status not visible yet
+        self.records = Records(tools, clock, self.status_path, self._watched, self._end, self._missed)
         self.closed = False
 
     # -- the Backend seam (spooler.daemon.dispatch) -------------------------------------------
@@ -247,7 +245,7 @@ class SlurmBackend:
                 # off the array's record: only a job missing from several is gone.
                 self._absent[job.id] = self._absent.get(job.id, 0) + 1
                 if self._absent[job.id] >= ABSENT_POLLS:
-                    changed |= self._missing(job)
+                    changed |= self.records.missing(job)
         return changed
 
     def _find(self, job: Job, by_token: dict[str, list[commands.QueueRow]], seq: int) -> bool:
@@ -292,9 +290,10 @@ class SlurmBackend:
         job.slurm_info = info
         seen = commands.verdict(row.state, row.reason)
         if seen.ended:
-            if self._status_late(job, seen):
+            start, end = commands.timestamp(row.start), commands.timestamp(row.end)
+            if self.records.put_off(job, seen, start, end):
                 return False
-            self._end(job, seen, commands.timestamp(row.start), commands.timestamp(row.end))
+            self._end(job, seen, start, end)
             return True
         if seen.state is JobState.RUNNING and job.state is JobState.ALLOCATING:
             job.transition(JobState.RUNNING, commands.timestamp(row.start) or self.clock())
@@ -311,67 +310,24 @@ class SlurmBackend:
             self.table.record(job)
         return changed
 
-    def _missing(self, job: Job) -> bool:
-        """Gone from squeue (SLURM forgets ended jobs after MinJobAge): its status file says,
-        else accounting (``sacct``) where it is on, else it is lost."""
-        if read_status(self.status_path(job)) is not None:
-            self._end(job, commands.verdict("COMPLETED"))
-            return True
-        if job.killed or job.timed_out:
-            # We cancelled it: a pending task of a job array leaves no record when cancelled.
-            self._end(job, commands.verdict("CANCELLED"))
-            return True
-        if job.id not in self._asked_sacct:
-            self._asked_sacct.add(job.id)
-            argv = [
-                "sacct",
-                "-X",
-                "-n",
-                "-P",
-                "-o",
-                ",".join(commands.SACCT_FIELDS),
-                "-j",
-                job.slurm_id or "",
-            ]
-            self.tools.run(argv, lambda result: self._accounted(job, result))
-        return False
-
-    def _accounted(self, job: Job, result: Result) -> None:
-        self._asked_sacct.discard(job.id)
-        if job not in self.running or self.closed:
-            return
-        rows = [r for r in commands.parse_sacct(result.stdout) if r.id == job.slurm_id]
-        if result.returncode == 0 and rows:
-            self._end(job, commands.verdict(rows[-1].state, rows[-1].reason))
-        elif result.returncode != 0 and commands.controller_unreachable(result.stderr):
-            return  # asked again at the next poll
-        else:
-            self._end(job, commands.Verdict(JobState.LOST, ended=True, reason="it is no longer in SLURM"))
-
     def _cancel_and_skip(self, job: Job) -> None:
         if job.slurm_id:
             self.tools.run(["scancel", job.slurm_id], lambda _: None)
         self._forget(job)
         self.events.end(job, JobState.SKIPPED, job.reason)
 
-    def _status_late(self, job: Job, seen: commands.Verdict) -> bool:
-        """Ended in SLURM but no exit status to read yet: on a shared file system the file may
-        show a moment later, so it is waited for (a while) before the job ends without it."""
-        if (
-            seen.state is not JobState.FINISHED
-            or seen.cancelled
-            or read_status(self.status_path(job)) is not None
-        ):
-            return False
-        first = self._no_status_since.setdefault(job.id, self.clock())
-        return self.clock() - first < STATUS_GRACE
-
     def _end(
         self, job: Job, seen: commands.Verdict, start: float | None = None, end: float | None = None
     ) -> None:
         self._forget(job)
-        self._no_status_since.pop(job.id, None)
+        self.records.forget(job)
         end_job(self.events, job, seen, self.status_path(job), start or self.clock(), end)
+
+    def _watched(self, job: Job) -> bool:
+        return job in self.running and not self.closed
+
+    def _missed(self, job: Job) -> None:
+        self._absent.pop(job.id, None)
 
     def _forget(self, job: Job) -> None:
         sub = self.submissions.get(job.slurm_token or "")

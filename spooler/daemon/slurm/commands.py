@@ -268,6 +268,10 @@ class Verdict:
     ended: bool = False
     reason: str = ""
     cancelled: bool = False  # scancel'ed: how it ends depends on who cancelled it
+    # SLURM's record of its exit (sacct, scontrol ExitCode): for a job whose batch script wrote
+    # no exit status (it was killed first)
+    code: int | None = None
+    sig: int | None = None
 
 
 _WAITING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "CONFIGURING"}

@@ -30,6 +30,10 @@ def end_job(events: Events, job: Job, seen: Verdict, path: str, start: float, en
     """``start``: when SLURM started it, if it ended between two polls (never seen running)."""
     code = read_status(path)
     killed_by: int = signal.SIGTERM
+    from_slurm = code is None and (seen.code is not None or seen.sig is not None)
+    if from_slurm:  # the script wrote nothing: SLURM's record says how it ended
+        code = seen.code
+        killed_by = seen.sig or killed_by
     stopped = seen.cancelled or seen.state in (JobState.TIMEOUT, JobState.LOST)
     if stopped and code is not None and code > 128:
         # The script's shell saw its command die of SLURM's signal (128 + the signal): as a
@@ -58,9 +62,13 @@ def end_job(events: Events, job: Job, seen: Verdict, path: str, start: float, en
     elif seen.cancelled and code is None:
         why = "" if job.killed else "cancelled in SLURM"
         events.end(job, JobState.FINISHED, why, sig=killed_by, at=at)
+    elif code is None and from_slurm:
+        why = f"killed by signal {killed_by} in SLURM before its exit status was written"
+        events.end(job, JobState.FINISHED, why, sig=killed_by, at=at)
     elif code is None:
         events.end(job, JobState.FINISHED, "SLURM ran it but its exit status was never written", at=at)
     else:
-        events.end(job, JobState.FINISHED, code=code, at=at)
+        why = "its exit status is SLURM's record" if from_slurm else ""
+        events.end(job, JobState.FINISHED, why, code=code, at=at)
     with contextlib.suppress(OSError):
         os.unlink(path)
