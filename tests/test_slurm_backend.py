@@ -288,8 +288,8 @@ def test_a_job_killed_before_its_script_could_write_ends_as_slurm_recorded(slurm
 
 def hiding_squeue(tmp_path: Path, sacct_says: str | None = None) -> tuple[str, Path]:
     """A PATH for the daemon whose squeue lists none of our jobs while the returned file exists
-    (as if SLURM had forgotten them: MinJobAge), and whose sacct, given ``sacct_says``, fails
-    with that message (accounting off)."""
+    (as if SLURM had forgotten them: MinJobAge), and whose sacct notes its calls in
+    ``sacct-calls`` or, given ``sacct_says``, fails with that message (accounting off)."""
     bindir, hide = tmp_path / "bin", tmp_path / "hide"
     bindir.mkdir()
     real = os.popen("command -v squeue").read().strip()
@@ -298,6 +298,9 @@ def hiding_squeue(tmp_path: Path, sacct_says: str | None = None) -> tuple[str, P
     )
     if sacct_says is not None:
         (bindir / "sacct").write_text(f"#!/bin/sh\necho 'sacct: error: {sacct_says}' >&2\nexit 1\n")
+    else:
+        real = os.popen("command -v sacct").read().strip()
+        (bindir / "sacct").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/sacct-calls\nexec {real} "$@"\n')
     for tool in bindir.iterdir():
         tool.chmod(0o755)
     return f"{bindir}:{os.environ['PATH']}", hide
@@ -315,6 +318,7 @@ def test_a_job_gone_from_squeue_ends_as_accounting_recorded(slurm_spool: Spool, 
     ended = slurm_spool.wait_state(killed, "finished", timeout=60)
     assert (ended["signal"], ended["exit_code"]) == ("SIGKILL", None), ended
     assert "signal 9 in SLURM" in ended["reason"]
+    assert text_of(tmp_path / "sacct-calls"), "the end came from somewhere else than accounting"
 
 
 def test_a_job_gone_from_squeue_without_accounting_is_lost(slurm_spool: Spool, tmp_path: Path) -> None:

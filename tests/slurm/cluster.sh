@@ -104,6 +104,7 @@ start_munge() {
 }
 
 start_accounting() {  # MariaDB for slurmdbd, then slurmdbd: a fresh database each time
+  stop slurmdbd mariadbd  # left by an earlier up whose slurmctld is gone
   rm -rf "$BASE/mysql"
   mariadb-install-db --no-defaults --datadir="$BASE/mysql" --user=root \
     --auth-root-authentication-method=normal --skip-test-db >"$BASE/log/mariadb-install.out" 2>&1

@@ -90,7 +90,9 @@ class SlurmBackend:
         self._learnt: dict[int, int] = {}  # job id -> the last squeue started when its id (or failure) came
         self._absent: dict[int, int] = {}  # job id -> squeue calls in a row that did not list it
         self.announced: set[int] = set()  # running jobs whose start was told (their log exists)
-        self.records = Records(tools, clock, self.status_path, self._watched, self._end, self._missed)
+        self.records = Records(
+            tools, clock, self.status_path, self._watched, self._end, self._still_absent, self._missed
+        )
         self.closed = False
 
     # -- the Backend seam (spooler.daemon.dispatch) -------------------------------------------
@@ -239,6 +241,7 @@ class SlurmBackend:
             found = by_id.get(job.slurm_id)
             if found is not None:
                 self._absent.pop(job.id, None)
+                self.records.listed(job)
                 changed |= self._update(job, found)
             elif self._learnt.get(job.id, -1) < seq:
                 # A task of a job array may be missing from one squeue while SLURM splits it
@@ -325,6 +328,9 @@ class SlurmBackend:
 
     def _watched(self, job: Job) -> bool:
         return job in self.running and not self.closed
+
+    def _still_absent(self, job: Job) -> bool:
+        return self._absent.get(job.id, 0) >= ABSENT_POLLS
 
     def _missed(self, job: Job) -> None:
         self._absent.pop(job.id, None)

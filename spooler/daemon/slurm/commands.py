@@ -217,6 +217,8 @@ def parse_exit_code(text: str) -> tuple[int | None, int | None]:
     if not match:
         return None, None
     code, sig = int(match.group(1)), int(match.group(2))
+    if sig > 64:  # not a signal (SLURM writes 0:125 for a job killed out of memory)
+        return None, None
     return (None, sig) if sig else (code, None)
 
 

@@ -30,11 +30,15 @@ def end_job(events: Events, job: Job, seen: Verdict, path: str, start: float, en
     """``start``: when SLURM started it, if it ended between two polls (never seen running)."""
     code = read_status(path)
     killed_by: int = signal.SIGTERM
-    from_slurm = code is None and (seen.code is not None or seen.sig is not None)
-    if from_slurm:  # the script wrote nothing: SLURM's record says how it ended
-        code = seen.code
-        killed_by = seen.sig or killed_by
     stopped = seen.cancelled or seen.state in (JobState.TIMEOUT, JobState.LOST)
+    # The script wrote nothing: SLURM's record of its exit says how it ended, but only for a job
+    # that ran to its end (a cancelled or lost one is "0:0" there, which is no success), and
+    # otherwise only the signal that stopped it.
+    from_slurm = code is None and not stopped and (seen.code is not None or seen.sig is not None)
+    if from_slurm:
+        code = seen.code
+    if code is None and seen.sig is not None:
+        killed_by = seen.sig
     if stopped and code is not None and code > 128:
         # The script's shell saw its command die of SLURM's signal (128 + the signal): as a
         # local job killed by -k, it ended by that signal, not with an exit code.
