@@ -146,7 +146,7 @@ class SlurmBackend:
                 self.poll_soon()
                 return
         problem = commands.error_line(result.stderr)
-        if result.timed_out or commands.controller_unreachable(result.stderr):
+        if commands.unanswered(result):
             # It may have gone through: look for its token before submitting it again.
             self.controller_down = problem
             for job in jobs:
@@ -365,7 +365,7 @@ class SlurmBackend:
         if "gpus" in job.slurm_info or self.controller_down:
             return  # known already (they do not change while it runs), or nobody to ask
         result = self.tools.run_now(["scontrol", "-o", "-d", "show", "job", job.slurm_id], timeout=2.0)
-        if result.timed_out or commands.controller_unreachable(result.stderr):
+        if commands.unanswered(result):
             self.not_answering(commands.error_line(result.stderr))
             return
         for fields in commands.parse_scontrol(result.stdout):

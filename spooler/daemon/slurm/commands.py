@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from spooler.daemon.config_file import SlurmConfig
+from spooler.daemon.slurm.tools import Result
 from spooler.jobs import Job, JobState
 
 TOKEN_PREFIX = "ts:"  # our jobs carry "ts:<token>" in --comment: how a new daemon finds them
@@ -159,6 +160,12 @@ _UNREACHABLE = (
 def controller_unreachable(stderr: str) -> bool:
     text = stderr.lower()
     return any(marker in text for marker in _UNREACHABLE)
+
+
+def unanswered(result: Result) -> bool:
+    """The tool got no answer from the controller (it timed out, or could not reach it): the
+    question is still open, nothing is to be concluded from it."""
+    return result.timed_out or (result.returncode != 0 and controller_unreachable(result.stderr))
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,7 @@ class SlurmDispatcher(Dispatcher):
         if result.returncode == 0:
             return None
         problem = commands.error_line(result.stderr)
-        if result.timed_out or commands.controller_unreachable(result.stderr):
+        if commands.unanswered(result):
             # Found silent: the next submissions skip the ask (and its wait) for a while, or
             # until a squeue or an sbatch gets an answer.
             self.slurm.not_answering(problem)

@@ -105,7 +105,7 @@ class Records:
     ) -> None:
         if not self._answered(job, asked):
             return
-        if result.timed_out or commands.controller_unreachable(result.stderr):
+        if commands.unanswered(result):
             return  # asked again at the next poll that sees the job ended
         shown = commands.parse_scontrol(result.stdout) if result.returncode == 0 else []
         # One line for one job (a task of an array is asked for by its own id).
@@ -135,7 +135,7 @@ class Records:
     def _accounted(self, job: Job, asked: Asked, result: Result) -> None:
         if not self._answered(job, asked) or not self.absent(job):
             return  # ended meanwhile, or listed by squeue again
-        if result.timed_out or (result.returncode != 0 and commands.controller_unreachable(result.stderr)):
+        if commands.unanswered(result):
             return  # asked again at the next poll
         rows = [r for r in commands.parse_sacct(result.stdout) if r.id == job.slurm_id]
         if result.returncode == 0 and rows:
