@@ -10,7 +10,8 @@ jobs ran and how often.  The invariants, each counted (all must be 0):
 
 - a call exited 0 without printing exactly one job id;
 - a call failed (non-zero exit) although its job was queued (it is in the list, or ran);
-- an acknowledged job did not run exactly once, or the id printed is not the job's;
+- an acknowledged job did not run exactly once, or the id printed is not the job's (one whose
+  launcher was killed while starting it ends ``lost`` and may not have run: at most once);
 - a job ran more than once;
 - a job ended ``lost`` although no launcher was killed while it ran.
 
@@ -190,6 +191,9 @@ class Storm:
         wrong_id = [c for c in acked if c not in bad_ack and by_tag.get(c.tag, {}).get("id") != int(c.stdout)]
         lost = [j for j in jobs if j["state"] == "lost"]
         lost_unexplained = [j for j in lost if not self._launcher_killed_during(j)]
+        # A launcher killed between recording a start and spawning the job leaves a job that
+        # may or may not have run: it ends lost (never run again), and ran 0 or 1 times.
+        lost_tags = {_tag_of(j["command"]) for j in lost if j not in lost_unexplained}
         return {
             "calls": len(self.calls),
             "acknowledged": len(acked),
@@ -198,9 +202,10 @@ class Storm:
             "launcher kills": self.killed_launchers,
             "of which one launcher of several": self.killed_one_of_several,
             "jobs lost (a launcher died)": len(lost) - len(lost_unexplained),
+            "of which never ran": sum(1 for c in acked if c.tag in lost_tags and not ran[c.tag]),
             "success without an id": len(bad_ack),
             "failure, but queued": sum(1 for c in failed if c.tag in by_tag or ran[c.tag]),
-            "acknowledged, not run once": sum(1 for c in acked if ran[c.tag] != 1),
+            "acknowledged, not run once": sum(1 for c in acked if ran[c.tag] != 1 and c.tag not in lost_tags),
             "id printed is not the job's": len(wrong_id),
             "ran more than once": sum(1 for n in ran.values() if n > 1),
             "lost, no launcher died": len(lost_unexplained),

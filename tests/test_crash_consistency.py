@@ -121,9 +121,11 @@ def test_a_short_storm_of_kills_keeps_every_invariant(tmp_path: Path, launcher_k
     storm = chaos.Storm(tmp_path, TS, seconds=5, clients=3, daemon_kills=8, launcher_kills=launcher_kills)
     try:
         storm.run()
-        figures = storm.check(storm.settle())
+        jobs = storm.settle()
+        figures = storm.check(jobs)
     finally:
         storm.stop_daemon()
     print(chaos.table(figures, storm.seconds))
+    print("\n".join(storm.details(jobs)))
     assert figures["daemon kills"] > 0 and figures["acknowledged"] > 0
     assert {name: figures[name] for name in chaos.INVARIANTS} == dict.fromkeys(chaos.INVARIANTS, 0)
