@@ -192,8 +192,11 @@ class Storm:
         lost = [j for j in jobs if j["state"] == "lost"]
         lost_unexplained = [j for j in lost if not self._launcher_killed_during(j)]
         # A launcher killed between recording a start and spawning the job leaves a job that
-        # may or may not have run: it ends lost (never run again), and ran 0 or 1 times.
-        lost_tags = {_tag_of(j["command"]) for j in lost if j not in lost_unexplained}
+        # may or may not have run: it ends lost, saying so (never run again), and ran 0 or 1
+        # times.  Every other lost job had a process, so it ran.
+        lost_tags = {
+            _tag_of(j["command"]) for j in lost if j not in lost_unexplained and MAY_HAVE_RUN in j["reason"]
+        }
         return {
             "calls": len(self.calls),
             "acknowledged": len(acked),
@@ -202,7 +205,7 @@ class Storm:
             "launcher kills": self.killed_launchers,
             "of which one launcher of several": self.killed_one_of_several,
             "jobs lost (a launcher died)": len(lost) - len(lost_unexplained),
-            "of which never ran": sum(1 for c in acked if c.tag in lost_tags and not ran[c.tag]),
+            "of which never ran (lost while starting)": sum(not ran[t] for t in lost_tags),
             "success without an id": len(bad_ack),
             "failure, but queued": sum(1 for c in failed if c.tag in by_tag or ran[c.tag]),
             "acknowledged, not run once": sum(1 for c in acked if ran[c.tag] != 1 and c.tag not in lost_tags),
@@ -234,6 +237,8 @@ class Storm:
         started = job.get("start_time") or 0.0
         return any(t >= started for t in self.launcher_kill_times)
 
+
+MAY_HAVE_RUN = ": it may"  # in the reason of a job lost while its launcher was starting it
 
 INVARIANTS = (
     "success without an id",
