@@ -172,11 +172,26 @@ class Storm:
             )
             if done.returncode == 0:
                 jobs: list[dict[str, Any]] = json.loads(done.stdout)
-                if all(j["state"] not in ("queued", "allocating", "running") for j in jobs):
+                # A lost job's process may still run (the daemon could not watch it, so it did
+                # not wait for it): it appends its tag when it ends, so wait for those too.
+                if (
+                    all(j["state"] not in ("queued", "allocating", "running") for j in jobs)
+                    and not self._jobs_alive()
+                ):
                     return jobs
             if time.monotonic() > deadline:
                 raise RuntimeError("the jobs did not all end after the storm")
             time.sleep(0.2)
+
+    def _jobs_alive(self) -> bool:
+        """Is a job's process still running (its command line names the runs file)?"""
+        import psutil
+
+        mark = str(self.runs_file)
+        for proc in psutil.process_iter(["cmdline"]):
+            if any(mark in word for word in proc.info["cmdline"] or []):
+                return True
+        return False
 
     def stop_daemon(self) -> None:
         subprocess.run([*self.ts, "-K"], env=self.env(), capture_output=True, timeout=60)
