@@ -168,6 +168,11 @@ def unanswered(result: Result) -> bool:
     return result.timed_out or (result.returncode != 0 and controller_unreachable(result.stderr))
 
 
+def job_unknown(result: Result) -> bool:
+    """The controller does not know the job (any more): it purged it (``MinJobAge``)."""
+    return result.returncode != 0 and "invalid job id" in result.stderr.lower()
+
+
 @dataclass(frozen=True)
 class QueueRow:
     """One line of ``squeue -h -r -o SQUEUE_FORMAT``."""

@@ -4,7 +4,8 @@ The exit status file is the rule (``script``); this module covers what it misses
 
 - a job SLURM says ended with no status file to read: on a shared file system the file may
   show a moment later, so it is waited for (``STATUS_GRACE``); then ``scontrol -o show job``
-  gives SLURM's ``ExitCode`` (a batch script killed by a signal before it could write: ``0:9``);
+  gives SLURM's ``ExitCode`` (a batch script killed by a signal before it could write: ``0:9``),
+  or, if the controller has purged the job meanwhile, the next case does;
 - a job gone from ``squeue`` (SLURM forgets ended jobs after ``MinJobAge``, or a daemon was
   down longer than that): its status file if there is one, else accounting (``sacct``) where
   it is on; a job accounting still has running was only missed by ``squeue``, and is watched
@@ -107,6 +108,10 @@ class Records:
             return
         if commands.unanswered(result):
             return  # asked again at the next poll that sees the job ended
+        if commands.job_unknown(result):
+            # Purged since squeue listed it: squeue will miss it next, and accounting (where it
+            # is on) has its record (see missing).
+            return
         shown = commands.parse_scontrol(result.stdout) if result.returncode == 0 else []
         # One line for one job (a task of an array is asked for by its own id).
         code, sig = (None, None)
