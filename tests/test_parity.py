@@ -173,6 +173,16 @@ def test_gzip_output_is_valid_and_shown_decompressed(spool: Spool) -> None:
     assert spool.run("-t", str(job)).stdout.split()[-2:] == ["2000", "done"]
 
 
+def test_a_gzipped_job_after_a_plain_one_runs(spool: Spool) -> None:
+    """The launcher keeps the jobs' stdin open once a plain job has run; a -z job's shim closes
+    what it inherits, so it must not use that descriptor after."""
+    plain = spool.submit("true")
+    assert spool.run("-w", str(plain)).returncode == 0
+    gzipped = spool.submit("echo", "after", opts=("-z",))
+    assert spool.run("-w", str(gzipped)).returncode == 0
+    assert spool.run("-c", str(gzipped)).stdout == "after\n"
+
+
 def test_logdir_get_and_set(spool: Spool, tmp_path: Path) -> None:
     other = tmp_path / "elsewhere"
     other.mkdir()

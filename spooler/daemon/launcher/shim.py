@@ -15,7 +15,7 @@ import time
 import zlib
 
 from spooler.daemon.launcher.exits import ExitLog
-from spooler.daemon.launcher.spawn import spawn_job, tell
+from spooler.daemon.launcher.spawn import forget_inherited_fds, spawn_job, tell
 from spooler.daemon.launcher.spec import Launch
 from spooler.daemon.process import close_fds_except, name_process
 
@@ -30,6 +30,7 @@ def run_shim(spec: Launch, stdout_fd: int, stderr_fd: int, notify: socket.socket
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     os.setsid()
     close_fds_except({stdout_fd, stderr_fd, notify.fileno(), exits.fd})
+    forget_inherited_fds()
     out, err = stdout_fd, stderr_fd
     if spec.compress:
         pipe_read, out = os.pipe()

@@ -110,6 +110,12 @@ def _which(program: str, path: str) -> str | None:
     return where
 
 
+def forget_inherited_fds() -> None:
+    """In a forked shim that closed what it inherited: the launcher's cached stdin is gone."""
+    global _devnull
+    _devnull = None
+
+
 def _stdin() -> int:
     global _devnull
     if _devnull is None:
