@@ -76,6 +76,14 @@ def test_gpus_are_slurms_and_a_third_job_waits_with_its_reason(slurm_spool: Spoo
     assert waiting["slurm_id"]
     info = slurm_spool.ts("-i", str(ids[0]))
     assert "SLURM GPUs: gres:gpu:2 (GPUs " in info
+    # what needs the job's process here is refused, saying why
+    paused = slurm_spool.run("--pause", str(ids[0]))
+    assert (paused.returncode, paused.stderr) == (
+        1,
+        f"ts: job {ids[0]} runs in SLURM: --pause is not available there\n",
+    )
+    pid = slurm_spool.run("-p", str(ids[0]))
+    assert (pid.returncode, pid.stderr) == (1, f"ts: job {ids[0]} runs in SLURM: it has no process here\n")
     # -k: scancel, of a running job and of one SLURM keeps pending
     for i in (ids[2], ids[0]):  # the pending one first: it would start on the GPUs freed
         slurm_spool.ts("-k", str(i))
@@ -174,6 +182,11 @@ def test_what_sbatch_refuses_queues_nothing(slurm_spool: Spool) -> None:
     assert refused.stderr == "ts: sbatch: allocation failure: Requested node configuration is not available\n"
     refused = slurm_spool.run("-g", "0", "true")
     assert refused.stderr == "ts: -g is not available with the slurm backend\n"
+    refused = slurm_spool.run("-n", "-f", "echo", "x")  # its output would be thrown away
+    assert (refused.returncode, refused.stderr) == (
+        1,
+        "ts: -n with -f is not available with the slurm backend\n",
+    )
     slurm_spool.ts("-K")
     bad = slurm_config(slurm_spool.root, partition="nope")
     refused = slurm_spool.run("echo", "x")  # a new daemon, with the bad partition in its config

@@ -72,6 +72,8 @@ class JobControl:
         self.kick()
 
     def pause(self, job: Job) -> None:
+        if job.slurm_id:
+            raise RequestError(E_INVALID, f"job {job.id} runs in SLURM: --pause is not available there")
         if job.state is not JobState.RUNNING:
             raise RequestError(E_INVALID, f"job {job.id} is not running (it is {job.state.value})")
         if not job.pid:

@@ -94,6 +94,8 @@ def _field(job: Job, name: str) -> Any:
 def job_field(sp: Spooler, req: rq.JobField, conn: Connection) -> Reply:
     """One field of a job; the pid of a job handed to the launcher a moment ago once it is known."""
     job = sp.get(req.id, req.default or "added")
+    if req.field == "pid" and job.slurm_id:
+        raise bad(f"job {job.id} runs in SLURM: it has no process here")
     if req.field == "pid" and job.state is JobState.RUNNING and not sp.has_started(job):
 
         def reply(now: Job | None, job_id: int) -> dict[str, Any]:

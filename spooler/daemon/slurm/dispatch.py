@@ -144,7 +144,13 @@ class SlurmDispatcher(Dispatcher):
         (a bad partition, a request over a limit: told through ``answer``, True), so that a
         refusal queues nothing.  A controller that does not answer refuses nothing: the jobs
         wait, with that reason."""
-        unsupported = {"-g": request.gpu_indices, "--gpu_mem": request.gpu_mem_mib, "-z": request.gzip}
+        unsupported = {
+            "-g": request.gpu_indices,
+            "--gpu_mem": request.gpu_mem_mib,
+            "-z": request.gzip,
+            # Local mode sends the output to the submitter's terminal; SLURM writes it to a file.
+            "-n with -f": request.no_output and request.foreground,
+        }
         for option, given in unsupported.items():
             if given:
                 bound = f" (queue {request.queue} runs its jobs in SLURM)" if request.queue else ""
